@@ -1,0 +1,72 @@
+"""`sqnc`: the command line. Parses arguments, calls one library function per command, prints.
+
+User mistakes (config, data, paths) end with one line on stderr and exit code 2, before anything
+is written; environment faults (disk full, permissions during a run) with exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Square-loss dynamics and neural collapse: train, analyze, draw.")
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main() -> None:
+    """sqloss-nc command line."""
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (default: configs/quickstart.yaml, the shipped sample)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a config key: --set optim.lr=0.05 (repeatable)."),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Output root; runs go to OUT/<name>/<run_id>/."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Image folder (or .zip) for data.source=folder."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
+    from sqloss_nc.errors import UserError
+    from sqloss_nc.sweep import run_config
+
+    if config is None:
+        config = DEFAULT_CONFIG
+    try:
+        results = run_config(config, set_, out, data_dir=data_dir, progress=progress, console=console)
+    except UserError as err:
+        _fail(str(err), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume where it stopped", 130)
+    except OSError as err:
+        _fail(f"{type(err).__name__}: {err}", 1)
+    from sqloss_nc.sweep import summary_table
+
+    for r in results:
+        if r.get("skipped"):
+            console.print(f"{r['run_id']}: already done, skipped ({r['rundir']})", highlight=False, soft_wrap=True)
+        elif r["state"] != "done":
+            err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True)
+    console.print(summary_table(results))
+    if any(r["state"] not in ("done",) for r in results):
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,359 @@
+"""The run configuration: schema, validation, YAML loading, `--set` overrides, sweep expansion.
+
+The dotted key names (`optim.lr`, `model.init_scale`, ...) are an interface shared by YAML
+files, `sqnc run --set key=value` and `sweep:` blocks (SPEC §7). Every user mistake surfaces as a
+`ConfigError` whose message is one line naming the offending field, so the CLI can print it and
+exit 2 before anything is written.
+
+Example:
+
+```python
+cfg = load_config("configs/quickstart.yaml", overrides=["optim.epochs=5", "seed=3"])
+for run in expand_sweep(cfg):
+    print(run.run_id, run.config.optim.lr)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    """A user mistake in a config file, an override or a sweep (one line, names the field)."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors (a typo must never silently fall back to a default), and
+    # assignments are validated too, so `--set` cannot smuggle in a bad value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Strict):
+    """A Gaussian mixture in `shape`-shaped inputs: class means ~ N(0, separation²·I/d),
+    samples = mean + noise·N(0, I/d). The means depend only on `seed` (not the run seed) so
+    that runs with different seeds see the same data."""
+
+    shape: list[int] = Field(default_factory=lambda: [32, 32, 3], min_length=1)
+    separation: float = Field(1.0, gt=0)
+    noise: float = Field(0.5, ge=0)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    source: Literal["sample", "folder", "tfds", "synthetic"] = "sample"
+    path: Optional[str] = None
+    classes: list[int] = Field(default_factory=lambda: [1, 2])
+    train_per_class: Optional[int] = Field(5000, gt=0)
+    test_per_class: Optional[int] = Field(1000, gt=0)
+    input_norm: Literal["unit", "max", "none"] = "unit"
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[int]) -> list[int]:
+        if len(v) < 2:
+            raise ValueError("need at least 2 classes")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate class in {v}")
+        bad = [c for c in v if c < 0 or c > 9]
+        if bad:
+            raise ValueError(f"class index {bad[0]} out of range 0..9")
+        return v
+
+
+class ModelConfig(_Strict):
+    arch: Literal["convnet", "mlp"] = "convnet"
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    normalization: Literal["none", "batchnorm", "lagrange", "weightnorm"] = "batchnorm"
+    init_scale: float = Field(0.01, gt=0)
+    output: Literal["onehot", "scalar"] = "onehot"
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v):
+            raise ValueError(f"every width must be positive, got {v}")
+        return v
+
+
+class LossConfig(_Strict):
+    kind: Literal["square", "cross_entropy", "exponential"] = "square"
+    finite_step_correction: bool = False
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(1000, gt=0)
+    schedule: Literal["constant", "step"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _milestones(self) -> "OptimConfig":
+        if self.schedule == "step":
+            if not self.milestones:
+                raise ValueError("schedule 'step' needs optim.milestones (epochs where lr *= gamma)")
+            if sorted(set(self.milestones)) != self.milestones or self.milestones[0] <= 0:
+                raise ValueError(f"optim.milestones must be increasing positive epochs, got {self.milestones}")
+        return self
+
+
+EpochSpec = Union[Literal["log", "all", "none"], list[int]]
+
+
+class TrackConfig(_Strict):
+    margin_epochs: EpochSpec = "log"
+    nc_epochs: EpochSpec = "log"
+    log_points: int = Field(20, gt=0)
+
+    @field_validator("margin_epochs", "nc_epochs")
+    @classmethod
+    def _epochs(cls, v: EpochSpec) -> EpochSpec:
+        if isinstance(v, list) and any(e < 0 for e in v):
+            raise ValueError(f"epochs must be >= 0, got {v}")
+        return v
+
+
+class Config(_Strict):
+    """The fully resolved configuration of one run (or of a sweep, before expansion)."""
+
+    name: str = "quickstart"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError(f"must be a plain folder name, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Config":
+        m, loss = self.model, self.loss
+        if m.output == "scalar" and len(self.data.classes) != 2:
+            raise ValueError("model.output: 'scalar' needs exactly 2 classes")
+        if loss.kind == "exponential" and m.output != "scalar":
+            raise ValueError("loss.kind: 'exponential' needs model.output 'scalar' (binary)")
+        if loss.kind == "cross_entropy" and m.output == "scalar":
+            raise ValueError("loss.kind: 'cross_entropy' needs model.output 'onehot'")
+        # Not built yet (see the open issues); refuse rather than silently train something else.
+        if m.normalization in ("lagrange", "weightnorm"):
+            raise ValueError(f"model.normalization: {m.normalization!r} is not implemented yet")
+        if loss.kind != "square" or m.output != "onehot":
+            raise ValueError("loss.kind/model.output: only square loss with onehot output is implemented yet")
+        if loss.finite_step_correction:
+            raise ValueError("loss.finite_step_correction: not implemented yet")
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError) -> str:
+    """One line naming the first bad field, with a did-you-mean for unknown keys."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in e["loc"][:-1])
+        hint = _did_you_mean(str(e["loc"][-1]), parent)
+        return f"{loc}: unknown key{hint}"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] not in ("value_error", "missing") and "input" in e and not isinstance(e["input"], dict):
+        msg += f" (got {e['input']!r})"
+    # Cross-field checks name their fields in the message itself.
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _did_you_mean(key: str, parent: str) -> str:
+    model: type[BaseModel] = Config
+    for part in [p for p in parent.split(".") if p]:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+    return f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""
+
+
+def validate(raw: dict) -> Config:
+    """Validate a nested dict into a `Config`, raising a one-line `ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config: YAML syntax error in {path}{where}: {problem}") from None
+    return raw if raw is not None else {}
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set `a.b.c = value` in a nested dict, creating intermediate mappings."""
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def get_dotted(raw: dict, key: str) -> Any:
+    node: Any = raw
+    for p in key.split("."):
+        node = node[p]
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (`optim.lr=1e-3`, `data.classes=[3,5]`)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return key, value
+    if isinstance(parsed, str):
+        # YAML 1.1 reads `1e-3` as a string; on the command line it is meant as a number.
+        try:
+            return key, float(parsed)
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None), apply `key=value` overrides,
+    validate. Raises `ConfigError` with a one-line message on any user mistake."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    return validate(raw)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+# Short, readable names for the run id; other keys use their last dotted component.
+_SHORT = {
+    "model.init_scale": "init",
+    "optim.weight_decay": "wd",
+    "data.label_noise": "noise",
+    "optim.lr": "lr",
+    "model.normalization": "norm",
+    "loss.kind": "loss",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a (possibly swept) experiment: its id and fully resolved config."""
+
+    run_id: str
+    config: Config
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "-".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def run_id_for(config: Config, keys: list[str]) -> str:
+    """`init=0.01_wd=0.01_seed=0`: the swept keys (plus the seed, always) in sweep order."""
+    raw = config.to_dict()
+    keys = [k for k in keys if k != "seed"] + ["seed"]
+    parts = [f"{_SHORT.get(k, k.split('.')[-1])}={_fmt(get_dotted(raw, k))}" for k in keys]
+    return "_".join(parts).replace("/", "-")
+
+
+def expand_sweep(config: Config) -> list[RunSpec]:
+    """Cross the `sweep:` values into one `RunSpec` per combination (sweep emptied in each)."""
+    base = config.to_dict()
+    sweep = base.pop("sweep")
+    base["sweep"] = {}
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.{key}: expected a non-empty list of values")
+        try:
+            get_dotted(base, key)
+        except (KeyError, TypeError):
+            raise ConfigError(f"sweep.{key}: unknown key{_did_you_mean(key.split('.')[-1], '.'.join(key.split('.')[:-1]))}") from None
+    keys = list(sweep)
+    runs = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        raw = copy.deepcopy(base)
+        for k, v in zip(keys, combo):
+            set_dotted(raw, k, v)
+        try:
+            cfg = Config.model_validate(raw)
+        except ValidationError as err:
+            where = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, combo))
+            raise ConfigError(f"{_format_error(err)} [in sweep point {where}]") from None
+        runs.append(RunSpec(run_id_for(cfg, keys), cfg))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"sweep: two points share the run id {dup!r} (repeated values?)")
+    return runs
+
+
+def epoch_schedule(spec: EpochSpec, epochs: int, points: int = 20) -> list[int]:
+    """Epochs at which to record: `log` = epoch 0, about `points` log-spaced epochs in
+    1..epochs, and the last; `all` = 0..epochs; `none` = []; a list is clipped to 0..epochs."""
+    if spec == "none":
+        return []
+    if spec == "all":
+        return list(range(epochs + 1))
+    if spec == "log":
+        out = {0, epochs}
+        for i in range(points):
+            out.add(int(round(math.exp(math.log(epochs) * i / max(points - 1, 1)))))
+        return sorted(e for e in out if 0 <= e <= epochs)
+    return sorted({e for e in spec if 0 <= e <= epochs})

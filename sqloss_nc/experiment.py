@@ -1,0 +1,292 @@
+"""One run end to end: `train_and_evaluate(config, workdir)` (the library behind `sqnc run`).
+
+Order of business, so that a user mistake never leaves half-written output: validate the config,
+load (and so validate) the data, check the run directory against any earlier run there, and only
+then create files. A run directory holding the same config resumes from its checkpoint (the CSVs
+are cut back to the checkpointed epoch first, so every epoch appears exactly once); one marked
+`done` is skipped; one holding a different config is refused.
+
+Example:
+
+```python
+from sqloss_nc.config import load_config
+from sqloss_nc.experiment import train_and_evaluate
+result = train_and_evaluate(load_config("configs/quickstart.yaml"), "outputs/quickstart/seed=0")
+result["state"], result["final"]["test_acc"]
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ConfigError, epoch_schedule
+from .data import Dataset, load_clean_dataset, with_label_noise
+from .errors import UserError
+from .rundir import RunDir, atomic_write_text, environment
+
+
+class RunDirError(UserError):
+    """The run directory conflicts with the request (different config, not writable): one line."""
+
+
+def configure_tensorflow() -> None:
+    """Let several runs share a GPU: allocate GPU memory on demand instead of all at once."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialized: nothing to do
+            pass
+
+
+def check_compatible(cfg: Config, data: Dataset) -> None:
+    """Config checks that need the data (raised before anything is written)."""
+    n = len(data.y_train)
+    if cfg.optim.batch_size > n:
+        raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} is larger than the {n} training samples")
+    if cfg.model.arch == "convnet" and data.x_train.ndim != 4:
+        raise ConfigError(f"model.arch: convnet needs image inputs, the data has shape {data.x_train.shape[1:]}")
+
+
+def check_rundir(cfg: Config, rundir: RunDir) -> str:
+    """`new`, `resume` or `done` for this config in this folder; raises on a conflict."""
+    if rundir.path.exists() and not rundir.path.is_dir():
+        raise RunDirError(f"output: {rundir.path} exists and is not a folder")
+    old = rundir.read_config()
+    if old is None:
+        return "new"
+    if old != cfg.to_dict():
+        diff = sorted(_diff_keys(old, cfg.to_dict()))
+        raise RunDirError(f"output: {rundir.path} holds a run with a different config ({', '.join(diff[:4])}); use another --out or name")
+    status = rundir.read_status() or {}
+    return "done" if status.get("state") == "done" else "resume"
+
+
+def check_writable(path: Path) -> None:
+    """Fail early and cleanly when the output root cannot be created or written."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"output: cannot write to {probe}")
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k in set(a) | set(b):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out |= _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.add(prefix + k)
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
+    arrays = {f"w{i}": w for i, w in enumerate(network.get_weights())}
+    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays["epoch"] = np.asarray(epoch)
+    tmp = rundir.path / ".checkpoint.tmp.npz"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, rundir.path / "checkpoint.npz")
+
+
+def _load_checkpoint(rundir: RunDir, network, optimizer) -> int | None:
+    path = rundir.path / "checkpoint.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as ck:
+        weights = [ck[f"w{i}"] for i in range(len(network.get_weights()))]
+        network.set_weights(weights)
+        for i, v in enumerate(optimizer.variables):
+            v.assign(ck[f"o{i}"])
+        return int(ck["epoch"])
+
+
+def _truncate_csv(path: Path, last_epoch: int) -> None:
+    """Keep the header and the rows with epoch <= last_epoch (rows written after the checkpoint
+    by a run that then died); a torn last line is dropped too."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    keep = []
+    for r in body:
+        try:
+            if len(r) == len(header) and int(r[0]) <= last_epoch:
+                keep.append(r)
+        except ValueError:
+            continue
+    from io import StringIO
+
+    buf = StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(keep)
+    atomic_write_text(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train_and_evaluate(
+    config: Config, workdir: str | Path, data: Dataset | None = None, data_dir: str | None = None, progress: bool = False, console=None
+) -> dict:
+    """Train one run as `config` says and write its run directory `workdir`.
+
+    Args:
+        config: a validated, sweep-free `Config`.
+        workdir: the run directory (`OUT/<name>/<run_id>`).
+        data: the clean dataset for `config.data` (loaded here when None); label noise is applied
+            here with the run seed.
+        data_dir: overrides `data.path`.
+        progress: show a rich progress bar.
+        console: the rich console for the bar.
+
+    Returns:
+        {"state", "epoch", "reason", "final" (last metrics row), "rundir", "seconds"}.
+    """
+    import keras
+
+    from .callbacks import RichProgress, RunLogger, Tracker
+    from .models import build_network
+    from .optimizers import lr_at_epoch, make_optimizer
+    from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
+
+    cfg = config
+    if cfg.sweep:
+        raise ConfigError("sweep: train_and_evaluate takes one run; expand the sweep first")
+    clean = data if data is not None else load_clean_dataset(cfg, data_dir)
+    ds = with_label_noise(clean, cfg.data.label_noise, cfg.seed)
+    check_compatible(cfg, ds)
+    rundir = RunDir(workdir)
+    check_writable(rundir.path)
+    state = check_rundir(cfg, rundir)
+    if state == "done":
+        status = rundir.read_status()
+        return {
+            "state": "done",
+            "skipped": True,
+            "epoch": status.get("epoch"),
+            "reason": None,
+            "final": _last_row(rundir),
+            "rundir": str(rundir.path),
+            "seconds": 0.0,
+        }
+
+    configure_tensorflow()
+    keras.utils.set_random_seed(cfg.seed)
+    network = build_network(cfg.model, ds.x_train.shape[1:], ds.num_classes, seed=cfg.seed)
+    trainer = SquareLossTrainer(network, weight_decay=cfg.optim.weight_decay)
+    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
+    optimizer = make_optimizer(cfg.optim, spe)
+    trainer.compile(optimizer=optimizer)
+    optimizer.build(network.trainable_variables)
+
+    rundir.create()
+    first_epoch, elapsed = 1, 0.0
+    if state == "resume":
+        done_epoch = _load_checkpoint(rundir, network, optimizer)
+        if done_epoch is not None:
+            first_epoch = done_epoch + 1
+            elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
+            _truncate_csv(rundir.metrics_path, done_epoch)
+            _truncate_csv(rundir.margins_path, done_epoch)
+    if first_epoch == 1:  # nothing reusable: start clean
+        for p in (rundir.metrics_path, rundir.margins_path):
+            p.unlink(missing_ok=True)
+    rundir.write_config(cfg.to_dict())
+    rundir.write_status(
+        "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    )
+
+    tracker = Tracker(network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed)
+    epochs = cfg.optim.epochs
+
+    def probe():
+        return trainer.probe_grad_norm_sq(epoch_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, 1, 1))
+
+    logger = RunLogger(
+        rundir,
+        tracker,
+        lambda e: lr_at_epoch(cfg.optim, e),
+        epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
+        first_epoch=first_epoch,
+        elapsed_offset=elapsed,
+        initial_grad_norm_sq=probe,
+        checkpoint=lambda e: _save_checkpoint(rundir, network, optimizer, e),
+    )
+    callbacks = [logger]
+    if progress:
+        callbacks.append(RichProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
+    t0 = time.perf_counter()
+    try:
+        if first_epoch <= epochs:
+            trainer.fit(
+                epoch_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, first_epoch, epochs),
+                epochs=epochs,
+                initial_epoch=first_epoch - 1,
+                steps_per_epoch=spe,
+                verbose=0,
+                callbacks=callbacks,
+                shuffle=False,
+            )
+        elif logger.last_row is None:
+            logger.last_row = _last_row(rundir)
+    except KeyboardInterrupt:
+        rundir.write_status(
+            "interrupted", _last_epoch(logger, first_epoch), reason="interrupted by the user (rerun the same command to resume)"
+        )
+        raise
+    except Exception as err:
+        rundir.write_status("failed", _last_epoch(logger, first_epoch), reason=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        logger.close()
+    seconds = time.perf_counter() - t0
+    rundir.save_model(network)
+    last = _last_epoch(logger, first_epoch)
+    if logger.divergence:
+        state, reason = "diverged", logger.divergence
+    else:
+        state, reason = "done", None
+    rundir.write_status(state, last, reason=reason, wall_time_s=logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return {
+        "state": state,
+        "skipped": False,
+        "epoch": last,
+        "reason": reason,
+        "final": logger.last_row,
+        "rundir": str(rundir.path),
+        "seconds": seconds,
+    }
+
+
+def _last_epoch(logger, first_epoch: int) -> int:
+    return int(logger.last_row["epoch"]) if logger.last_row else first_epoch - 1
+
+
+def _last_row(rundir: RunDir) -> dict | None:
+    if not rundir.metrics_path.exists():
+        return None
+    with open(rundir.metrics_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    return {k: (float(v) if v not in ("", None) else float("nan")) for k, v in rows[-1].items()}

@@ -1,0 +1,102 @@
+"""Pure measurements on arrays (SPEC §5): losses, margins and their statistics, ρ.
+
+No Keras state here: every function takes numpy arrays and computes in float64, so the numbers
+can be checked against closed forms and reused on any model's outputs. Neural-collapse measures
+live in `nc.py`.
+
+Conventions:
+- Square loss with one-hot targets is the mean over all N·C elements (PyTorch `MSELoss`).
+- Multiclass functional margin m_n = f_{y_n}(x_n) − max_{c≠y_n} f_c(x_n) (for C = 2 this is
+  y·(f_0 − f_1) with y = ±1); scalar binary output: m_n = y_n f(x_n) with y_n ∈ {−1, +1}.
+- Normalized margin m̄_n = m_n / ρ, the margin of the normalized network f_V.
+- ρ: `rho_product` = Π_k ||W_k||_F, `rho_last` = ||W_L||_F; `rho` is the product for
+  positively homogeneous nets and the last norm for scale-invariant hidden layers (BatchNorm,
+  Lagrange), whose own norms do not change the function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(labels), num_classes), dtype=np.float64)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def square_loss(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over all N·C elements of (f − onehot(y))² (PyTorch `MSELoss(reduction='mean')`)."""
+    f = np.asarray(outputs, dtype=np.float64)
+    return float(np.mean(np.square(f - onehot(labels, f.shape[1]))))
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Functional margins m_n = f_{y_n} − max_{c≠y_n} f_c (float64); (N, 1) outputs are read as
+    a scalar binary output with label 1 ↦ +1, label 0 ↦ −1."""
+    f = np.asarray(outputs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if f.ndim == 2 and f.shape[1] == 1:
+        return f[:, 0] * np.where(labels == 1, 1.0, -1.0)
+    n = np.arange(len(labels))
+    true = f[n, labels]
+    others = f.copy()
+    others[n, labels] = -np.inf
+    return true - others.max(axis=1)
+
+
+def margin_stats(m: np.ndarray, rho: float) -> dict[str, float]:
+    """SPEC §5's per-epoch margin columns: statistics of m̄ = m/ρ and of the raw m."""
+    m = np.asarray(m, dtype=np.float64)
+    mbar = m / rho if rho > 0 else np.full_like(m, np.nan)
+    mu = float(np.mean(mbar))
+    msq = float(np.mean(np.square(mbar)))
+    p05, p50, p95 = np.percentile(mbar, [5, 50, 95])
+    return {
+        "margin_mean": mu,
+        "margin_sq_mean": msq,
+        # sigma = sqrt(M - mu^2) as the paper writes it; computed as the population std so that
+        # rounding can never make it imaginary.
+        "margin_std": float(np.std(mbar)),
+        "margin_min": float(np.min(mbar)),
+        "margin_p05": float(p05),
+        "margin_p50": float(p50),
+        "margin_p95": float(p95),
+        "raw_margin_mean": float(np.mean(m)),
+        "raw_margin_std": float(np.std(m)),
+        "raw_margin_min": float(np.min(m)),
+    }
+
+
+def frobenius(w: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(np.square(np.asarray(w, dtype=np.float64)))))
+
+
+def rho_values(norms: dict[str, float], mode: str, bn_moving_vars: list[np.ndarray] = ()) -> dict[str, float]:
+    """ρ columns from the per-layer Frobenius norms (depth order, classifier last).
+
+    Args:
+        norms: layer name -> ||W_k||_F, the classifier last.
+        mode: `product` (homogeneous nets) or `last` (scale-invariant hidden layers).
+        bn_moving_vars: the BatchNorm moving variances; when given, `rho_bn` =
+            Π_k ||W_k||_F / Π_j ||sqrt(moving_var_j)||_2 (the authors' BN-aware ρ), else NaN.
+    """
+    values = list(norms.values())
+    rho_product = float(math.prod(values))
+    rho_last = float(values[-1])
+    rho_bn = float("nan")
+    if len(bn_moving_vars):
+        denom = math.prod(float(np.linalg.norm(np.sqrt(np.asarray(v, dtype=np.float64)))) for v in bn_moving_vars)
+        rho_bn = rho_product / denom
+    return {
+        "rho": rho_last if mode == "last" else rho_product,
+        "rho_product": rho_product,
+        "rho_last": rho_last,
+        "rho_bn": rho_bn,
+    }

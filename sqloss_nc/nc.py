@@ -1,0 +1,578 @@
+"""Neural-collapse measures on the last-layer features h (SPEC §5, paper §6 and appendix K).
+
+Pure numpy; no TensorFlow/Keras import, so the measures can be tested and reused offline.
+
+Conventions
+-----------
+* Everything is accumulated and computed in float64, whatever the input dtype (float32 batches
+  are converted per batch, which is exact).
+* Streaming: :class:`NCAccumulator` sees the data once, in batches, and keeps per-class counts
+  (C), per-class means (C x p), per-class scalar within-class sums of squares (C) and, when
+  ``full=True``, the pooled within-class scatter matrix S_W = sum_c S_c (p x p). Memory is
+  O(p^2 + C p), independent of N. Statistics are combined with Chan, Golub & LeVeque's parallel
+  formula (per class: S = S_a + S_b + n_a n_b / (n_a + n_b) * d d^T, d = mean_b - mean_a), never
+  with the ``sum h h^T - n mu mu^T`` shortcut, which cancels catastrophically once the features
+  collapse onto their class means. Keeping only the pooled sum of the per-class scatter matrices
+  is exact because the Chan correction of each class is simply added to it.
+* mu_G = (1/C) sum_c mu_c, the mean of the class means (not the sample mean; the two differ on
+  unbalanced data). Sigma_W = S_W / N, Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T.
+* ``nc1`` = Tr(Sigma_W Sigma_B^+) / C with Sigma_B^+ built from exactly the top C-1 eigenpairs of
+  Sigma_B (min(C-1, p) if p < C-1), never a tolerance-based pinv. The eigenpairs are taken from a
+  thin SVD of the C x p matrix M = [mu_c - mu_G]: Sigma_B = M^T M / C, so its eigenvectors are the
+  right singular vectors of M and its eigenvalues s_i^2 / C. This costs O(C^2 p) instead of
+  O(p^3), is symmetric by construction, and resolves small eigenvalues with relative (not
+  absolute, as an eigh of Sigma_B would) accuracy. Then Tr(Sigma_W Sigma_B^+) =
+  sum_i v_i^T Sigma_W v_i / lambda_i, with no p x p product formed.
+* Standard deviations use ddof=1. Pairwise quantities run over the C(C-1)/2 pairs c < c'; with
+  C = 2 there is one pair and the std over pairs is NaN.
+* The classifier is passed as a (C, p) array of rows w_c (the paper's W_L, C x p). A Keras Dense
+  kernel is (p, C): pass ``kernel.T``.
+* ``nc4`` compares the nearest class mean with the network's argmax. The class means are only
+  known after the whole pass, so an exact one-pass NC4 with memory independent of N does not
+  exist; this module runs a second streaming pass (:meth:`NCAccumulator.nc4_pass`, or
+  :func:`compute_nc_metrics`, which does both passes from a re-iterable source). Without that
+  pass ``nc4`` is NaN.
+
+Example
+-------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> h = rng.normal(size=(100, 8)); y = np.arange(100) % 4
+>>> m = nc_metrics(h, y, classifier_weights=rng.normal(size=(4, 8)), batch_size=32)
+>>> sorted(m) == sorted(NC_KEYS)
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+import numpy as np
+
+__all__ = [
+    "NC_KEYS",
+    "FEATURE_COLLAPSE_KEYS",
+    "NCAccumulator",
+    "compute_nc_metrics",
+    "nc_metrics",
+    "feature_collapse",
+]
+
+#: Keys of the dict returned by :meth:`NCAccumulator.finalize`, in a stable order.
+NC_KEYS = (
+    "nc1",
+    "nc2_equinorm_means",
+    "nc2_equinorm_weights",
+    "nc2_equiangular_means",
+    "nc2_equiangular_weights",
+    "nc2_maxangle_means",
+    "nc2_maxangle_weights",
+    "nc3",
+    "nc3_centered",
+    "nc4",
+    "eps_gap",
+    "cos_w_mu",
+    "w_dot_muG",
+    "w_norm_sq_mean",
+    "trace_ratio",
+    "cdnv",
+)
+
+#: Keys returned by :func:`feature_collapse` (the cheap measures for intermediate layers).
+FEATURE_COLLAPSE_KEYS = ("trace_ratio", "cdnv")
+
+_DEFAULT_BATCH = 8192
+
+
+def _as_features(features) -> np.ndarray:
+    h = np.asarray(features, dtype=np.float64)
+    if h.ndim == 1:
+        raise ValueError("features must be (batch, p); got a 1-D array")
+    if h.ndim > 2:
+        # Intermediate conv activations (b, H, W, ch): the measures act on the flattened vector.
+        h = h.reshape(h.shape[0], -1)
+    return h
+
+
+def _as_labels(labels, num_classes: int, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim > 1:
+        y = y.reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"labels has {y.shape[0]} entries for {n} feature rows")
+    if n == 0:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64, copy=False)
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}); got [{y.min()}, {y.max()}]")
+    return y
+
+
+def _as_logits(logits, num_classes: int, n: int) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    if z.shape != (n, num_classes):
+        raise ValueError(f"logits must be ({n}, {num_classes}); got {z.shape}")
+    return z
+
+
+def _std_over_mean(x: np.ndarray) -> float:
+    if x.shape[0] < 2:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.std(x, ddof=1) / np.mean(x))
+
+
+def _pair_cosines(rows: np.ndarray) -> np.ndarray:
+    """Cosines of all pairs c < c' of the rows (NaN where a row is zero)."""
+    norms = np.linalg.norm(rows, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = rows / norms[:, None]
+    iu = np.triu_indices(rows.shape[0], k=1)
+    return (unit @ unit.T)[iu]
+
+
+def _nc2(rows: np.ndarray, num_classes: int) -> tuple[float, float, float]:
+    """(equinorm, equiangular, maxangle) of a set of C vectors."""
+    equinorm = _std_over_mean(np.linalg.norm(rows, axis=1))
+    cos = _pair_cosines(rows)
+    equiangular = float(np.std(cos, ddof=1)) if cos.shape[0] > 1 else float("nan")
+    maxangle = float(np.mean(np.abs(cos + 1.0 / (num_classes - 1))))
+    return equinorm, equiangular, maxangle
+
+
+def _nc3(w: np.ndarray, m: np.ndarray) -> float:
+    # ||W^T/||W|| - M/||M||||_F^2 with both in p x C equals the same expression on the C x p rows.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = w / np.linalg.norm(w) - m / np.linalg.norm(m)
+    return float(np.sum(diff * diff))
+
+
+class NCAccumulator:
+    """Streaming, mergeable statistics for the neural-collapse measures of SPEC §5.
+
+    One pass of :meth:`update` over the data gives everything except ``nc4``; ``nc4`` needs a
+    second pass with :meth:`nc4_pass` (or :meth:`nc4_update` per batch), because it compares
+    each sample with class means that are only known at the end of the first pass.
+
+    Args:
+        num_classes: C (>= 2). Labels must lie in [0, C).
+        feature_dim: p; inferred from the first batch when None. Features with more than two
+            dimensions are flattened per sample.
+        full: keep the p x p pooled within-class scatter matrix (needed for ``nc1``). With
+            ``full=False`` memory is O(C p) and ``nc1`` is NaN, while ``trace_ratio``, ``cdnv`` and
+            every mean/weight measure stay exact; use it for wide intermediate layers.
+
+    Example:
+        >>> acc = NCAccumulator(num_classes=10)
+        >>> # pass 1; then the optional pass 2 for nc4; then the measures
+        >>> for h, y, f in batches:            # doctest: +SKIP
+        ...     acc.update(h, y, logits=f)
+        >>> acc.nc4_pass(batches)               # doctest: +SKIP
+        >>> metrics = acc.finalize(classifier_weights=dense.kernel.numpy().T)  # doctest: +SKIP
+    """
+
+    def __init__(self, num_classes: int, feature_dim: Optional[int] = None, full: bool = True):
+        num_classes = int(num_classes)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.full = bool(full)
+        self.feature_dim: Optional[int] = None
+        self.counts = np.zeros(num_classes, dtype=np.int64)
+        self.means: Optional[np.ndarray] = None  # (C, p)
+        self.ss = np.zeros(num_classes, dtype=np.float64)  # per-class sum ||h - mu_c||^2
+        self.scatter: Optional[np.ndarray] = None  # (p, p) pooled within-class scatter, if full
+        self.logit_true_sum = 0.0  # sum_n f_{y_n}(x_n)
+        self.num_logits = 0
+        self._reset_nc4()
+        if feature_dim is not None:
+            self._allocate(int(feature_dim))
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _allocate(self, p: int) -> None:
+        self.feature_dim = p
+        self.means = np.zeros((self.num_classes, p), dtype=np.float64)
+        if self.full:
+            self.scatter = np.zeros((p, p), dtype=np.float64)
+
+    def _reset_nc4(self) -> None:
+        self._nc4_mismatch = 0
+        self._nc4_seen = 0
+        self._nc4_complete = False
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of samples seen by :meth:`update` (and :meth:`merge`)."""
+        return int(self.counts.sum())
+
+    def _combine(self, counts_b, means_b, ss_b, scatter_b, idx) -> None:
+        """Chan merge of statistics for the classes ``idx`` (all arrays indexed like ``idx``)."""
+        n_a = self.counts[idx].astype(np.float64)
+        n_b = counts_b.astype(np.float64)
+        n = n_a + n_b
+        delta = means_b - self.means[idx]
+        weight = n_a * n_b / n
+        self.means[idx] += delta * (n_b / n)[:, None]
+        self.ss[idx] += ss_b + weight * np.einsum("ij,ij->i", delta, delta)
+        if self.full:
+            self.scatter += scatter_b + (delta * weight[:, None]).T @ delta
+        self.counts[idx] += counts_b
+        # Any nc4 pass was made against the old means.
+        self._reset_nc4()
+
+    # ----------------------------------------------------------------- pass 1
+    def update(self, features, labels, logits=None) -> None:
+        """Add one batch.
+
+        Args:
+            features: (b, p) float32/float64 features h (or (b, ...) which is flattened).
+            labels: (b,) integer class labels in [0, C). A batch may hold any subset of classes.
+            logits: optional (b, C) network outputs f(x); needed for ``eps_gap`` (and in the
+                second pass for ``nc4``). Give them for every batch or for none.
+        """
+        raw = np.asarray(features)
+        if raw.ndim < 2:
+            raise ValueError(f"features must be (batch, p); got shape {raw.shape}")
+        b = raw.shape[0]
+        raw = raw.reshape(b, -1)  # intermediate conv activations are measured flattened
+        y = _as_labels(labels, self.num_classes, b)
+        if logits is not None:
+            z = _as_logits(logits, self.num_classes, b)
+        if b == 0:
+            return
+        if self.feature_dim is None:
+            self._allocate(raw.shape[1])
+        elif raw.shape[1] != self.feature_dim:
+            raise ValueError(f"feature dim {raw.shape[1]} != {self.feature_dim}")
+
+        # Group rows by class (stable sort) so per-class sums are contiguous reductions:
+        # O(b p) instead of a one-hot (b x C) @ (b x p) product. Sorting before the float64 cast
+        # and centring in place keep the transient memory to about one float64 copy of the batch.
+        order = np.argsort(y, kind="stable")
+        ys = y[order]
+        hs = raw[order].astype(np.float64, copy=False)
+        starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+        ends = np.r_[starts[1:], b]
+        cls = ys[starts]
+        cnt = ends - starts
+        means_b = np.add.reduceat(hs, starts, axis=0) / cnt[:, None]
+        # Centre on the batch class means before any product: this is what keeps precision
+        # when h is ~ mu_c + tiny noise.
+        for s, e, mu in zip(starts, ends, means_b):
+            hs[s:e] -= mu
+        ss_b = np.add.reduceat(np.einsum("ij,ij->i", hs, hs), starts)
+        scatter_b = hs.T @ hs if self.full else None
+        del hs
+        self._combine(cnt, means_b, ss_b, scatter_b, cls)
+
+        if logits is not None:
+            self.logit_true_sum += float(z[np.arange(b), y].sum())
+            self.num_logits += b
+
+    def merge(self, other: "NCAccumulator") -> "NCAccumulator":
+        """Fold another accumulator's pass-1 statistics into this one (Chan); returns self.
+
+        Any nc4 pass on either side is discarded, since the class means change.
+
+        Args:
+            other: an accumulator with the same ``num_classes``, ``full`` and feature dim.
+        """
+        if other.num_classes != self.num_classes or other.full != self.full:
+            raise ValueError("cannot merge accumulators with different num_classes or full flag")
+        if other.feature_dim is None:
+            return self
+        if self.feature_dim is None:
+            self._allocate(other.feature_dim)
+        elif other.feature_dim != self.feature_dim:
+            raise ValueError(f"feature dim {other.feature_dim} != {self.feature_dim}")
+        idx = np.flatnonzero(other.counts)
+        # other.scatter is already pooled over classes; the per-class Chan terms are added in
+        # _combine, so pass it once alongside the per-class arrays.
+        self._combine(other.counts[idx], other.means[idx], other.ss[idx], other.scatter if self.full else None, idx)
+        self.logit_true_sum += other.logit_true_sum
+        self.num_logits += other.num_logits
+        return self
+
+    # ----------------------------------------------------------------- pass 2 (nc4)
+    def nc4_update(self, features, logits) -> None:
+        """Second-pass batch for ``nc4``: compare nearest class mean with argmax of ``logits``.
+
+        Must follow the complete pass 1 (the class means are read from this accumulator).
+        Prefer :meth:`nc4_pass`, which also checks that the pass covered all N samples.
+
+        Args:
+            features: (b, p) features, the same samples as in pass 1 (any order/batching).
+            logits: (b, C) network outputs for those samples.
+        """
+        if self.feature_dim is None:
+            raise RuntimeError("nc4_update before any update(): class means are unknown")
+        h = _as_features(features)
+        b = h.shape[0]
+        z = _as_logits(logits, self.num_classes, b)
+        if b == 0:
+            return
+        if h.shape[1] != self.feature_dim:
+            raise ValueError(f"feature dim {h.shape[1]} != {self.feature_dim}")
+        present = self.counts > 0
+        mu_g = self.means[present].mean(axis=0)
+        # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h.mu_c); centring both on mu_G first
+        # keeps the expansion's cancellation small (differences between classes are O(||M||)).
+        mc = self.means - mu_g
+        score = np.einsum("ij,ij->i", mc, mc)[None, :] - 2.0 * ((h - mu_g) @ mc.T)
+        score[:, ~present] = np.inf
+        # Ties resolve to the lowest index on both sides, like np.argmax/np.argmin.
+        nearest = np.argmin(score, axis=1)
+        pred = np.argmax(z, axis=1)
+        self._nc4_mismatch += int(np.count_nonzero(nearest != pred))
+        self._nc4_seen += b
+        self._nc4_complete = self._nc4_seen == self.num_samples
+
+    def nc4_pass(self, batches: Iterable) -> None:
+        """Run the complete second pass for ``nc4`` over ``batches``.
+
+        Args:
+            batches: iterable of ``(features, labels, logits)`` tuples (labels are ignored) or
+                ``(features, logits)`` pairs, covering the same N samples as pass 1.
+
+        Raises:
+            ValueError: if the pass does not see exactly N samples.
+        """
+        self._reset_nc4()
+        for item in batches:
+            if len(item) == 3:
+                features, _, logits = item
+            elif len(item) == 2:
+                features, logits = item
+            else:
+                raise ValueError("nc4_pass batches must be (features, labels, logits) tuples")
+            if logits is None:
+                raise ValueError("nc4_pass needs logits in every batch")
+            self.nc4_update(features, logits)
+        if self._nc4_seen != self.num_samples:
+            seen = self._nc4_seen
+            self._reset_nc4()
+            raise ValueError(f"nc4 pass saw {seen} samples, pass 1 saw {self.num_samples}")
+
+    # ----------------------------------------------------------------- results
+    def finalize(self, classifier_weights=None) -> dict:
+        """Compute all measures; keys are :data:`NC_KEYS`, values Python floats (NaN if n/a).
+
+        Args:
+            classifier_weights: optional (C, p) classifier rows w_c (Keras Dense kernel ``.T``).
+                Without it the weight measures (``nc2_*_weights``, ``nc3``, ``nc3_centered``,
+                ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``) are NaN.
+
+        Returns:
+            dict: ``nc1`` (NaN when ``full=False``), ``nc2_*``, ``nc3``, ``nc3_centered``,
+            ``nc4`` (NaN unless a complete :meth:`nc4_pass` followed pass 1), ``eps_gap`` (NaN
+            unless every batch had logits), ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``,
+            ``trace_ratio``, ``cdnv``.
+        """
+        C = self.num_classes
+        N = self.num_samples
+        if N == 0:
+            raise ValueError("finalize() on an empty accumulator")
+        nan = float("nan")
+        out = dict.fromkeys(NC_KEYS, nan)
+        p = self.feature_dim
+
+        w = None
+        if classifier_weights is not None:
+            w = np.asarray(classifier_weights, dtype=np.float64)
+            if w.shape != (C, p):
+                hint = " (a Keras Dense kernel is (p, C): pass kernel.T)" if w.shape == (p, C) else ""
+                raise ValueError(f"classifier_weights must be (C, p) = ({C}, {p}); got {w.shape}{hint}")
+            out["nc2_equinorm_weights"], out["nc2_equiangular_weights"], out["nc2_maxangle_weights"] = _nc2(w, C)
+            out["w_norm_sq_mean"] = float(np.mean(np.einsum("ij,ij->i", w, w)))
+
+        if self.num_logits == N:
+            out["eps_gap"] = 1.0 - self.logit_true_sum / N
+
+        if np.any(self.counts == 0):
+            missing = np.flatnonzero(self.counts == 0).tolist()
+            warnings.warn(f"classes {missing} have no samples: class-mean measures are NaN", RuntimeWarning, stacklevel=2)
+            return out
+
+        mu_g = self.means.mean(axis=0)
+        m = self.means - mu_g  # rows mu_c - mu_G, (C, p)
+        trace_w = self.ss.sum() / N
+        trace_b = float(np.sum(m * m)) / C
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["trace_ratio"] = float(trace_w / trace_b)
+
+        if self.full:
+            sigma_w = self.scatter / N
+            sigma_w = 0.5 * (sigma_w + sigma_w.T)
+            _, s, vt = np.linalg.svd(m, full_matrices=False)
+            k = min(C - 1, p)
+            lam = s[:k] ** 2 / C
+            v = vt[:k]
+            if lam[-1] > 0:
+                quad = np.einsum("ij,ij->i", v @ sigma_w, v)  # v_i^T Sigma_W v_i
+                out["nc1"] = float(np.sum(quad / lam) / C)
+            # lam[-1] == 0: fewer than C-1 distinct directions (coinciding means); Sigma_B^+ on
+            # C-1 eigenpairs is undefined, so nc1 stays NaN.
+
+        out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _nc2(m, C)
+
+        sigma2 = self.ss / self.counts
+        cd = []
+        for c in range(C - 1):
+            d = self.means[c + 1 :] - self.means[c]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cd.append((sigma2[c] + sigma2[c + 1 :]) / (2.0 * np.einsum("ij,ij->i", d, d)))
+        out["cdnv"] = float(np.mean(np.concatenate(cd)))
+
+        if self._nc4_complete:
+            out["nc4"] = self._nc4_mismatch / N
+
+        if w is not None:
+            out["nc3"] = _nc3(w, m)
+            out["nc3_centered"] = _nc3(w - w.mean(axis=0), m)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cos = np.einsum("ij,ij->i", w, m) / (np.linalg.norm(w, axis=1) * np.linalg.norm(m, axis=1))
+            out["cos_w_mu"] = float(np.mean(cos))
+            out["w_dot_muG"] = float(np.mean(w @ mu_g))
+        return out
+
+
+# --------------------------------------------------------------------- functional API
+BatchSource = Union[Callable[[], Iterable], Iterable]
+
+
+def _batches(source: BatchSource) -> Iterator:
+    return iter(source() if callable(source) else source)
+
+
+def _split(item):
+    if len(item) == 3:
+        return item
+    if len(item) == 2:
+        return item[0], item[1], None
+    raise ValueError("batches must be (features, labels) or (features, labels, logits) tuples")
+
+
+def compute_nc_metrics(
+    batches_factory: BatchSource,
+    classifier_weights,
+    num_classes: int,
+    *,
+    nc4: bool = True,
+    full: bool = True,
+    feature_dim: Optional[int] = None,
+) -> dict:
+    """All measures from a re-iterable batch source, in one or two streaming passes.
+
+    Pass 1 accumulates the statistics. If ``nc4`` is requested and every batch carried logits,
+    pass 2 iterates the source again and counts samples whose nearest class mean differs from
+    the network's argmax (exact; memory stays O(p^2 + C p)).
+
+    Args:
+        batches_factory: a callable returning a fresh iterator of ``(features, labels, logits)``
+            (or ``(features, labels)``) batches, or a re-iterable such as a list. A one-shot
+            iterator works only when no second pass is needed.
+        classifier_weights: (C, p) classifier rows, or None.
+        num_classes: C.
+        nc4: run the second pass when logits are available.
+        full: see :class:`NCAccumulator`.
+        feature_dim: p, or None to infer.
+
+    Returns:
+        dict with keys :data:`NC_KEYS`.
+
+    Example:
+        >>> def batches():
+        ...     for i in range(0, len(h), 256):
+        ...         yield h[i:i+256], y[i:i+256], f[i:i+256]
+        >>> compute_nc_metrics(batches, dense_kernel.T, 10)   # doctest: +SKIP
+    """
+    acc = NCAccumulator(num_classes, feature_dim=feature_dim, full=full)
+    first = _batches(batches_factory)
+    for item in first:
+        features, labels, logits = _split(item)
+        acc.update(features, labels, logits)
+    if nc4 and acc.num_samples > 0 and acc.num_logits == acc.num_samples:
+        second = _batches(batches_factory)
+        if second is first:
+            raise TypeError(
+                "nc4 needs two passes: pass a callable returning a fresh iterator (or a list), not a one-shot iterator; or set nc4=False"
+            )
+        acc.nc4_pass(second)
+    return acc.finalize(classifier_weights)
+
+
+def _array_batches(features, labels, logits, batch_size):
+    n = len(labels)
+    bs = int(batch_size) if batch_size else min(max(n, 1), _DEFAULT_BATCH)
+
+    def factory():
+        for i in range(0, n, bs):
+            yield (features[i : i + bs], labels[i : i + bs], None if logits is None else logits[i : i + bs])
+
+    return factory
+
+
+def nc_metrics(
+    features, labels, classifier_weights=None, logits=None, batch_size: Optional[int] = None, num_classes: Optional[int] = None
+) -> dict:
+    """All measures for in-memory arrays, through the streaming code.
+
+    Args:
+        features: (N, p) features.
+        labels: (N,) integer labels.
+        classifier_weights: optional (C, p) classifier rows.
+        logits: optional (N, C) network outputs (enables ``eps_gap`` and ``nc4``).
+        batch_size: rows per streamed batch (default min(N, 8192)).
+        num_classes: C; defaults to the classifier's rows, else the logits' columns, else
+            max(label) + 1 (pass it explicitly if the last class may be absent).
+
+    Returns:
+        dict with keys :data:`NC_KEYS`.
+
+    Example:
+        >>> nc_metrics(h, y, classifier_weights=w, logits=h @ w.T)["nc1"]   # doctest: +SKIP
+    """
+    labels = np.asarray(labels)
+    if num_classes is None:
+        if classifier_weights is not None:
+            num_classes = np.shape(classifier_weights)[0]
+        elif logits is not None:
+            num_classes = np.shape(logits)[1]
+        else:
+            num_classes = int(labels.max()) + 1
+    features = np.asarray(features)
+    if logits is not None:
+        logits = np.asarray(logits)
+    return compute_nc_metrics(_array_batches(features, labels, logits, batch_size), classifier_weights, num_classes)
+
+
+def feature_collapse(features, labels, num_classes: Optional[int] = None, batch_size: Optional[int] = None) -> dict:
+    """The cheap collapse measures ``trace_ratio`` = Tr(Sigma_W)/Tr(Sigma_B) and ``cdnv``.
+
+    Uses the light accumulator (``full=False``, O(C p) memory), so it suits wide intermediate
+    layers; features with more than two dimensions are flattened per sample.
+
+    Args:
+        features: (N, ...) features.
+        labels: (N,) integer labels.
+        num_classes: C (default max(label) + 1).
+        batch_size: rows per streamed batch (default min(N, 8192)).
+
+    Returns:
+        dict with keys ``trace_ratio`` and ``cdnv``.
+
+    Example:
+        >>> feature_collapse(h, y)   # doctest: +SKIP
+        {'trace_ratio': ..., 'cdnv': ...}
+    """
+    labels = np.asarray(labels)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    acc = NCAccumulator(num_classes, full=False)
+    for h, y, _ in _array_batches(np.asarray(features), labels, None, batch_size)():
+        acc.update(h, y)
+    out = acc.finalize()
+    return {k: out[k] for k in FEATURE_COLLAPSE_KEYS}
