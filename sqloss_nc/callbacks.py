@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from . import measures
-from .models import weight_layers
+from .models import feature_extractor, weight_layers
+from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
+from .theory import predicted_w_norm_sq
 from .normalization import rho_mode
 from .rundir import CSVAppender, RunDir
 
 MARGIN_COLUMNS = ["margin_mean", "margin_sq_mean", "margin_std", "margin_min", "margin_p05", "margin_p50", "margin_p95"]
 RAW_MARGIN_COLUMNS = ["raw_margin_mean", "raw_margin_std", "raw_margin_min"]
 MARGINS_CSV_COLUMNS = ["epoch", "index", "label", "margin", "margin_normalized"]
+NC_LAYERS_CSV_COLUMNS = ["epoch", "split", "layer", "measure", "value"]
 
 
 def metrics_columns(layer_names: list[str]) -> list[str]:
@@ -38,8 +42,25 @@ def metrics_columns(layer_names: list[str]) -> list[str]:
     )
 
 
+@dataclass
+class Measurement:
+    """What one measurement epoch produced."""
+
+    row: dict  # metrics.csv values (without epoch, lr, grad_norm_sq, elapsed_s)
+    margins: np.ndarray  # per-sample raw margins on the training set
+    nc: dict | None = None  # nc.csv values (without epoch), on NC epochs
+    layers: list[dict] = field(default_factory=list)  # nc_layers.csv rows (without epoch)
+
+
 class Tracker:
     """Measures a network on the full training and test sets, in inference mode, in float64.
+
+    Every epoch: one forward pass over the training set and one over the test set give the
+    losses, accuracies and margins; the norms come from the weights. On neural-collapse epochs the
+    training pass also returns the hidden activations and feeds the streaming accumulators of
+    `nc.py` (NC1-NC3, the theory links, and the trace ratio and CDNV of every hidden layer), and a
+    second pass over the features gives the exact NC4 (the class means are only known after the
+    first pass). Memory stays O(p² + C·p) whatever N.
 
     Args:
         network: the functional network (weight layers named, classifier last).
@@ -48,34 +69,97 @@ class Tracker:
         normalization: the hidden normalization (decides which norm is ρ).
         decayed: names of the decayed layers (default: all weight layers).
         batch_size: inference batch size (memory only; results do not depend on it).
+        nc_test: also measure neural collapse on the test set (columns prefixed `test_`).
 
     Example:
 
     ```python
-    row, m = Tracker(net, ds, weight_decay=0.01, normalization="batchnorm").measure()
-    row["rho"], m.shape
+    t = Tracker(net, ds, weight_decay=0.01, normalization="batchnorm")
+    out = t.measure(nc=True)
+    out.row["rho"], out.nc["nc1"], out.margins.shape
     ```
     """
 
-    def __init__(self, network, data, weight_decay: float, normalization: str, decayed: list[str] | None = None, batch_size: int = 1000):
+    def __init__(
+        self,
+        network,
+        data,
+        weight_decay: float,
+        normalization: str,
+        decayed: list[str] | None = None,
+        batch_size: int = 1000,
+        nc_test: bool = False,
+    ):
         self.network, self.data = network, data
         self.weight_decay, self.mode = float(weight_decay), rho_mode(normalization)
         self.layers = weight_layers(network)
         self.decayed = set(decayed) if decayed is not None else {layer.name for layer in self.layers}
         self.bn_layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        self.batch_size = batch_size
+        self.batch_size, self.nc_test = batch_size, nc_test
+        self.num_classes = int(network.output.shape[-1])
+        # Hidden representations whose collapse is tracked: every activation before the features
+        # (the convnet's last ReLU is the features, reshaped), the features, and the outputs.
+        names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
+        if isinstance(network.get_layer("features"), keras.layers.Flatten):
+            names = names[:-1]  # the convnet's features are its last ReLU, flattened
+        self.probe_names = names + ["features", "classifier"]
+        probe = keras.Model(
+            network.inputs, [network.get_layer(n).output for n in names] + [network.get_layer("features").output, network.output]
+        )
         self._predict = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+        self._probe = tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
+        features = feature_extractor(network)
+        self._features = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
+
+    def _batches(self, x):
+        for i in range(0, len(x), self.batch_size):
+            yield i, x[i : i + self.batch_size]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._predict(x[i : i + self.batch_size]).numpy() for i in range(0, len(x), self.batch_size)])
+        return np.concatenate([self._predict(xb).numpy() for _, xb in self._batches(x)])
 
     def norms(self) -> dict[str, float]:
         return {layer.name: measures.frobenius(layer.kernel.numpy()) for layer in self.layers}
 
-    def measure(self) -> tuple[dict, np.ndarray]:
-        """Returns (metrics row without epoch/lr/grad/elapsed, per-sample raw margins)."""
+    def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
+        """Outputs f, the NC metrics of the features, and per-layer (trace ratio, CDNV) rows."""
+        full = NCAccumulator(self.num_classes)
+        light = {n: NCAccumulator(self.num_classes, full=False) for n in self.probe_names if n != "features"}
+        outputs = []
+        for i, xb in self._batches(x):
+            *hidden, h, f = [t.numpy() for t in self._probe(xb)]
+            yb = y[i : i + len(xb)]
+            full.update(h, yb, f)
+            for name, act in zip(self.probe_names[:-2], hidden):
+                light[name].update(act, yb)
+            light["classifier"].update(f, yb)
+            outputs.append(f)
+        full.nc4_pass((h.numpy(), f.numpy()) for h, f in (self._features(xb) for _, xb in self._batches(x)))
+        w = self.network.get_layer("classifier").kernel.numpy().T
+        nc = full.finalize(classifier_weights=w)
+        nc["w_norm_sq_eq34"] = predicted_w_norm_sq(nc["eps_gap"], self.weight_decay, self.num_classes)
+        layers = []
+        for name in self.probe_names:
+            res = nc if name == "features" else light[name].finalize()
+            layers += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
+        return np.concatenate(outputs), nc, layers
+
+    def measure(self, nc: bool = False) -> Measurement:
+        """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
         d = self.data
-        f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
+        nc_row, layer_rows = None, []
+        if nc:
+            f_train, nc_row, layer_rows = self.collapse(d.x_train, d.y_train)
+            for r in layer_rows:
+                r["split"] = "train"
+            if self.nc_test:
+                f_test, nc_test, test_layers = self.collapse(d.x_test, d.y_test)
+                nc_row.update({f"test_{k}": v for k, v in nc_test.items()})
+                layer_rows += [dict(r, split="test") for r in test_layers]
+            else:
+                f_test = self.predict(d.x_test)
+        else:
+            f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
         norms = self.norms()
         rho = measures.rho_values(norms, self.mode, [layer.moving_variance.numpy() for layer in self.bn_layers])
         train_loss = measures.square_loss(f_train, d.y_train)
@@ -91,7 +175,11 @@ class Tracker:
             **{f"norm_{k}": v for k, v in norms.items()},
             **measures.margin_stats(m, rho["rho"]),
         }
-        return row, m
+        return Measurement(row, m, nc_row, layer_rows)
+
+    def nc_columns(self) -> list[str]:
+        keys = list(NC_KEYS) + ["w_norm_sq_eq34"]
+        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else [])
 
 
 def diverged(row: dict) -> str | None:
@@ -112,6 +200,7 @@ class RunLogger(keras.callbacks.Callback):
         tracker: the `Tracker` measuring the network.
         lr_at_epoch: callable epoch -> learning rate used during that epoch.
         margin_epochs: epochs at which per-sample margins go to `margins.csv`.
+        nc_epochs: epochs at which neural collapse goes to `nc.csv` and `nc_layers.csv`.
         first_epoch: 1 for a fresh run (epoch 0 is then measured first), k+1 when resuming at k.
         elapsed_offset: wall seconds already spent before this session (resume).
         initial_grad_norm_sq: callable giving epoch 0's grad_norm_sq (probe), fresh runs only.
@@ -124,6 +213,7 @@ class RunLogger(keras.callbacks.Callback):
         tracker: Tracker,
         lr_at_epoch,
         margin_epochs,
+        nc_epochs=(),
         first_epoch=1,
         elapsed_offset=0.0,
         initial_grad_norm_sq=None,
@@ -131,12 +221,14 @@ class RunLogger(keras.callbacks.Callback):
     ):
         super().__init__()
         self.rundir, self.tracker, self.lr_at_epoch = rundir, tracker, lr_at_epoch
-        self.margin_epochs = set(margin_epochs)
+        self.margin_epochs, self.nc_epochs = set(margin_epochs), set(nc_epochs)
         self.first_epoch, self.elapsed_offset = first_epoch, elapsed_offset
         self.initial_grad_norm_sq, self.checkpoint = initial_grad_norm_sq, checkpoint
         self.columns = metrics_columns([layer.name for layer in tracker.layers])
         self.metrics_csv = CSVAppender(rundir.metrics_path, self.columns)
         self.margins_csv = CSVAppender(rundir.margins_path, MARGINS_CSV_COLUMNS)
+        self.nc_csv = CSVAppender(rundir.nc_path, tracker.nc_columns()) if self.nc_epochs else None
+        self.nc_layers_csv = CSVAppender(rundir.nc_layers_path, NC_LAYERS_CSV_COLUMNS) if self.nc_epochs else None
         self.last_row: dict | None = None
         self.divergence: str | None = None
         self._t0 = time.perf_counter()
@@ -145,9 +237,13 @@ class RunLogger(keras.callbacks.Callback):
         return self.elapsed_offset + time.perf_counter() - self._t0
 
     def record(self, epoch: int, grad_norm_sq: float) -> dict:
-        row, m = self.tracker.measure()
+        out = self.tracker.measure(nc=epoch in self.nc_epochs)
+        row, m = out.row, out.margins
         row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, elapsed_s=self.elapsed())
         self.metrics_csv.write(row)
+        if out.nc is not None:
+            self.nc_csv.write({"epoch": epoch, **out.nc})
+            self.nc_layers_csv.write_many({"epoch": epoch, **r} for r in out.layers)
         if epoch in self.margin_epochs:
             labels = self.tracker.data.y_train
             block = zip([epoch] * len(m), range(len(m)), labels.tolist(), m.tolist(), (m / row["rho"]).tolist())
@@ -178,8 +274,9 @@ class RunLogger(keras.callbacks.Callback):
             logs.update(row)
 
     def close(self):
-        self.metrics_csv.close()
-        self.margins_csv.close()
+        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv):
+            if f is not None:
+                f.close()
 
 
 class RichProgress(keras.callbacks.Callback):

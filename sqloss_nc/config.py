@@ -120,6 +120,7 @@ EpochSpec = Union[Literal["log", "all", "none"], list[int]]
 class TrackConfig(_Strict):
     margin_epochs: EpochSpec = "log"
     nc_epochs: EpochSpec = "log"
+    nc_test: bool = False  # also measure neural collapse on the test set (test_* columns)
     log_points: int = Field(20, gt=0)
 
     @field_validator("margin_epochs", "nc_epochs")

@@ -207,16 +207,17 @@ def train_and_evaluate(
             first_epoch = done_epoch + 1
             elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
             _truncate_csv(rundir.metrics_path, done_epoch)
-            _truncate_csv(rundir.margins_path, done_epoch)
+            for p in (rundir.margins_path, rundir.nc_path, rundir.nc_layers_path):
+                _truncate_csv(p, done_epoch)
     if first_epoch == 1:  # nothing reusable: start clean
-        for p in (rundir.metrics_path, rundir.margins_path):
+        for p in (rundir.metrics_path, rundir.margins_path, rundir.nc_path, rundir.nc_layers_path):
             p.unlink(missing_ok=True)
     rundir.write_config(cfg.to_dict())
     rundir.write_status(
         "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
     )
 
-    tracker = Tracker(network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed)
+    tracker = Tracker(network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test)
     epochs = cfg.optim.epochs
 
     def probe():
@@ -227,6 +228,7 @@ def train_and_evaluate(
         tracker,
         lambda e: lr_at_epoch(cfg.optim, e),
         epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
+        nc_epochs=epoch_schedule(cfg.track.nc_epochs, epochs, cfg.track.log_points),
         first_epoch=first_epoch,
         elapsed_offset=elapsed,
         initial_grad_norm_sq=probe,

@@ -130,6 +130,8 @@ class RunDir:
     status_path = property(lambda self: self.path / "status.json")
     metrics_path = property(lambda self: self.path / "metrics.csv")
     margins_path = property(lambda self: self.path / "margins.csv")
+    nc_path = property(lambda self: self.path / "nc.csv")
+    nc_layers_path = property(lambda self: self.path / "nc_layers.csv")
     model_path = property(lambda self: self.path / "model.keras")
 
     def create(self) -> None:
