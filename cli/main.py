@@ -37,15 +37,36 @@ def run(
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Output root; runs go to OUT/<name>/<run_id>/."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Image folder (or .zip) for data.source=folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Local worker processes (each gets cores/J threads)."),
+    backend: str = typer.Option("local", "--backend", help="local or ray (pip install -e '.[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+    gpus_per_run: Optional[float] = typer.Option(
+        None, "--gpus-per-run", help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)."
+    ),
 ) -> None:
     """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
     from sqloss_nc.errors import UserError
-    from sqloss_nc.sweep import run_config
+    from sqloss_nc.sweep import plan_runs, run_config, run_states, states_table
 
     if config is None:
         config = DEFAULT_CONFIG
     try:
-        results = run_config(config, set_, out, data_dir=data_dir, progress=progress, console=console)
+        if dry_run:
+            console.print(states_table(run_states(plan_runs(config, set_, out))))
+            return
+        results = run_config(
+            config,
+            set_,
+            out,
+            data_dir=data_dir,
+            progress=progress,
+            console=console,
+            jobs=jobs,
+            backend=backend,
+            address=address,
+            gpus_per_run=gpus_per_run,
+        )
     except UserError as err:
         _fail(str(err), 2)
     except KeyboardInterrupt:

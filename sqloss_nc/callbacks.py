@@ -20,9 +20,9 @@ import tensorflow as tf
 from . import measures
 from .models import feature_extractor, weight_layers
 from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
-from .theory import predicted_w_norm_sq
 from .normalization import rho_mode
 from .rundir import CSVAppender, RunDir
+from .theory import predicted_w_norm_sq
 
 MARGIN_COLUMNS = ["margin_mean", "margin_sq_mean", "margin_std", "margin_min", "margin_p05", "margin_p50", "margin_p95"]
 RAW_MARGIN_COLUMNS = ["raw_margin_mean", "raw_margin_std", "raw_margin_min"]
