@@ -279,6 +279,56 @@ class RunLogger(keras.callbacks.Callback):
                 f.close()
 
 
+STEPS_CSV_COLUMNS = ["epoch", "step", "rho", "rho_product", "train_loss", "train_acc"] + MARGIN_COLUMNS
+STEP_MARGINS_CSV_COLUMNS = ["epoch", "step", "index", "label", "margin", "margin_normalized"]
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Per-step tracking in the first iterations (paper Fig. 5): every `every` optimizer steps up
+    to step `until`, ρ and the margin statistics go to `steps.csv` and the per-sample margins to
+    `margins_steps.csv` (step 0 = initialization). Full training set, inference mode.
+
+    Args:
+        rundir: the `RunDir`.
+        tracker: the `Tracker`.
+        until: last optimizer step recorded.
+        every: record every `every` steps.
+        steps_per_epoch: to label each step with its (1-based) epoch.
+    """
+
+    def __init__(self, rundir: RunDir, tracker: Tracker, until: int, every: int, steps_per_epoch: int):
+        super().__init__()
+        self.tracker, self.until, self.every, self.spe = tracker, until, every, steps_per_epoch
+        self.steps_csv = CSVAppender(rundir.path / "steps.csv", STEPS_CSV_COLUMNS)
+        self.margins_csv = CSVAppender(rundir.path / "margins_steps.csv", STEP_MARGINS_CSV_COLUMNS)
+
+    def record(self, step: int) -> None:
+        d = self.tracker.data
+        f = self.tracker.predict(d.x_train)
+        rho = measures.rho_values(self.tracker.norms(), self.tracker.mode)
+        m = measures.margins(f, d.y_train)
+        epoch = 0 if step == 0 else (step - 1) // self.spe + 1
+        row = {"epoch": epoch, "step": step, "rho": rho["rho"], "rho_product": rho["rho_product"]}
+        row.update(train_loss=measures.square_loss(f, d.y_train), train_acc=measures.accuracy(f, d.y_train))
+        row.update(measures.margin_stats(m, rho["rho"]))
+        self.steps_csv.write({k: row[k] for k in STEPS_CSV_COLUMNS})
+        n = len(m)
+        self.margins_csv.write_array(zip([epoch] * n, [step] * n, range(n), d.y_train.tolist(), m.tolist(), (m / rho["rho"]).tolist()))
+
+    def on_train_begin(self, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == 0:
+            self.record(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step <= self.until and step % self.every == 0:
+            self.record(step)
+
+    def close(self):
+        self.steps_csv.close()
+        self.margins_csv.close()
+
+
 class RichProgress(keras.callbacks.Callback):
     """A rich progress bar over epochs showing loss, accuracy and ρ.
 

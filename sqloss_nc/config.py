@@ -121,6 +121,9 @@ class TrackConfig(_Strict):
     margin_epochs: EpochSpec = "log"
     nc_epochs: EpochSpec = "log"
     nc_test: bool = False  # also measure neural collapse on the test set (test_* columns)
+    # Per-step tracking of the first iterations (paper Fig. 5): 0 = off.
+    step_margins_until: int = Field(0, ge=0)
+    step_margins_every: int = Field(10, gt=0)
     log_points: int = Field(20, gt=0)
 
     @field_validator("margin_epochs", "nc_epochs")

@@ -164,7 +164,7 @@ def train_and_evaluate(
     """
     import keras
 
-    from .callbacks import RichProgress, RunLogger, Tracker
+    from .callbacks import RichProgress, RunLogger, StepLogger, Tracker
     from .models import build_network
     from .optimizers import lr_at_epoch, make_optimizer
     from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
@@ -207,10 +207,23 @@ def train_and_evaluate(
             first_epoch = done_epoch + 1
             elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
             _truncate_csv(rundir.metrics_path, done_epoch)
-            for p in (rundir.margins_path, rundir.nc_path, rundir.nc_layers_path):
+            for p in (
+                rundir.margins_path,
+                rundir.nc_path,
+                rundir.nc_layers_path,
+                rundir.path / "steps.csv",
+                rundir.path / "margins_steps.csv",
+            ):
                 _truncate_csv(p, done_epoch)
     if first_epoch == 1:  # nothing reusable: start clean
-        for p in (rundir.metrics_path, rundir.margins_path, rundir.nc_path, rundir.nc_layers_path):
+        for p in (
+            rundir.metrics_path,
+            rundir.margins_path,
+            rundir.nc_path,
+            rundir.nc_layers_path,
+            rundir.path / "steps.csv",
+            rundir.path / "margins_steps.csv",
+        ):
             p.unlink(missing_ok=True)
     rundir.write_config(cfg.to_dict())
     rundir.write_status(
@@ -235,6 +248,8 @@ def train_and_evaluate(
         checkpoint=lambda e: _save_checkpoint(rundir, network, optimizer, e),
     )
     callbacks = [logger]
+    if cfg.track.step_margins_until > 0:
+        callbacks.insert(0, StepLogger(rundir, tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
     if progress:
         callbacks.append(RichProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
     t0 = time.perf_counter()
@@ -260,7 +275,9 @@ def train_and_evaluate(
         rundir.write_status("failed", _last_epoch(logger, first_epoch), reason=f"{type(err).__name__}: {err}")
         raise
     finally:
-        logger.close()
+        for cb in callbacks:
+            if hasattr(cb, "close"):
+                cb.close()
     seconds = time.perf_counter() - t0
     rundir.save_model(network)
     last = _last_epoch(logger, first_epoch)

@@ -74,3 +74,15 @@ def test_log_schedule_has_first_last_and_about_20_points():
     assert e[0] == 0 and e[-1] == 1000 and 18 <= len(e) <= 22 and e == sorted(set(e))
     assert epoch_schedule("all", 3) == [0, 1, 2, 3]
     assert epoch_schedule([5, 1, 99], 10) == [1, 5]
+
+
+def test_every_shipped_config_validates_and_expands():
+    from pathlib import Path
+
+    paths = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+    assert len(paths) >= 6
+    for p in paths:
+        runs = expand_sweep(load_config(p))
+        assert runs and all(r.config.sweep == {} for r in runs), p
+        header = p.read_text().splitlines()[0]
+        assert header.startswith("#"), f"{p} should open with what it reproduces"

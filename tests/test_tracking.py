@@ -76,3 +76,25 @@ def test_nc_csv_matches_recomputation_from_saved_model(tmp_path, synthetic_overr
     tr1 = brute_nc(r1, ds.y_train, np.ones((3, r1.shape[1])))[3]
     row = layers[(layers.epoch == 3) & (layers.split == "train") & (layers.layer == "relu1") & (layers.measure == "trace_ratio")]
     assert row["value"].item() == pytest.approx(tr1, rel=1e-4)
+
+
+def test_per_step_margins_agree_with_epoch_rows(tmp_path, synthetic_overrides):
+    """Fig. 5 tracking: steps.csv at step k*steps_per_epoch sees the weights metrics.csv sees at epoch k."""
+    cfg = load_config(
+        None,
+        [*synthetic_overrides, "optim.epochs=3", "track.step_margins_until=8", "track.step_margins_every=2", "track.margin_epochs=all"],
+    )
+    train_and_evaluate(cfg, tmp_path / "run")
+    steps = pd.read_csv(tmp_path / "run" / "steps.csv")
+    assert steps["step"].tolist() == [0, 2, 4, 6, 8]  # 128 samples / batch 32 = 4 steps per epoch
+    assert steps["epoch"].tolist() == [0, 1, 1, 2, 2]
+    m = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index("epoch")
+    for step, epoch in ((0, 0), (4, 1), (8, 2)):
+        row = steps[steps.step == step].iloc[0]
+        assert row["rho"] == pytest.approx(m.loc[epoch, "rho"], rel=1e-12)
+        assert row["margin_mean"] == pytest.approx(m.loc[epoch, "margin_mean"], rel=1e-9, abs=1e-15)
+    per_sample = pd.read_csv(tmp_path / "run" / "margins_steps.csv")
+    epoch_margins = pd.read_csv(tmp_path / "run" / "margins.csv")
+    a = per_sample[per_sample.step == 8]["margin"].to_numpy()
+    b = epoch_margins[epoch_margins.epoch == 2]["margin"].to_numpy()
+    np.testing.assert_array_equal(a, b)
