@@ -78,10 +78,12 @@ def run(
     for r in results:
         if r.get("skipped"):
             console.print(f"{r['run_id']}: already done, skipped ({r['rundir']})", highlight=False, soft_wrap=True)
+        elif r["state"] == "locked":
+            console.print(f"{r['run_id']}: {r['reason']}, skipped", highlight=False, soft_wrap=True)
         elif r["state"] != "done":
             err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True)
     console.print(summary_table(results))
-    if any(r["state"] not in ("done",) for r in results):
+    if any(r["state"] not in ("done", "locked") for r in results):
         raise typer.Exit(1)
 
 

@@ -125,15 +125,23 @@ class Tracker:
         """Outputs f, the NC metrics of the features, and per-layer (trace ratio, CDNV) rows."""
         full = NCAccumulator(self.num_classes)
         light = {n: NCAccumulator(self.num_classes, full=False) for n in self.probe_names if n != "features"}
-        outputs = []
+        outputs, finite = [], True
         for i, xb in self._batches(x):
             *hidden, h, f = [t.numpy() for t in self._probe(xb)]
             yb = y[i : i + len(xb)]
+            finite = finite and bool(np.isfinite(h).all() and np.isfinite(f).all())
+            if not finite:  # a diverged network: no collapse to measure, and no SVD of NaNs
+                outputs.append(f)
+                continue
             full.update(h, yb, f)
             for name, act in zip(self.probe_names[:-2], hidden):
                 light[name].update(act, yb)
             light["classifier"].update(f, yb)
             outputs.append(f)
+        if not finite:
+            nan = float("nan")
+            nc = {k: nan for k in (*NC_KEYS, "w_norm_sq_eq34")}
+            return np.concatenate(outputs), nc, [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
         full.nc4_pass((h.numpy(), f.numpy()) for h, f in (self._features(xb) for _, xb in self._batches(x)))
         w = self.network.get_layer("classifier").kernel.numpy().T
         nc = full.finalize(classifier_weights=w)

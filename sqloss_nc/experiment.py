@@ -28,7 +28,7 @@ import numpy as np
 from .config import Config, ConfigError, epoch_schedule
 from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
-from .rundir import RunDir, atomic_write_text, environment
+from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment
 
 
 class RunDirError(UserError):
@@ -162,13 +162,6 @@ def train_and_evaluate(
     Returns:
         {"state", "epoch", "reason", "final" (last metrics row), "rundir", "seconds"}.
     """
-    import keras
-
-    from .callbacks import RichProgress, RunLogger, StepLogger, Tracker
-    from .models import build_network
-    from .optimizers import lr_at_epoch, make_optimizer
-    from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
-
     cfg = config
     if cfg.sweep:
         raise ConfigError("sweep: train_and_evaluate takes one run; expand the sweep first")
@@ -177,18 +170,45 @@ def train_and_evaluate(
     check_compatible(cfg, ds)
     rundir = RunDir(workdir)
     check_writable(rundir.path)
-    state = check_rundir(cfg, rundir)
-    if state == "done":
-        status = rundir.read_status()
-        return {
-            "state": "done",
-            "skipped": True,
-            "epoch": status.get("epoch"),
-            "reason": None,
-            "final": _last_row(rundir),
-            "rundir": str(rundir.path),
-            "seconds": 0.0,
-        }
+    if check_rundir(cfg, rundir) == "done":
+        return _skipped(rundir, "done")
+    rundir.create()
+    lock = RunLock(rundir.path)
+    if not lock.acquire():
+        owner = lock.owner() or {}
+        res = _skipped(rundir, "locked")
+        res["reason"] = f"being trained by pid {owner.get('pid')} on {owner.get('host')}"
+        return res
+    try:
+        # Re-checked under the lock: another process may have finished it meanwhile.
+        state = check_rundir(cfg, rundir)
+        if state == "done":
+            return _skipped(rundir, "done")
+        return _train(cfg, ds, rundir, state, lock, progress, console)
+    finally:
+        lock.release()
+
+
+def _skipped(rundir: RunDir, state: str) -> dict:
+    status = rundir.read_status() or {}
+    return {
+        "state": state,
+        "skipped": True,
+        "epoch": status.get("epoch"),
+        "reason": None,
+        "final": _last_row(rundir),
+        "rundir": str(rundir.path),
+        "seconds": 0.0,
+    }
+
+
+def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+    import keras
+
+    from .callbacks import RichProgress, RunLogger, StepLogger, Tracker
+    from .models import build_network
+    from .optimizers import lr_at_epoch, make_optimizer
+    from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
 
     configure_tensorflow()
     keras.utils.set_random_seed(cfg.seed)
@@ -199,32 +219,17 @@ def train_and_evaluate(
     trainer.compile(optimizer=optimizer)
     optimizer.build(network.trainable_variables)
 
-    rundir.create()
     first_epoch, elapsed = 1, 0.0
     if state == "resume":
         done_epoch = _load_checkpoint(rundir, network, optimizer)
         if done_epoch is not None:
             first_epoch = done_epoch + 1
             elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
-            _truncate_csv(rundir.metrics_path, done_epoch)
-            for p in (
-                rundir.margins_path,
-                rundir.nc_path,
-                rundir.nc_layers_path,
-                rundir.path / "steps.csv",
-                rundir.path / "margins_steps.csv",
-            ):
-                _truncate_csv(p, done_epoch)
+            for name in EPOCH_CSVS:
+                _truncate_csv(rundir.path / name, done_epoch)
     if first_epoch == 1:  # nothing reusable: start clean
-        for p in (
-            rundir.metrics_path,
-            rundir.margins_path,
-            rundir.nc_path,
-            rundir.nc_layers_path,
-            rundir.path / "steps.csv",
-            rundir.path / "margins_steps.csv",
-        ):
-            p.unlink(missing_ok=True)
+        for name in EPOCH_CSVS:
+            (rundir.path / name).unlink(missing_ok=True)
     rundir.write_config(cfg.to_dict())
     rundir.write_status(
         "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -245,7 +250,7 @@ def train_and_evaluate(
         first_epoch=first_epoch,
         elapsed_offset=elapsed,
         initial_grad_norm_sq=probe,
-        checkpoint=lambda e: _save_checkpoint(rundir, network, optimizer, e),
+        checkpoint=lambda e: (_save_checkpoint(rundir, network, optimizer, e), lock.heartbeat()),
     )
     callbacks = [logger]
     if cfg.track.step_margins_until > 0:

@@ -22,6 +22,8 @@ from typing import Any, Iterable
 import yaml
 
 STATES = ("running", "done", "failed", "diverged", "interrupted")
+# Files with one or more rows per epoch, epoch in the first column: cut back together on resume.
+EPOCH_CSVS = ("metrics.csv", "margins.csv", "nc.csv", "nc_layers.csv", "steps.csv", "margins_steps.csv")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -162,3 +164,97 @@ class RunDir:
         tmp = self.path / ".model.tmp.keras"
         network.save(tmp)
         os.replace(tmp, self.model_path)
+
+
+class RunLock:
+    """An exclusive claim on a run directory, so two `sqnc run` commands (on one machine or on a
+    shared filesystem) never train the same run at once.
+
+    The claim is the file `.lock`, created atomically (O_CREAT|O_EXCL) and holding its owner's
+    host, pid and start time; its mtime is the owner's heartbeat, refreshed every epoch. A lock is
+    stale, and is taken over, when its owner is a dead process on this host, or when its heartbeat
+    is older than `stale_after` seconds (an owner on another host cannot be asked). Taking over
+    renames the stale file first: of two processes racing for it only one rename succeeds.
+
+    Args:
+        path: the run directory.
+        stale_after: seconds without heartbeat after which a lock from another host is stale.
+
+    Example:
+
+    ```python
+    lock = RunLock("outputs/quickstart/seed=0")
+    if lock.acquire():
+        try:
+            ...  # train, calling lock.heartbeat() every epoch
+        finally:
+            lock.release()
+    ```
+    """
+
+    def __init__(self, path: str | Path, stale_after: float = 1800.0):
+        self.file = Path(path) / ".lock"
+        self.stale_after = stale_after
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        self.held = False
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _stale(self) -> bool:
+        owner = self.owner()
+        try:
+            age = time.time() - self.file.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if owner is None:
+            return age > 5.0  # a lock being written right now has no content yet; give it a moment
+        if owner.get("host") == self.me["host"]:
+            return not _pid_alive(int(owner.get("pid", -1)))
+        return age > self.stale_after
+
+    def acquire(self) -> bool:
+        """True when this process now holds the lock; False when a live owner holds it."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                try:
+                    os.rename(self.file, self.file.with_name(f".lock.stale.{os.getpid()}"))
+                    os.unlink(self.file.with_name(f".lock.stale.{os.getpid()}"))
+                except FileNotFoundError:
+                    pass  # someone else took it over first; try again
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.me, fh)
+            self.held = True
+            return True
+        return False
+
+    def heartbeat(self) -> None:
+        if self.held:
+            os.utime(self.file)
+
+    def release(self) -> None:
+        if self.held:
+            owner = self.owner()
+            if owner and owner.get("pid") == self.me["pid"] and owner.get("host") == self.me["host"]:
+                self.file.unlink(missing_ok=True)
+            self.held = False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
