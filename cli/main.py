@@ -21,7 +21,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstar
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -76,12 +78,12 @@ def run(
     from sqloss_nc.sweep import summary_table
 
     for r in results:
-        if r.get("skipped"):
-            console.print(f"{r['run_id']}: already done, skipped ({r['rundir']})", highlight=False, soft_wrap=True)
-        elif r["state"] == "locked":
-            console.print(f"{r['run_id']}: {r['reason']}, skipped", highlight=False, soft_wrap=True)
+        if r["state"] == "locked":
+            console.print(f"{r['run_id']}: {r['reason']}, skipped", highlight=False, soft_wrap=True, markup=False)
+        elif r.get("skipped"):
+            console.print(f"{r['run_id']}: already done, skipped ({r['rundir']})", highlight=False, soft_wrap=True, markup=False)
         elif r["state"] != "done":
-            err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True)
+            err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True, markup=False)
     console.print(summary_table(results))
     if any(r["state"] not in ("done", "locked") for r in results):
         raise typer.Exit(1)

@@ -94,7 +94,9 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError:
+        raise DataError(f"data: cannot decode image {where}: not a valid image file") from None
+    except (OSError, ValueError) as err:
         raise DataError(f"data: cannot decode image {where}: {err}") from None
 
 

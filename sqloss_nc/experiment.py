@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,12 +71,19 @@ def check_rundir(cfg: Config, rundir: RunDir) -> str:
 
 
 def check_writable(path: Path) -> None:
-    """Fail early and cleanly when the output root cannot be created or written."""
-    probe = path
+    """Fail early and cleanly when the output folder cannot be created or written. Tries a real
+    write in the nearest existing folder (as root, permission bits say little; a read-only mount
+    or a file in the way says more), leaving nothing behind."""
+    probe = Path(path)
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise RunDirError(f"output: cannot write to {probe}")
+    if not probe.is_dir():
+        raise RunDirError(f"output: cannot create {path}: {probe} is a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".sqnc-write-test-"):
+            pass
+    except OSError as err:
+        raise RunDirError(f"output: cannot write to {probe} ({err.strerror or err})") from None
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
