@@ -6,12 +6,30 @@ is written; environment faults (disk full, permissions during a run) with exit c
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+
+def _import_library_quietly() -> None:
+    """Import TensorFlow (through sqloss_nc) with the process's stderr muted: its C++ runtime
+    prints absl and CUDA-probe lines at import that would bury our one-line error messages.
+    Python-level import errors still raise, after stderr is restored."""
+    if "sqloss_nc" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import sqloss_nc  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Square-loss dynamics and neural collapse: train, analyze, draw.")
 console = Console()
@@ -48,6 +66,7 @@ def run(
     ),
 ) -> None:
     """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
+    _import_library_quietly()
     from sqloss_nc.errors import UserError
     from sqloss_nc.sweep import plan_runs, run_config, run_states, states_table
 
@@ -87,6 +106,11 @@ def run(
     console.print(summary_table(results))
     if any(r["state"] not in ("done", "locked") for r in results):
         raise typer.Exit(1)
+
+
+from cli.simulate import register as _register_simulate  # noqa: E402
+
+_register_simulate(app)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -298,6 +298,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         state, reason = "diverged", logger.divergence
     else:
         state, reason = "done", None
+    _write_theory_checks(rundir, ds)
     rundir.write_status(state, last, reason=reason, wall_time_s=logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return {
         "state": state,
@@ -308,6 +309,22 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         "rundir": str(rundir.path),
         "seconds": seconds,
     }
+
+
+def _write_theory_checks(rundir: RunDir, ds: Dataset) -> None:
+    """`theory.csv`: the toy model's predictions against this run (`theory.theory_checks`).
+    A measurement aid, so a failure here is recorded in status.json but never fails the run."""
+    import pandas as pd
+
+    from .theory import theory_checks
+
+    try:
+        metrics = pd.read_csv(rundir.metrics_path)
+        nc = pd.read_csv(rundir.nc_path) if rundir.nc_path.exists() else None
+        table = theory_checks(metrics, rundir.read_config(), nc, n_train=len(ds.y_train))
+        atomic_write_text(rundir.path / "theory.csv", table.to_csv(index=False))
+    except Exception as err:  # noqa: BLE001
+        rundir.write_status((rundir.read_status() or {}).get("state", "running"), (rundir.read_status() or {}).get("epoch", 0), theory_error=f"{type(err).__name__}: {err}")
 
 
 def _last_epoch(logger, first_epoch: int) -> int:

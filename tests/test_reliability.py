@@ -90,3 +90,28 @@ def test_interrupt_marks_the_run_resumable(tmp_path, synthetic_overrides, monkey
     monkeypatch.setattr(experiment, "_save_checkpoint", real)
     assert runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args]).exit_code == 0
     assert pd.read_csv(tmp_path / "quickstart" / "seed=0" / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_disk_full_is_reported_and_earlier_epochs_survive(tmp_path, synthetic_overrides, monkeypatch):
+    import errno
+
+    from sqloss_nc import rundir
+
+    real = rundir.CSVAppender.write_many
+
+    def full_disk(self, rows):
+        rows = list(rows)
+        if self.path.name == "metrics.csv" and rows and rows[0].get("epoch") == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, rows)
+
+    monkeypatch.setattr(rundir.CSVAppender, "write_many", full_disk)
+    args = [a for o in [*synthetic_overrides, "optim.epochs=5"] for a in ("--set", o)]
+    res = runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args])
+    assert res.exit_code == 1 and "No space left on device" in res.stderr
+    run = tmp_path / "quickstart" / "seed=0"
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1, 2]
+    assert json.loads((run / "status.json").read_text())["state"] == "failed"
+    monkeypatch.setattr(rundir.CSVAppender, "write_many", real)
+    assert runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args]).exit_code == 0
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3, 4, 5]
