@@ -23,8 +23,9 @@ Conventions
   O(p^3), is symmetric by construction, and resolves small eigenvalues with relative (not
   absolute, as an eigh of Sigma_B would) accuracy. Then Tr(Sigma_W Sigma_B^+) =
   sum_i v_i^T Sigma_W v_i / lambda_i, with no p x p product formed.
-* Standard deviations use ddof=1. Pairwise quantities run over the C(C-1)/2 pairs c < c'; with
-  C = 2 there is one pair and the std over pairs is NaN.
+* Standard deviations use ddof=1. NC2's angle statistics run over the ordered pairs c != c'
+  (the off-diagonal of the cosine matrix, as SPEC §5 and Papyan et al.); with C = 2 there is one
+  angle and its std is NaN. CDNV averages over the unordered pairs c < c' (symmetric anyway).
 * The classifier is passed as a (C, p) array of rows w_c (the paper's W_L, C x p). A Keras Dense
   kernel is (p, C): pass ``kernel.T``.
 * ``nc4`` compares the nearest class mean with the network's argmax. The class means are only
@@ -126,19 +127,23 @@ def _std_over_mean(x: np.ndarray) -> float:
 
 
 def _pair_cosines(rows: np.ndarray) -> np.ndarray:
-    """Cosines of all pairs c < c' of the rows (NaN where a row is zero)."""
+    """Cosines of all ordered pairs c != c' of the rows, i.e. the off-diagonal entries of the
+    cosine matrix (SPEC §5; the convention of Papyan et al.'s code). Each unordered pair appears
+    twice: means are unchanged, the ddof=1 std is that of the off-diagonal entries. NaN where a
+    row is zero."""
     norms = np.linalg.norm(rows, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = rows / norms[:, None]
-    iu = np.triu_indices(rows.shape[0], k=1)
-    return (unit @ unit.T)[iu]
+    off = ~np.eye(rows.shape[0], dtype=bool)
+    return (unit @ unit.T)[off]
 
 
 def _nc2(rows: np.ndarray, num_classes: int) -> tuple[float, float, float]:
     """(equinorm, equiangular, maxangle) of a set of C vectors."""
     equinorm = _std_over_mean(np.linalg.norm(rows, axis=1))
     cos = _pair_cosines(rows)
-    equiangular = float(np.std(cos, ddof=1)) if cos.shape[0] > 1 else float("nan")
+    # C = 2: a single angle, whose spread is undefined (SPEC: written as NaN).
+    equiangular = float(np.std(cos, ddof=1)) if num_classes > 2 else float("nan")
     maxangle = float(np.mean(np.abs(cos + 1.0 / (num_classes - 1))))
     return equinorm, equiangular, maxangle
 

@@ -70,10 +70,11 @@ def brute_force(h, y, C, W=None, logits=None):
         norms = np.array([np.linalg.norm(v) for v in vecs])
         cos = []
         for a in range(C):
-            for b in range(a + 1, C):
-                cos.append(vecs[a] @ vecs[b] / (norms[a] * norms[b]))
+            for b in range(C):
+                if a != b:  # SPEC §5: pairs c != c' (both orders)
+                    cos.append(vecs[a] @ vecs[b] / (norms[a] * norms[b]))
         cos = np.array(cos)
-        equi = np.std(cos, ddof=1) if len(cos) > 1 else np.nan
+        equi = np.std(cos, ddof=1) if C > 2 else np.nan
         return (np.std(norms, ddof=1) / np.mean(norms), equi, np.mean(np.abs(cos + 1.0 / (C - 1))))
 
     out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_maxangle_means"] = nc2([M[:, c] for c in range(C)])
@@ -220,9 +221,11 @@ def test_known_mean_norms():
     mean = (2 + 2 * math.sqrt(2)) / 3
     std = math.sqrt(sum((norms - mean) ** 2) / 2)
     assert m["nc2_equinorm_means"] == pytest.approx(std / mean, rel=1e-12)
-    cos = np.array([-2 / (2 * math.sqrt(2)), -2 / (2 * math.sqrt(2)), 0.0])  # pairs 01, 02, 12
+    cos = np.array([-2 / (2 * math.sqrt(2)), -2 / (2 * math.sqrt(2)), 0.0] * 2)  # pairs 01, 02, 12 and 10, 20, 21
     assert m["nc2_maxangle_means"] == pytest.approx(np.mean(np.abs(cos + 0.5)), rel=1e-12)
     assert m["nc2_equiangular_means"] == pytest.approx(np.std(cos, ddof=1), rel=1e-12)
+    # The ordered-pair std (SPEC) is not the unordered-pair one.
+    assert m["nc2_equiangular_means"] != pytest.approx(np.std(cos[:3], ddof=1), rel=1e-6)
 
 
 def test_two_classes_closed_form():
