@@ -108,8 +108,10 @@ def run(
         raise typer.Exit(1)
 
 
+from cli.report import register as _register_report  # noqa: E402
 from cli.simulate import register as _register_simulate  # noqa: E402
 
+_register_report(app)
 _register_simulate(app)
 
 

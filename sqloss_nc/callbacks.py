@@ -20,7 +20,8 @@ import tensorflow as tf
 from . import measures
 from .models import feature_extractor, weight_layers
 from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
-from .normalization import rho_mode
+from .losses import np_accuracy, np_loss
+from .normalization import effective_kernel, rho_mode
 from .rundir import CSVAppender, RunDir
 from .theory import predicted_w_norm_sq
 
@@ -39,6 +40,7 @@ def metrics_columns(layer_names: list[str]) -> list[str]:
         + MARGIN_COLUMNS
         + RAW_MARGIN_COLUMNS
         + ["grad_norm_sq", "elapsed_s"]
+        + ["fsc_term"]  # beyond SPEC §6: the finite-step correction term (0 when off)
     )
 
 
@@ -65,9 +67,10 @@ class Tracker:
     Args:
         network: the functional network (weight layers named, classifier last).
         data: a `sqloss_nc.data.Dataset`.
-        weight_decay: λ, for the objective L + λ/2·Σ||W||² over `decayed` layers.
+        weight_decay: λ, for the objective L + λ/2·Σ||θ||² over the `decayed` variables.
         normalization: the hidden normalization (decides which norm is ρ).
-        decayed: names of the decayed layers (default: all weight layers).
+        decayed: the decayed variables (default: every kernel).
+        loss, output: the loss kind and output mode (`losses.py`).
         batch_size: inference batch size (memory only; results do not depend on it).
         nc_test: also measure neural collapse on the test set (columns prefixed `test_`).
 
@@ -86,17 +89,20 @@ class Tracker:
         data,
         weight_decay: float,
         normalization: str,
-        decayed: list[str] | None = None,
+        decayed: list | None = None,
         batch_size: int = 1000,
         nc_test: bool = False,
+        loss: str = "square",
+        output: str = "onehot",
     ):
         self.network, self.data = network, data
         self.weight_decay, self.mode = float(weight_decay), rho_mode(normalization)
         self.layers = weight_layers(network)
-        self.decayed = set(decayed) if decayed is not None else {layer.name for layer in self.layers}
+        self.decayed = list(decayed) if decayed is not None else [layer.kernel for layer in self.layers]
+        self.loss, self.output = loss, output
         self.bn_layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
         self.batch_size, self.nc_test = batch_size, nc_test
-        self.num_classes = int(network.output.shape[-1])
+        self.num_classes = data.num_classes
         # Hidden representations whose collapse is tracked: every activation before the features
         # (the convnet's last ReLU is the features, reshaped), the features, and the outputs.
         names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
@@ -119,7 +125,12 @@ class Tracker:
         return np.concatenate([self._predict(xb).numpy() for _, xb in self._batches(x)])
 
     def norms(self) -> dict[str, float]:
-        return {layer.name: measures.frobenius(layer.kernel.numpy()) for layer in self.layers}
+        return {layer.name: measures.frobenius(np.asarray(effective_kernel(layer))) for layer in self.layers}
+
+    def _class_scores(self, f: np.ndarray) -> np.ndarray:
+        """Per-class scores for the NC measures: the outputs, or (−f, f) for a scalar head, whose
+        argmax is the sign decision and whose `eps_gap` is 1 − mean y·f."""
+        return np.concatenate([-f, f], axis=1) if self.output == "scalar" else f
 
     def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
         """Outputs f, the NC metrics of the features, and per-layer (trace ratio, CDNV) rows."""
@@ -128,6 +139,7 @@ class Tracker:
         outputs, finite = [], True
         for i, xb in self._batches(x):
             *hidden, h, f = [t.numpy() for t in self._probe(xb)]
+            f = self._class_scores(f)
             yb = y[i : i + len(xb)]
             finite = finite and bool(np.isfinite(h).all() and np.isfinite(f).all())
             if not finite:  # a diverged network: no collapse to measure, and no SVD of NaNs
@@ -141,16 +153,19 @@ class Tracker:
         if not finite:
             nan = float("nan")
             nc = {k: nan for k in (*NC_KEYS, "w_norm_sq_eq34")}
-            return np.concatenate(outputs), nc, [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
-        full.nc4_pass((h.numpy(), f.numpy()) for h, f in (self._features(xb) for _, xb in self._batches(x)))
-        w = self.network.get_layer("classifier").kernel.numpy().T
+            outputs = np.concatenate(outputs)
+            return (outputs[:, 1:] if self.output == "scalar" else outputs), nc, [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
+        full.nc4_pass((h.numpy(), self._class_scores(f.numpy())) for h, f in (self._features(xb) for _, xb in self._batches(x)))
+        # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
+        w = self.network.get_layer("classifier").kernel.numpy().T if self.output == "onehot" else None
         nc = full.finalize(classifier_weights=w)
         nc["w_norm_sq_eq34"] = predicted_w_norm_sq(nc["eps_gap"], self.weight_decay, self.num_classes)
         layers = []
         for name in self.probe_names:
             res = nc if name == "features" else light[name].finalize()
             layers += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
-        return np.concatenate(outputs), nc, layers
+        outputs = np.concatenate(outputs)
+        return (outputs[:, 1:] if self.output == "scalar" else outputs), nc, layers
 
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
@@ -170,15 +185,15 @@ class Tracker:
             f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
         norms = self.norms()
         rho = measures.rho_values(norms, self.mode, [layer.moving_variance.numpy() for layer in self.bn_layers])
-        train_loss = measures.square_loss(f_train, d.y_train)
-        penalty = 0.5 * self.weight_decay * sum(v * v for k, v in norms.items() if k in self.decayed)
+        train_loss = np_loss(self.loss, self.output, f_train, d.y_train)
+        penalty = 0.5 * self.weight_decay * sum(measures.frobenius(v.numpy()) ** 2 for v in self.decayed)
         m = measures.margins(f_train, d.y_train)
         row = {
             "train_loss": train_loss,
             "train_objective": train_loss + penalty,
-            "train_acc": measures.accuracy(f_train, d.y_train),
-            "test_loss": measures.square_loss(f_test, d.y_test),
-            "test_acc": measures.accuracy(f_test, d.y_test),
+            "train_acc": np_accuracy(f_train, d.y_train),
+            "test_loss": np_loss(self.loss, self.output, f_test, d.y_test),
+            "test_acc": np_accuracy(f_test, d.y_test),
             **rho,
             **{f"norm_{k}": v for k, v in norms.items()},
             **measures.margin_stats(m, rho["rho"]),
@@ -244,10 +259,10 @@ class RunLogger(keras.callbacks.Callback):
     def elapsed(self) -> float:
         return self.elapsed_offset + time.perf_counter() - self._t0
 
-    def record(self, epoch: int, grad_norm_sq: float) -> dict:
+    def record(self, epoch: int, grad_norm_sq: float, fsc_term: float = float("nan")) -> dict:
         out = self.tracker.measure(nc=epoch in self.nc_epochs)
         row, m = out.row, out.margins
-        row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, elapsed_s=self.elapsed())
+        row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, fsc_term=fsc_term, elapsed_s=self.elapsed())
         self.metrics_csv.write(row)
         if out.nc is not None:
             self.nc_csv.write({"epoch": epoch, **out.nc})
@@ -277,9 +292,9 @@ class RunLogger(keras.callbacks.Callback):
         if self.divergence:  # epoch 0 already diverged
             return
         # fit() runs with initial_epoch = first_epoch - 1, so `epoch` is the absolute 0-based index.
-        row = self.record(epoch + 1, float((logs or {}).get("grad_norm_sq", float("nan"))))
-        if logs is not None:
-            logs.update(row)
+        logs = logs if logs is not None else {}
+        row = self.record(epoch + 1, float(logs.get("grad_norm_sq", float("nan"))), float(logs.get("fsc_term", float("nan"))))
+        logs.update(row)
 
     def close(self):
         for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv):
@@ -317,7 +332,7 @@ class StepLogger(keras.callbacks.Callback):
         m = measures.margins(f, d.y_train)
         epoch = 0 if step == 0 else (step - 1) // self.spe + 1
         row = {"epoch": epoch, "step": step, "rho": rho["rho"], "rho_product": rho["rho_product"]}
-        row.update(train_loss=measures.square_loss(f, d.y_train), train_acc=measures.accuracy(f, d.y_train))
+        row.update(train_loss=np_loss(self.tracker.loss, self.tracker.output, f, d.y_train), train_acc=np_accuracy(f, d.y_train))
         row.update(measures.margin_stats(m, rho["rho"]))
         self.steps_csv.write({k: row[k] for k in STEPS_CSV_COLUMNS})
         n = len(m)

@@ -80,6 +80,8 @@ class ModelConfig(_Strict):
     normalization: Literal["none", "batchnorm", "lagrange", "weightnorm"] = "batchnorm"
     init_scale: float = Field(0.01, gt=0)
     output: Literal["onehot", "scalar"] = "onehot"
+    # lagrange/weightnorm: normalize each layer (Frobenius) or each unit (row), appendix H.2.
+    lagrange_mode: Literal["layer", "unit"] = "layer"
 
     @field_validator("widths")
     @classmethod
@@ -162,13 +164,6 @@ class Config(_Strict):
             raise ValueError("loss.kind: 'exponential' needs model.output 'scalar' (binary)")
         if loss.kind == "cross_entropy" and m.output == "scalar":
             raise ValueError("loss.kind: 'cross_entropy' needs model.output 'onehot'")
-        # Not built yet (see the open issues); refuse rather than silently train something else.
-        if m.normalization in ("lagrange", "weightnorm"):
-            raise ValueError(f"model.normalization: {m.normalization!r} is not implemented yet")
-        if loss.kind != "square" or m.output != "onehot":
-            raise ValueError("loss.kind/model.output: only square loss with onehot output is implemented yet")
-        if loss.finite_step_correction:
-            raise ValueError("loss.finite_step_correction: not implemented yet")
         return self
 
     def to_dict(self) -> dict:

@@ -215,13 +215,21 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
 
     from .callbacks import RichProgress, RunLogger, StepLogger, Tracker
     from .models import build_network
+    from .normalization import decayed_variables
     from .optimizers import lr_at_epoch, make_optimizer
     from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
 
     configure_tensorflow()
     keras.utils.set_random_seed(cfg.seed)
     network = build_network(cfg.model, ds.x_train.shape[1:], ds.num_classes, seed=cfg.seed)
-    trainer = SquareLossTrainer(network, weight_decay=cfg.optim.weight_decay)
+    trainer = SquareLossTrainer(
+        network,
+        weight_decay=cfg.optim.weight_decay,
+        decayed=decayed_variables(network, cfg.model.normalization),
+        loss=cfg.loss.kind,
+        output=cfg.model.output,
+        finite_step_correction=cfg.loss.finite_step_correction,
+    )
     spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
     optimizer = make_optimizer(cfg.optim, spe)
     trainer.compile(optimizer=optimizer)
@@ -243,7 +251,9 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
     )
 
-    tracker = Tracker(network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test)
+    tracker = Tracker(
+        network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test, loss=cfg.loss.kind, output=cfg.model.output
+    )
     epochs = cfg.optim.epochs
 
     def probe():

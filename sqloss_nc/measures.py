@@ -1,11 +1,10 @@
-"""Pure measurements on arrays (SPEC §5): losses, margins and their statistics, ρ.
+"""Pure measurements on arrays (SPEC §5): margins and their statistics, ρ.
 
 No Keras state here: every function takes numpy arrays and computes in float64, so the numbers
-can be checked against closed forms and reused on any model's outputs. Neural-collapse measures
-live in `nc.py`.
+can be checked against closed forms and reused on any model's outputs. Losses and accuracy are
+in `losses.py`, neural-collapse measures in `nc.py`.
 
 Conventions:
-- Square loss with one-hot targets is the mean over all N·C elements (PyTorch `MSELoss`).
 - Multiclass functional margin m_n = f_{y_n}(x_n) − max_{c≠y_n} f_c(x_n) (for C = 2 this is
   y·(f_0 − f_1) with y = ±1); scalar binary output: m_n = y_n f(x_n) with y_n ∈ {−1, +1}.
 - Normalized margin m̄_n = m_n / ρ, the margin of the normalized network f_V.
@@ -19,22 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    out = np.zeros((len(labels), num_classes), dtype=np.float64)
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
-
-
-def square_loss(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over all N·C elements of (f − onehot(y))² (PyTorch `MSELoss(reduction='mean')`)."""
-    f = np.asarray(outputs, dtype=np.float64)
-    return float(np.mean(np.square(f - onehot(labels, f.shape[1]))))
-
-
-def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(outputs, axis=1) == labels))
 
 
 def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

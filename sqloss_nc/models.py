@@ -19,7 +19,7 @@ import keras
 
 from .config import ModelConfig
 from .initializers import FrobeniusNormal
-from .normalization import hidden_normalization
+from .normalization import hidden_normalization, linear_layer
 
 
 def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int = 0) -> keras.Model:
@@ -33,24 +33,36 @@ def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: i
             reproducible and different seeds draw different weights.
     """
     outputs = 1 if cfg.output == "scalar" else num_classes
-    init = lambda k: FrobeniusNormal(cfg.init_scale, seed=seed * 1000 + k)  # noqa: E731
+    depth = len(cfg.widths) + 1
+    hidden_scale, last_scale = cfg.init_scale, cfg.init_scale
+    if cfg.normalization in ("lagrange", "weightnorm"):
+        # The hidden V_k start on the unit sphere; under LN the classifier carries the whole
+        # initial scale, so rho(0) = init_scale^L as for the unnormalized net; under weight norm
+        # the gains g_k = init_scale set ||W_k|| = init_scale.
+        hidden_scale = 1.0
+        if cfg.normalization == "lagrange":
+            last_scale = cfg.init_scale**depth
+
+    def init(k, scale):
+        return FrobeniusNormal(scale, seed=seed * 1000 + k)
+
     x = inputs = keras.Input(shape=tuple(input_shape), name="input")
     if cfg.arch == "convnet":
         if len(input_shape) != 3:
             raise ValueError(f"convnet needs image inputs (H, W, C), got shape {tuple(input_shape)}")
         for k, width in enumerate(cfg.widths, start=1):
-            x = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init(k), name=f"conv{k}")(x)
-            x = _normalize_and_activate(x, cfg.normalization, k)
+            conv = linear_layer(cfg.normalization, cfg, True, width, init(k, hidden_scale), f"conv{k}", kernel_size=3, strides=2, padding="same")
+            x = _normalize_and_activate(conv(x), cfg.normalization, k)
         h = keras.layers.Flatten(name="features")(x)
     elif cfg.arch == "mlp":
         x = keras.layers.Flatten(name="flatten")(x)
         for k, width in enumerate(cfg.widths, start=1):
-            x = keras.layers.Dense(width, use_bias=False, kernel_initializer=init(k), name=f"dense{k}")(x)
-            x = _normalize_and_activate(x, cfg.normalization, k, last=k == len(cfg.widths))
+            dense = linear_layer(cfg.normalization, cfg, False, width, init(k, hidden_scale), f"dense{k}")
+            x = _normalize_and_activate(dense(x), cfg.normalization, k, last=k == len(cfg.widths))
         h = x
     else:  # pragma: no cover - the schema forbids it
         raise ValueError(f"unknown arch {cfg.arch!r}")
-    out = keras.layers.Dense(outputs, use_bias=False, kernel_initializer=init(len(cfg.widths) + 1), name="classifier")(h)
+    out = keras.layers.Dense(outputs, use_bias=False, kernel_initializer=init(depth, last_scale), name="classifier")(h)
     return keras.Model(inputs, out, name=f"{cfg.arch}_{cfg.normalization}")
 
 

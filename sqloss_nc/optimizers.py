@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .normalization import UnitNorm, tangent_project
+
 
 @keras.saving.register_keras_serializable(package="sqloss_nc")
 class TorchSGD(keras.optimizers.Optimizer):
@@ -46,7 +48,13 @@ class TorchSGD(keras.optimizers.Optimizer):
         g = ops.cast(gradient, variable.dtype)
         v = self.velocities[self._get_variable_index(variable)]
         # First step: v = 0·μ + g = g, the same as PyTorch's buffer initialisation.
-        self.assign(v, ops.add(ops.multiply(v, ops.cast(self.momentum, variable.dtype)), g))
+        new_v = ops.add(ops.multiply(v, ops.cast(self.momentum, variable.dtype)), g)
+        constraint = getattr(variable, "constraint", None)
+        if isinstance(constraint, UnitNorm):
+            # Lagrange normalization: the whole step (momentum included) moves along the sphere;
+            # the constraint then only removes the O(η²) radial drift.
+            new_v = tangent_project(new_v, variable, constraint.per_unit)
+        self.assign(v, new_v)
         self.assign_sub(variable, ops.multiply(v, lr))
 
     def get_config(self):

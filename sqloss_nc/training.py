@@ -20,17 +20,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .losses import tf_loss
 from .models import weight_layers
 
 
 @keras.saving.register_keras_serializable(package="sqloss_nc")
 class SquareLossTrainer(keras.Model):
-    """Trains a network with the square loss and coupled weight decay.
+    """Trains a network with the square (or another) loss and coupled weight decay.
 
     Args:
-        network: the functional network `x -> f(x)` (C outputs).
-        weight_decay: λ of the coupled penalty λ/2·Σ||W||² over `decayed` kernels.
-        decayed: names of the layers whose kernels are decayed (default: every layer with a kernel).
+        network: the functional network `x -> f(x)`.
+        weight_decay: λ of the coupled penalty λ/2·Σ||θ||² over the `decayed` variables.
+        decayed: the decayed variables (default: every kernel; see
+            `normalization.decayed_variables` for the per-normalization choice).
+        loss: `square`, `cross_entropy` or `exponential` (see `losses.py`).
+        output: `onehot` (C outputs) or `scalar` (1 output, y = ±1).
+        finite_step_correction: minimize L_tot + (η/4)·||∇L_tot||² on each minibatch (section 5,
+            implicit gradient regularization), η the current learning rate, by double backprop.
 
     Example:
 
@@ -42,17 +48,17 @@ class SquareLossTrainer(keras.Model):
     ```
     """
 
-    def __init__(self, network: keras.Model, weight_decay: float = 0.0, decayed: list[str] | None = None, **kwargs):
+    def __init__(self, network: keras.Model, weight_decay: float = 0.0, decayed=None, loss: str = "square", output: str = "onehot", finite_step_correction: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.weight_decay = float(weight_decay)
-        layers = weight_layers(network)
-        self.decayed = list(decayed) if decayed is not None else [layer.name for layer in layers]
-        self._decayed_kernels = [network.get_layer(n).kernel for n in self.decayed]
-        self.num_outputs = int(network.output.shape[-1])
+        self.decayed = list(decayed) if decayed is not None else [layer.kernel for layer in weight_layers(network)]
+        self.loss_kind, self.output_mode, self.finite_step_correction = loss, output, bool(finite_step_correction)
+        self._loss = tf_loss(loss, output)
         self.loss_tracker = keras.metrics.Mean(name="batch_loss")
         self.objective_tracker = keras.metrics.Mean(name="batch_objective")
         self.grad_tracker = keras.metrics.Mean(name="grad_norm_sq")
+        self.fsc_tracker = keras.metrics.Mean(name="fsc_term")
         self.acc_tracker = keras.metrics.Mean(name="batch_acc")
 
     def call(self, x, training=False):
@@ -60,32 +66,45 @@ class SquareLossTrainer(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.objective_tracker, self.grad_tracker, self.acc_tracker]
+        return [self.loss_tracker, self.objective_tracker, self.grad_tracker, self.fsc_tracker, self.acc_tracker]
 
     def penalty(self):
-        """λ/2 · Σ ||W_k||_F² over the decayed kernels."""
-        if self.weight_decay == 0.0:
+        """λ/2 · Σ ||θ||² over the decayed variables."""
+        if self.weight_decay == 0.0 or not self.decayed:
             return tf.constant(0.0)
-        return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._decayed_kernels])
+        return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self.decayed])
 
-    def _objective_and_grads(self, x, y, training=True):
-        with tf.GradientTape() as tape:
-            f = self.network(x, training=training)
-            loss = tf.reduce_mean(tf.square(f - tf.one_hot(y, self.num_outputs, dtype=f.dtype)))
-            objective = loss + self.penalty()
+    def _objective_and_grads(self, x, y, training=True, eta=None):
+        """(f, loss, L_tot, gradient of the minimized objective, ||∇L_tot||², correction term).
+        With `eta` the minimized objective is L_tot + (η/4)||∇L_tot||², differentiated exactly by
+        a second tape over the first gradient (double backprop)."""
         variables = self.network.trainable_variables
-        grads = tape.gradient(objective, variables)
-        grad_sq = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-        return f, loss, objective, grads, grad_sq
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as tape:
+                f = self.network(x, training=training)
+                loss = self._loss(y, f)
+                objective = loss + self.penalty()
+            grads = tape.gradient(objective, variables)
+            grad_sq = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+            correction = 0.25 * eta * grad_sq if eta is not None else tf.constant(0.0, f.dtype)
+        if eta is not None:
+            grads = outer.gradient(objective + correction, variables)
+        return f, loss, objective, grads, grad_sq, correction
 
     def train_step(self, data):
         x, y = data
-        f, loss, objective, grads, grad_sq = self._objective_and_grads(x, y)
+        eta = tf.cast(self.optimizer.learning_rate, tf.float32) if self.finite_step_correction else None
+        f, loss, objective, grads, grad_sq, correction = self._objective_and_grads(x, y, eta=eta)
         self.optimizer.apply(grads, self.network.trainable_variables)
         self.loss_tracker.update_state(loss)
         self.objective_tracker.update_state(objective)
         self.grad_tracker.update_state(grad_sq)
-        self.acc_tracker.update_state(tf.reduce_mean(tf.cast(tf.equal(tf.argmax(f, axis=1, output_type=y.dtype), y), f.dtype)))
+        self.fsc_tracker.update_state(correction)
+        if self.output_mode == "scalar":
+            pred = tf.cast(f[:, 0] > 0, y.dtype)
+        else:
+            pred = tf.argmax(f, axis=1, output_type=y.dtype)
+        self.acc_tracker.update_state(tf.reduce_mean(tf.cast(tf.equal(pred, y), f.dtype)))
         return {m.name: m.result() for m in self.metrics}
 
     def probe_grad_norm_sq(self, batches) -> float:
@@ -93,24 +112,30 @@ class SquareLossTrainer(keras.Model):
         changing anything: BatchNorm's moving statistics are restored afterwards. Gives epoch 0
         the same `grad_norm_sq` definition as the epochs that train."""
         saved = [v.numpy() for v in self.network.non_trainable_variables]
-        step = tf.function(lambda x, y: self._objective_and_grads(x, y)[-1], reduce_retracing=True)
+        step = tf.function(lambda x, y: self._objective_and_grads(x, y)[4], reduce_retracing=True)
         values = [float(step(x, y)) for x, y in batches]
         for v, value in zip(self.network.non_trainable_variables, saved):
             v.assign(value)
         return float(np.mean(values))
 
     def get_config(self):
+        paths = [v.path for v in self.decayed]
         return {
             "network": keras.saving.serialize_keras_object(self.network),
             "weight_decay": self.weight_decay,
-            "decayed": self.decayed,
+            "decayed_paths": paths,
+            "loss": self.loss_kind,
+            "output": self.output_mode,
+            "finite_step_correction": self.finite_step_correction,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["network"] = keras.saving.deserialize_keras_object(config["network"])
-        return cls(**config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"))
+        paths = set(config.pop("decayed_paths"))
+        decayed = [v for v in network.weights if v.path in paths]
+        return cls(network, decayed=decayed, **config)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

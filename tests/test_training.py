@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sqloss_nc import measures
+from sqloss_nc.losses import np_loss
 from sqloss_nc.config import load_config
 from sqloss_nc.models import build_network
 from sqloss_nc.optimizers import EpochStepSchedule, TorchSGD, lr_at_epoch, make_optimizer
@@ -21,9 +21,9 @@ def test_loss_and_objective_follow_pytorch_mseloss():
     MSELoss(mean) = ((.8)^2 + .1^2 + .5^2 + .3^2) / 4 = 0.99 / 4 = 0.2475."""
     f = np.array([[0.2, -0.1], [0.5, 0.7]], dtype=np.float32)
     y = np.array([0, 1], dtype=np.int32)
-    assert measures.square_loss(f, y) == pytest.approx(0.2475, rel=1e-7)  # f is float32
+    assert np_loss("square", "onehot", f, y) == pytest.approx(0.2475, rel=1e-7)  # f is float32
     trainer = SquareLossTrainer(identity_classifier(), weight_decay=0.1)
-    _, loss, objective, grads, grad_sq = trainer._objective_and_grads(tf.constant(f), tf.constant(y))
+    _, loss, objective, grads, grad_sq, _ = trainer._objective_and_grads(tf.constant(f), tf.constant(y))
     assert float(loss) == pytest.approx(0.2475, rel=1e-6)
     # ||I||_F^2 = 2, so lambda/2 * 2 = 0.1.
     assert float(objective) == pytest.approx(0.2475 + 0.1, rel=1e-6)

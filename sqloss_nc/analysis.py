@@ -1,0 +1,871 @@
+"""Run directories -> tables (the library behind `sqnc analyze OUT`).
+
+This module reads only what SPEC §6 puts in a run directory (`config.yaml`, `status.json`,
+`metrics.csv`, `nc.csv`, `nc_layers.csv`, `margins.csv`, and the optional `theory.csv`,
+`steps.csv`, `margins_steps.csv`); it never imports the training code, so it works on runs made by
+older versions of the tool or on other machines, and on runs still in progress.
+
+A run directory is any folder under OUT holding `config.yaml`, `status.json` or `metrics.csv`
+(runs normally live at `OUT/<experiment>/<run_id>/`; `OUT/analysis`, `OUT/figures` and
+`OUT/simulations` are not searched). The experiment of a run is its parent folder relative to OUT.
+
+What goes where (all under `OUT/analysis/`, each written atomically):
+
+| table | one row per | columns |
+|---|---|---|
+| `runs.csv` | run (all runs, whatever their state) | experiment, run_id, path, setting, seed, the flattened config (`model.init_scale`, ...), state, status_epoch, reason, wall_time_s, n_train, n_test, label_noise_realised, last_epoch, the last metrics row (`train_loss`, `rho`, ...), nc_epoch and the last nc row (`nc1`, ...), aggregated (bool) |
+| `summary.csv` | setting (experiment + every config key but `seed`) | experiment, setting, n_seeds, seeds, the config, epochs_min, epochs_max, `<metric>_mean`, `<metric>_std` of the final values |
+| `epochs.csv` | setting x epoch | experiment, setting, epoch, n_runs, `<metric>_mean`, `<metric>_std` of `metrics.csv` |
+| `nc_epochs.csv` | setting x NC epoch | the same for `nc.csv` |
+| `nc_layers_epochs.csv` | setting x epoch x split x layer x measure | mean, std, n_runs of `nc_layers.csv` |
+| `margins_hist.csv` | setting x margin epoch x quantity x bin | histograms of the per-sample train margins (`normalized` = m/ρ, `raw` = m) pooled over seeds: bin edges, pooled count and density, per-seed density mean/std |
+| `steps.csv`, `margins_steps_hist.csv` | the same per SGD step | only when runs hold per-step files |
+| `theory.csv`, `rho_flow.csv` | row of a run's `theory.csv` / `rho_flow.csv` | experiment, run_id, setting, state, its columns |
+| `simulations.csv` | row of `OUT/simulations/*.csv` | source (file stem), its columns |
+| `problems.csv` | problem found | run, problem |
+
+Aggregates (summary, epochs, nc_epochs, histograms) use only runs that finished (`state: done`)
+with a config and a complete `metrics.csv`; failed, diverged and unfinished runs stay in
+`runs.csv` with their state and are listed in `problems.csv` (`include_partial=True` also
+aggregates running/interrupted runs, for a look at runs in flight). Standard deviations are the
+sample std over seeds (ddof=1; empty with one seed). Three derived columns are added to every
+metrics row: `train_error = 1 - train_acc`, `test_error = 1 - test_acc`, `inv_rho = 1/rho`
+(so the mean of 1/ρ over seeds, the paper's Figs 11-12, is exact, not 1/mean ρ).
+
+Example:
+
+```python
+from pathlib import Path
+from sqloss_nc.analysis import analyze, key_numbers_table
+res = analyze(Path("outputs"))
+print(res.summary[["experiment", "setting", "n_seeds", "rho_mean", "test_acc_mean"]])
+for run, problem in res.problems:
+    print(run, problem)
+```
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .errors import UserError
+
+ANALYSIS_DIR = "analysis"
+SKIP_DIRS = frozenset({"analysis", "figures", "simulations"})
+MARKERS = ("config.yaml", "status.json", "metrics.csv")
+DONE_STATES = frozenset({"done"})
+PARTIAL_STATES = frozenset({"running", "interrupted"})
+HIST_BINS = 60
+IGNORED_FOR_SETTING = ("seed",)
+
+# Short names for setting labels (the same as the run ids the tool writes).
+SHORT_NAMES = {
+    "model.init_scale": "init",
+    "optim.weight_decay": "wd",
+    "data.label_noise": "noise",
+    "optim.lr": "lr",
+    "model.normalization": "norm",
+    "loss.kind": "loss",
+}
+
+# Per-epoch tables of 1,000-epoch sweeps run to megabytes at full precision; 12 significant
+# digits lose nothing a figure or a comparison over seeds can see. Histograms are only drawn.
+_FLOAT_FORMAT = {
+    "epochs.csv": "%.12g",
+    "nc_epochs.csv": "%.12g",
+    "nc_layers_epochs.csv": "%.12g",
+    "steps.csv": "%.12g",
+    "margins_hist.csv": "%.7g",
+    "margins_steps_hist.csv": "%.7g",
+}
+
+TABLES = (
+    "runs.csv",
+    "summary.csv",
+    "epochs.csv",
+    "nc_epochs.csv",
+    "nc_layers_epochs.csv",
+    "margins_hist.csv",
+    "steps.csv",
+    "margins_steps_hist.csv",
+    "theory.csv",
+    "rho_flow.csv",
+    "simulations.csv",
+    "problems.csv",
+)
+
+
+class AnalysisError(UserError):
+    """OUT does not exist or holds no run directories (one line, for the CLI)."""
+
+
+@dataclass
+class AnalysisResult:
+    """The tables `analyze` wrote, as DataFrames, and the problems it found.
+
+    Attributes:
+        out: the output root that was analyzed.
+        runs, summary, epochs, nc_epochs, nc_layers_epochs, margins_hist, steps, margins_steps_hist,
+            theory, rho_flow, simulations: the tables (empty DataFrames where there was no data).
+        problems: (run, problem) pairs, `run` being the path relative to OUT.
+        files: table name -> the file written.
+    """
+
+    out: Path
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    epochs: pd.DataFrame
+    nc_epochs: pd.DataFrame
+    nc_layers_epochs: pd.DataFrame
+    margins_hist: pd.DataFrame
+    steps: pd.DataFrame
+    margins_steps_hist: pd.DataFrame
+    theory: pd.DataFrame
+    rho_flow: pd.DataFrame
+    simulations: pd.DataFrame
+    problems: list[tuple[str, str]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    path: Path
+    rel: str
+    experiment: str
+    run_id: str
+    config: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+    metrics: pd.DataFrame | None = None
+    nc: pd.DataFrame | None = None
+    nc_layers: pd.DataFrame | None = None
+    theory: pd.DataFrame | None = None
+    rho_flow: pd.DataFrame | None = None
+    steps: pd.DataFrame | None = None
+    setting: str = ""
+    setting_key: str = ""
+    aggregated: bool = False
+
+    @property
+    def state(self) -> str:
+        return str((self.status or {}).get("state") or "unknown")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
+    """The run directories under `out` and the empty leaf folders that look like failed runs.
+
+    Args:
+        out: the output root.
+
+    Returns:
+        (run directories, empty or unrecognised leaf folders at depth >= 2), both sorted.
+    """
+    out = Path(out)
+    runs, empty = [], []
+    for root, dirs, files in os.walk(out):
+        here = Path(root)
+        rel_parts = here.relative_to(out).parts
+        if rel_parts and rel_parts[0] in SKIP_DIRS:
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if any(m in files for m in MARKERS):
+            runs.append(here)
+            dirs[:] = []  # a run's folder holds no further runs
+        elif not dirs and len(rel_parts) >= 2:
+            empty.append(here)
+    return sorted(runs), sorted(empty)
+
+
+def read_csv_robust(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
+    """Read a CSV the tool appends to, tolerating a crash mid-write.
+
+    A torn last line (no final newline: the writer died mid-row) is dropped; rows with the wrong
+    number of fields are dropped; every column that parses as numbers becomes numeric.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        (the DataFrame or None when nothing usable is there, a list of problems found).
+    """
+    problems: list[str] = []
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return None, [f"{path.name}: unreadable ({err.strerror or err})"]
+    if not data.strip():
+        return None, [f"{path.name}: empty file"]
+    if not data.endswith(b"\n"):
+        cut = data.rfind(b"\n")
+        data = data[: cut + 1] if cut >= 0 else b""
+        problems.append(f"{path.name}: torn last line dropped (the writer stopped mid-row)")
+        if not data:
+            return None, problems + [f"{path.name}: no complete header line"]
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+    except pd.errors.EmptyDataError:
+        return None, problems + [f"{path.name}: no header"]
+    except pd.errors.ParserError:
+        df, bad = _read_csv_lenient(data)
+        problems.append(f"{path.name}: {bad} malformed row(s) dropped")
+    else:
+        # Short rows parse silently as NaN-padded rows; find them by counting fields.
+        n_fields = len(df.columns)
+        lines = [line for line in data.decode("utf-8", "replace").splitlines()[1:] if line.strip()]
+        short = [i for i, line in enumerate(lines) if line and line.count(",") + 1 < n_fields and '"' not in line]
+        if short:
+            df = df.drop(index=df.index[short]).reset_index(drop=True)
+            problems.append(f"{path.name}: {len(short)} short row(s) dropped")
+    for col in df.columns:
+        if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+            conv = pd.to_numeric(df[col], errors="coerce")
+            # Only convert columns that are numbers (empty cells allowed), never real text.
+            if conv.notna().sum() == df[col].replace("", np.nan).notna().sum():
+                df[col] = conv
+    if df.empty:
+        return None, problems + [f"{path.name}: no rows"]
+    return df, problems
+
+
+def _read_csv_lenient(data: bytes) -> tuple[pd.DataFrame, int]:
+    import csv
+
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
+    header, body = rows[0], rows[1:]
+    good = [r for r in body if len(r) == len(header)]
+    df = pd.DataFrame(good, columns=header).replace("", np.nan)
+    return df, len(body) - len(good)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested config -> dotted keys (`model.init_scale`); lists become JSON strings (`[1, 2]`)
+    so the values are hashable and survive a CSV round trip; empty sections are dropped.
+
+    Example: `flatten({"model": {"widths": [8]}, "seed": 0}) == {"model.widths": "[8]", "seed": 0}`
+    """
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            flat[key] = json.dumps(list(v))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value.startswith("["):
+        return value.replace(", ", ",")  # a flattened list: keep the label's ", " unambiguous
+    return str(value)
+
+
+def _sort_value(v: Any) -> tuple:
+    if isinstance(v, bool) or v is None:
+        return (1, str(v))
+    if isinstance(v, (int, float)):
+        return (0, float(v))
+    return (1, str(v))
+
+
+def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
+    rel = path.relative_to(out).as_posix()
+    parent = path.parent.relative_to(out).as_posix()
+    run = _Run(path=path, rel=rel, experiment="", run_id=path.name)
+
+    def report(msg: str) -> None:
+        problems.append((rel, msg))
+
+    cfg_path = path / "config.yaml"
+    if cfg_path.exists():
+        try:
+            raw = yaml.safe_load(cfg_path.read_text())
+            if not isinstance(raw, dict):
+                raise TypeError("not a mapping")
+            raw.pop("sweep", None)  # an expanded run's sweep is empty; it is not a setting
+            run.config = flatten(raw)
+        except (yaml.YAMLError, TypeError, ValueError, OSError) as err:
+            report(f"config.yaml unreadable ({type(err).__name__}): left out of the aggregates")
+    else:
+        report("no config.yaml: setting unknown, left out of the aggregates")
+    # The folder is the truth for where a run belongs (a renamed experiment folder wins).
+    run.experiment = parent if parent != "." else str((run.config or {}).get("name") or out.name)
+
+    st_path = path / "status.json"
+    if st_path.exists():
+        try:
+            run.status = json.loads(st_path.read_text())
+            if not isinstance(run.status, dict):
+                raise TypeError("not an object")
+        except (json.JSONDecodeError, TypeError, ValueError, OSError) as err:
+            run.status = None
+            report(f"status.json unreadable ({type(err).__name__}): state unknown, left out of the aggregates")
+    else:
+        report("no status.json: state unknown, left out of the aggregates")
+
+    for name, attr in (
+        ("metrics.csv", "metrics"),
+        ("nc.csv", "nc"),
+        ("nc_layers.csv", "nc_layers"),
+        ("theory.csv", "theory"),
+        ("rho_flow.csv", "rho_flow"),
+        ("steps.csv", "steps"),
+    ):
+        p = path / name
+        if not p.exists():
+            if name == "metrics.csv":
+                report("no metrics.csv")
+            continue
+        df, msgs = read_csv_robust(p)
+        for m in msgs:
+            report(m)
+        if df is not None and "epoch" in df.columns and name in ("metrics.csv", "nc.csv"):
+            df = df[pd.to_numeric(df["epoch"], errors="coerce").notna()]
+            df["epoch"] = df["epoch"].astype(int)
+            if df["epoch"].duplicated().any():
+                report(f"{name}: repeated epochs, the last row of each kept")
+                df = df.drop_duplicates("epoch", keep="last")
+            df = df.sort_values("epoch").reset_index(drop=True)
+        if df is not None and name == "metrics.csv":
+            df = _add_derived(df)
+        setattr(run, attr, df)
+    return run
+
+
+def _add_derived(m: pd.DataFrame) -> pd.DataFrame:
+    m = m.copy()
+    if "train_acc" in m:
+        m["train_error"] = 1.0 - m["train_acc"]
+    if "test_acc" in m:
+        m["test_error"] = 1.0 - m["test_acc"]
+    if "rho" in m:
+        with np.errstate(divide="ignore"):
+            m["inv_rho"] = 1.0 / m["rho"].astype(float)
+    return m
+
+
+def _check_run(run: _Run, include_partial: bool, report) -> bool:
+    """Whether the run may enter the aggregates; reports why not."""
+    st = run.status or {}
+    state, epoch, reason = run.state, st.get("epoch"), st.get("reason")
+    if state == "failed":
+        report(f"failed at epoch {epoch}: {reason}; left out of the aggregates")
+        return False
+    if state == "diverged":
+        report(f"diverged at epoch {epoch}: {reason}; left out of the aggregates")
+        return False
+    if run.config is None or run.metrics is None:
+        return False
+    total = run.config.get("optim.epochs")
+    if state in PARTIAL_STATES:
+        if not include_partial:
+            report(f"{state} (epoch {epoch} of {total}): left out of the aggregates (include_partial to add it)")
+            return False
+    elif state not in DONE_STATES:
+        if run.status is not None:
+            report(f"unknown state {state!r}: left out of the aggregates")
+        return False
+    last = int(run.metrics["epoch"].max())
+    if isinstance(epoch, int) and last < epoch:
+        report(f"metrics.csv ends at epoch {last} but status.json says epoch {epoch}: incomplete, left out of the aggregates")
+        return False
+    rho = run.metrics.get("rho")
+    if rho is not None and not np.isfinite(rho.astype(float)).iloc[-1]:
+        report(f"non-finite rho at epoch {last}: left out of the aggregates")
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _assign_settings(runs: list[_Run]) -> None:
+    by_exp: dict[str, list[_Run]] = {}
+    for r in runs:
+        by_exp.setdefault(r.experiment, []).append(r)
+    for exp, rs in by_exp.items():
+        cfgs = [r.config for r in rs if r.config is not None]
+        keys = sorted({k for c in cfgs for k in c} - set(IGNORED_FOR_SETTING))
+        varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in cfgs}) > 1]
+        # Put the paper's knobs first in the label, then the rest alphabetically.
+        varying.sort(key=lambda k: (list(SHORT_NAMES).index(k) if k in SHORT_NAMES else len(SHORT_NAMES), k))
+        for r in rs:
+            if r.config is None:
+                r.setting, r.setting_key = "(no config)", ""
+                continue
+            label = ", ".join(f"{SHORT_NAMES.get(k, k.split('.')[-1])}={_fmt(r.config.get(k))}" for k in varying)
+            r.setting = label or exp
+            r.setting_key = json.dumps({k: r.config.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def _setting_order(runs: list[_Run]) -> dict[tuple[str, str], int]:
+    """A natural order of settings: by experiment, then numerically by the varying values."""
+    seen: dict[tuple[str, str], tuple] = {}
+    for r in runs:
+        if r.config is None:
+            continue
+        seen.setdefault((r.experiment, r.setting), (r.experiment,) + _varying_sort_key(r))
+    return {k: i for i, k in enumerate(sorted(seen, key=lambda k: seen[k]))}
+
+
+def _varying_sort_key(r: _Run) -> tuple:
+    # The label lists the varying values in a fixed key order; sort on those values.
+    parts = [p.split("=", 1)[1] if "=" in p else p for p in r.setting.split(", ")]
+    out = []
+    for p in parts:
+        try:
+            out.append((0, float(p), ""))
+        except ValueError:
+            out.append((1, 0.0, p))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _numeric_columns(df: pd.DataFrame, exclude: tuple[str, ...]) -> list[str]:
+    return [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+
+
+def aggregate_over_seeds(long: pd.DataFrame, keys: list[str], exclude: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) of every numeric column within groups, plus `n_runs`.
+
+    Args:
+        long: one row per run and time point, with the `keys` columns.
+        keys: the grouping columns (e.g. experiment, setting, epoch).
+        exclude: numeric columns not to aggregate.
+
+    Returns:
+        keys, n_runs, then `<col>_mean`, `<col>_std` for each numeric column.
+
+    Example: `aggregate_over_seeds(df, ["experiment", "setting", "epoch"])`
+    """
+    if long.empty:
+        return pd.DataFrame(columns=keys + ["n_runs"])
+    cols = _numeric_columns(long, tuple(keys) + tuple(exclude))
+    # inf (a run blowing up between checks) must not turn a mean into inf silently.
+    values = long[cols].astype(float).replace([np.inf, -np.inf], np.nan)
+    grouped = pd.concat([long[keys], values], axis=1).groupby(keys, sort=False, dropna=False)
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    n = grouped.size().rename("n_runs")
+    parts = [n]
+    for c in cols:
+        parts += [mean[c].rename(f"{c}_mean"), std[c].rename(f"{c}_std")]
+    return pd.concat(parts, axis=1).reset_index()
+
+
+def _final_row(df: pd.DataFrame | None, prefix_epoch: str) -> dict[str, Any]:
+    if df is None or df.empty:
+        return {}
+    row = df.iloc[-1].to_dict()
+    row[prefix_epoch] = row.pop("epoch", None)
+    return row
+
+
+def _margin_histograms(runs: list[_Run], filename: str, time_col: str, order: dict, report, bins: int = HIST_BINS) -> pd.DataFrame:
+    """Per setting, time point and quantity: a histogram of the pooled per-sample margins, with
+    the per-seed densities on the same bins (so figures can draw mean ± std over seeds)."""
+    by_setting: dict[tuple[str, str], list[_Run]] = {}
+    for r in runs:
+        if (r.path / filename).exists():
+            by_setting.setdefault((r.experiment, r.setting), []).append(r)
+    out = []
+    for (exp, setting), rs in sorted(by_setting.items(), key=lambda kv: order.get(kv[0], 0)):
+        frames = []
+        for i, r in enumerate(rs):
+            df, msgs = read_csv_robust(r.path / filename)
+            for m in msgs:
+                report(r.rel, m)
+            if df is None or time_col not in df.columns:
+                continue
+            df = df[[c for c in (time_col, "margin", "margin_normalized") if c in df.columns]].copy()
+            df["_run"] = i
+            frames.append(df)
+        if not frames:
+            continue
+        allm = pd.concat(frames, ignore_index=True)
+        for t, at_t in allm.groupby(time_col, sort=True):
+            for quantity, col in (("normalized", "margin_normalized"), ("raw", "margin")):
+                if col not in at_t:
+                    continue
+                v = at_t[col].to_numpy(dtype=float)
+                ok = np.isfinite(v)
+                if not ok.any():
+                    continue
+                # ~sqrt(n) bins (at least 10, at most `bins`): fine for 10k samples x 10 seeds,
+                # still readable for a few dozen.
+                n_bins = int(np.clip(np.sqrt(ok.sum()), 10, bins))
+                edges = np.histogram_bin_edges(v[ok], bins=n_bins)
+                counts, _ = np.histogram(v[ok], bins=edges)
+                width = np.diff(edges)
+                per_run = []
+                for _, g in at_t[ok].groupby("_run"):
+                    c, _ = np.histogram(g[col].to_numpy(dtype=float), bins=edges)
+                    per_run.append(c / (c.sum() * width) if c.sum() else np.zeros_like(width))
+                per_run = np.array(per_run)
+                out.append(
+                    pd.DataFrame(
+                        {
+                            "experiment": exp,
+                            "setting": setting,
+                            time_col: int(t),
+                            "quantity": quantity,
+                            "bin": np.arange(len(counts)),
+                            "left": edges[:-1],
+                            "right": edges[1:],
+                            "count": counts,
+                            "density": counts / (counts.sum() * width),
+                            "density_mean": per_run.mean(axis=0),
+                            "density_std": per_run.std(axis=0, ddof=1) if len(per_run) > 1 else np.nan,
+                            "n_runs": len(per_run),
+                            "n_samples": int(ok.sum()),
+                            "mean": float(v[ok].mean()),
+                            "std": float(v[ok].std()),
+                        }
+                    )
+                )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _collect_simulations(out: Path, report) -> pd.DataFrame:
+    sim_dir = out / "simulations"
+    frames = []
+    for p in sorted(sim_dir.glob("*.csv")) if sim_dir.is_dir() else []:
+        df, msgs = read_csv_robust(p)
+        for m in msgs:
+            report(f"simulations/{p.name}", m)
+        if df is not None:
+            df.insert(0, "source", p.stem)
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def atomic_write_csv(df: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
+    """Write `df` to `path` through a temporary file and a rename, so readers never see half a
+    table."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format=float_format)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+def analyze(out: Path, include_partial: bool = False, write: bool = True) -> AnalysisResult:
+    """Read every run directory under `out` and write the tables of `out/analysis/`.
+
+    Args:
+        out: the output root (`sqnc run --out`), holding `<experiment>/<run_id>/` folders.
+        include_partial: also aggregate runs still running or interrupted (each contributes the
+            epochs it has; `n_runs` in the per-epoch tables says how many runs reached an epoch).
+        write: write the tables (False: only return them).
+
+    Returns:
+        An `AnalysisResult` with the DataFrames and the (run, problem) list.
+
+    Raises:
+        AnalysisError: `out` is not a folder or holds no run directories.
+
+    Example:
+
+    ```python
+    res = analyze(Path("outputs"))
+    res.summary.loc[:, ["setting", "n_seeds", "rho_mean", "rho_std"]]
+    ```
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
+    run_dirs, empty_dirs = find_run_dirs(out)
+    if not run_dirs:
+        extra = f" ({len(empty_dirs)} empty folder(s))" if empty_dirs else ""
+        raise AnalysisError(f"OUT: no run directories under {out}{extra}; a run folder holds config.yaml, status.json or metrics.csv")
+
+    problems: list[tuple[str, str]] = []
+    for d in empty_dirs:
+        problems.append((d.relative_to(out).as_posix(), "empty run directory (no config.yaml, status.json or metrics.csv): skipped"))
+    runs = [_read_run(d, out, problems) for d in run_dirs]
+    _assign_settings(runs)
+    for r in runs:
+        r.aggregated = _check_run(r, include_partial, lambda msg, r=r: problems.append((r.rel, msg)))
+    order = _setting_order(runs)
+
+    def report(run: str, msg: str) -> None:
+        problems.append((run, msg))
+
+    runs.sort(key=lambda r: (order.get((r.experiment, r.setting), len(order)), _sort_value((r.config or {}).get("seed")), r.rel))
+
+    # runs.csv: every run, whatever its state.
+    rows = []
+    for r in runs:
+        st = r.status or {}
+        data = st.get("data") if isinstance(st.get("data"), dict) else {}
+        row: dict[str, Any] = {"experiment": r.experiment, "run_id": r.run_id, "path": r.rel, "setting": r.setting}
+        row.update(r.config or {})
+        row.update(
+            {
+                "state": r.state,
+                "status_epoch": st.get("epoch"),
+                "reason": st.get("reason"),
+                "wall_time_s": st.get("wall_time_s"),
+                "n_train": data.get("n_train"),
+                "n_test": data.get("n_test"),
+                "label_noise_realised": data.get("label_noise_realised"),
+                "aggregated": r.aggregated,
+            }
+        )
+        row.update(_final_row(r.metrics, "last_epoch"))
+        row.update(_final_row(r.nc, "nc_epoch"))
+        rows.append(row)
+    runs_df = pd.DataFrame(rows)
+
+    agg = [r for r in runs if r.aggregated]
+    config_cols = sorted({k for r in agg for k in r.config})
+
+    # summary.csv: final values, mean ± std over seeds per setting.
+    finals = []
+    for r in agg:
+        f = {"experiment": r.experiment, "setting": r.setting, "_key": r.setting_key}
+        f.update(_final_row(r.metrics, "last_epoch"))
+        f.update(_final_row(r.nc, "nc_epoch"))
+        finals.append(f)
+    if finals:
+        fin = pd.DataFrame(finals)
+        stats = aggregate_over_seeds(fin, ["experiment", "setting", "_key"], exclude=("last_epoch", "nc_epoch"))
+        meta = []
+        for (exp, setting, key), rs in _group(agg).items():
+            m = {"experiment": exp, "setting": setting, "_key": key, "n_seeds": len(rs)}
+            m["seeds"] = " ".join(str(r.config.get("seed")) for r in rs)
+            m.update({k: rs[0].config.get(k) for k in config_cols if k not in IGNORED_FOR_SETTING})
+            last = [int(r.metrics["epoch"].max()) for r in rs]
+            m["epochs_min"], m["epochs_max"] = min(last), max(last)
+            meta.append(m)
+        summary = pd.DataFrame(meta).merge(stats.drop(columns="n_runs"), on=["experiment", "setting", "_key"], how="left")
+        summary = summary.drop(columns="_key")
+    else:
+        summary = pd.DataFrame(columns=["experiment", "setting", "n_seeds", "seeds"])
+
+    def per_time(attr: str, time_col: str = "epoch") -> pd.DataFrame:
+        frames = []
+        for r in agg:
+            df = getattr(r, attr)
+            if df is None or time_col not in df.columns:
+                continue
+            df = df.copy()
+            df.insert(0, "setting", r.setting)
+            df.insert(0, "experiment", r.experiment)
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=["experiment", "setting", time_col, "n_runs"])
+        long = pd.concat(frames, ignore_index=True)
+        res = aggregate_over_seeds(long, ["experiment", "setting", time_col])
+        res["_o"] = [order.get((e, s), 0) for e, s in zip(res["experiment"], res["setting"])]
+        return res.sort_values(["_o", time_col], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+    epochs = per_time("metrics")
+    nc_epochs = per_time("nc")
+    steps = per_time("steps", "step")
+
+    # nc_layers.csv is long already: aggregate its `value` per (epoch, split, layer, measure).
+    frames = []
+    for r in agg:
+        if r.nc_layers is not None and {"epoch", "layer", "measure", "value"} <= set(r.nc_layers.columns):
+            df = r.nc_layers.copy()
+            if "split" not in df:
+                df["split"] = "train"
+            df.insert(0, "setting", r.setting)
+            df.insert(0, "experiment", r.experiment)
+            frames.append(df[["experiment", "setting", "epoch", "split", "layer", "measure", "value"]])
+    if frames:
+        long = pd.concat(frames, ignore_index=True)
+        long["value"] = pd.to_numeric(long["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        g = long.groupby(["experiment", "setting", "epoch", "split", "layer", "measure"], sort=False)
+        nc_layers_epochs = pd.concat(
+            [g["value"].mean().rename("mean"), g["value"].std(ddof=1).rename("std"), g.size().rename("n_runs")], axis=1
+        ).reset_index()
+    else:
+        nc_layers_epochs = pd.DataFrame()
+
+    margins_hist = _margin_histograms(agg, "margins.csv", "epoch", order, report)
+    margins_steps_hist = _margin_histograms(agg, "margins_steps.csv", "step", order, report)
+
+    # theory.csv and rho_flow.csv (`sqnc simulate --rho-flow`): any columns, collected with the
+    # run's identity from every run that has one (a diverged run's checks are still
+    # informative), with its state alongside.
+    def collect(attr: str) -> pd.DataFrame:
+        frames = []
+        for r in runs:
+            df = getattr(r, attr)
+            if df is not None:
+                df = df.copy()
+                for i, (k, v) in enumerate(
+                    (("experiment", r.experiment), ("run_id", r.run_id), ("setting", r.setting), ("state", r.state))
+                ):
+                    df.insert(i, k, v)
+                frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    theory, rho_flow = collect("theory"), collect("rho_flow")
+    simulations = _collect_simulations(out, report)
+
+    problems.sort(key=lambda p: p[0])  # stable: each run's problems together, in the order found
+    problems_df = pd.DataFrame(problems, columns=["run", "problem"])
+    result = AnalysisResult(
+        out=out,
+        runs=runs_df,
+        summary=summary,
+        epochs=epochs,
+        nc_epochs=nc_epochs,
+        nc_layers_epochs=nc_layers_epochs,
+        margins_hist=margins_hist,
+        steps=steps,
+        margins_steps_hist=margins_steps_hist,
+        theory=theory,
+        rho_flow=rho_flow,
+        simulations=simulations,
+        problems=problems,
+    )
+    if write:
+        adir = out / ANALYSIS_DIR
+        adir.mkdir(parents=True, exist_ok=True)
+        tables = {
+            "runs.csv": runs_df,
+            "summary.csv": summary,
+            "epochs.csv": epochs,
+            "nc_epochs.csv": nc_epochs,
+            "nc_layers_epochs.csv": nc_layers_epochs,
+            "margins_hist.csv": margins_hist,
+            "steps.csv": steps,
+            "margins_steps_hist.csv": margins_steps_hist,
+            "theory.csv": theory,
+            "rho_flow.csv": rho_flow,
+            "simulations.csv": simulations,
+            "problems.csv": problems_df,
+        }
+        always = {"runs.csv", "summary.csv", "epochs.csv", "problems.csv"}
+        for name, df in tables.items():
+            path = adir / name
+            if name in always or not df.empty:
+                atomic_write_csv(df, path, float_format=_FLOAT_FORMAT.get(name))
+                result.files[name] = path
+            elif path.exists():
+                # A table left over from an earlier analysis would be drawn as if current.
+                path.unlink()
+    return result
+
+
+def _group(runs: list[_Run]) -> dict[tuple[str, str, str], list[_Run]]:
+    groups: dict[tuple[str, str, str], list[_Run]] = {}
+    for r in runs:
+        groups.setdefault((r.experiment, r.setting, r.setting_key), []).append(r)
+    return groups
+
+
+# ----------------------------------------------------------------------------- console tables
+
+
+def _pm(row: pd.Series, col: str, spec: str = ".3g") -> str:
+    m, s = row.get(f"{col}_mean"), row.get(f"{col}_std")
+    if m is None or not isinstance(m, (int, float)) or math.isnan(m):
+        return ""
+    if s is None or not isinstance(s, (int, float)) or math.isnan(s):
+        return format(m, spec)
+    return f"{m:{spec}}±{s:.2g}"
+
+
+def key_numbers_table(result: AnalysisResult, max_rows: int = 60):
+    """A rich table of the key final numbers per setting (mean±std over seeds).
+
+    Args:
+        result: what `analyze` returned.
+        max_rows: settings shown at most (the CSV has them all).
+
+    Example: `rich.print(key_numbers_table(analyze(Path("outputs"))))`
+    """
+    from rich.table import Table
+
+    s = result.summary
+    experiments = list(dict.fromkeys(s["experiment"])) if "experiment" in s else []
+    one = len(experiments) == 1
+    title = "final values per setting, mean±std over seeds" + (f" — {experiments[0]}" if one else "")
+    table = Table(title=title, caption=f"all columns: {result.out / ANALYSIS_DIR / 'summary.csv'}")
+    cols = ([] if one else ["experiment"]) + ["setting", "n", "epoch", "ρ", "train acc", "test acc", "m̄ mean", "m̄ std", "NC1"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("experiment", "setting") else "right", overflow="fold")
+    for _, row in s.head(max_rows).iterrows():
+        epochs = row.get("epochs_max")
+        cells = [] if one else [str(row["experiment"])]
+        cells += [
+            str(row["setting"]),
+            str(row["n_seeds"]),
+            "" if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else str(int(epochs)),
+            _pm(row, "rho"),
+            _pm(row, "train_acc", ".3f"),
+            _pm(row, "test_acc", ".3f"),
+            _pm(row, "margin_mean"),
+            _pm(row, "margin_std"),
+            _pm(row, "nc1", ".2g"),
+        ]
+        table.add_row(*cells)
+    if len(s) > max_rows:
+        table.add_row(*(["…", f"{len(s) - max_rows} more in summary.csv"] + [""] * (len(cols) - 2)))
+    return table
+
+
+def problems_table(problems: list[tuple[str, str]], max_rows: int = 50):
+    """A rich table of the (run, problem) pairs found by `analyze`.
+
+    Example: `rich.print(problems_table(res.problems))`
+    """
+    from rich.table import Table
+
+    table = Table(title=f"problems ({len(problems)})", title_style="bold yellow")
+    table.add_column("run", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for run, problem in problems[:max_rows]:
+        table.add_row(run, problem)
+    if len(problems) > max_rows:
+        table.add_row("…", f"{len(problems) - max_rows} more in problems.csv")
+    return table
+
+
+def states_line(result: AnalysisResult) -> str:
+    """`8 runs: 7 done, 1 failed; 4 settings aggregated` (one line for the console)."""
+    counts = result.runs["state"].value_counts() if not result.runs.empty else pd.Series(dtype=int)
+    parts = ", ".join(f"{n} {state}" for state, n in counts.items())
+    n_agg = int(result.runs["aggregated"].sum()) if "aggregated" in result.runs else 0
+    return f"{len(result.runs)} runs: {parts}; {n_agg} aggregated into {len(result.summary)} setting(s)"

@@ -1,0 +1,874 @@
+"""Tables -> figures (the library behind `sqnc figures OUT`).
+
+Reads only the tables `sqnc analyze OUT` wrote to `OUT/analysis/` and draws every figure of the
+paper those tables support, as PNG and PDF under `OUT/figures/`, plus `OUT/figures/index.html`
+showing all PNGs with one-line captions. Curves are means over seeds with ± 1 std bands (sample
+std; no band with one seed). Epoch axes are `symlog` (linear between 0 and 1, logarithmic
+beyond) so that epoch 0, the initialization, stays visible on a log axis.
+
+Which runs a figure uses is decided from the config columns of `summary.csv` (one row per
+setting): within one experiment, the config keys that vary between settings are the figure's
+axes (e.g. Fig. 2 needs `model.init_scale` and `optim.weight_decay` to vary); when further keys
+vary too, one figure is drawn per combination of their values (named with a suffix).
+
+| figure | needs (within one experiment) | drawn from | made by |
+|---|---|---|---|
+| fig2 | ≥ 2 values of `model.init_scale` and of `optim.weight_decay` | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
+| fig3 | ≥ 2 settings differing in init and/or WD | margins_hist.csv (last margin epoch) | `configs/paper/fig3_margins.yaml` |
+| fig4 | any run with per-sample margins | margins_hist.csv (one setting, several epochs) | `configs/paper/fig4_margin_hist.yaml` |
+| fig5 | per-step margins (`margins_steps.csv` in the runs) | margins_steps_hist.csv, steps.csv | `configs/paper/fig5_early_margins.yaml` |
+| fig6 | NC measured at ≥ 2 epochs | nc_epochs.csv | `configs/paper/fig6_nc_step.yaml` |
+| fig10 | `OUT/simulations/logistic*.csv` with `t` and `rho*` columns | simulations.csv | `sqnc simulate --logistic --out OUT/simulations` |
+| fig11, fig13 | ≥ 2 values of `data.label_noise` | summary.csv, epochs.csv | `configs/paper/fig11_random_labels.yaml` |
+| fig12 | ≥ 2 values of `model.init_scale` | summary.csv | `configs/paper/fig3_margins.yaml` |
+| fig14 / fig15 | runs with WD > 0 / WD = 0 | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
+| fig16 / fig17 | runs with WD > 0 / WD = 0 | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
+
+Example:
+
+```python
+from pathlib import Path
+from sqloss_nc.figures import draw_figures
+for fig in draw_figures(Path("outputs")):
+    print(fig.name, fig.skipped or [str(p) for p in fig.files])
+```
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .errors import UserError
+
+INIT, WD, NOISE = "model.init_scale", "optim.weight_decay", "data.label_noise"
+SHORT = {INIT: "init", WD: "wd", NOISE: "noise", "optim.lr": "lr", "model.normalization": "norm", "loss.kind": "loss"}
+PAPER_CONFIGS = {
+    "fig2": "configs/paper/fig2_init_wd.yaml",
+    "fig3": "configs/paper/fig3_margins.yaml",
+    "fig4": "configs/paper/fig4_margin_hist.yaml",
+    "fig5": "configs/paper/fig5_early_margins.yaml",
+    "fig6": "configs/paper/fig6_nc_step.yaml",
+    "fig11": "configs/paper/fig11_random_labels.yaml",
+    "fig12": "configs/paper/fig3_margins.yaml",
+    "fig13": "configs/paper/fig11_random_labels.yaml",
+    "fig14": "configs/paper/fig2_init_wd.yaml (or binary_bn_wd.yaml)",
+    "fig15": "configs/paper/fig2_init_wd.yaml",
+    "fig16": "configs/paper/fig2_init_wd.yaml (or binary_bn_wd.yaml)",
+    "fig17": "configs/paper/fig2_init_wd.yaml",
+}
+MAX_PER_KIND = 6  # figures of one kind per experiment at most (one per combination of other keys)
+MEANS_COLOR, WEIGHTS_COLOR = "tab:red", "tab:blue"  # the paper's Fig. 6 colours
+
+
+class MissingAnalysisError(UserError):
+    """The analysis tables are not there: `sqnc analyze OUT` has to run first (one line)."""
+
+
+@dataclass
+class FigureResult:
+    """One figure drawn (files, caption) or skipped (reason).
+
+    Attributes:
+        name: file stem, e.g. `fig2_binary_bn_wd`, or the figure kind (`fig5`) when skipped.
+        files: the PNG and PDF written.
+        caption: one line saying what is shown.
+        skipped: why the figure was not drawn (None when drawn).
+    """
+
+    name: str
+    files: list[Path] = field(default_factory=list)
+    caption: str = ""
+    skipped: str | None = None
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Tables:
+    """The analysis tables figures need (empty DataFrames for optional ones not written)."""
+
+    summary: pd.DataFrame
+    epochs: pd.DataFrame
+    nc_epochs: pd.DataFrame
+    margins_hist: pd.DataFrame
+    steps: pd.DataFrame
+    margins_steps_hist: pd.DataFrame
+    simulations: pd.DataFrame
+
+
+def load_tables(out: Path) -> Tables:
+    """Read `OUT/analysis/*.csv`.
+
+    Args:
+        out: the output root given to `sqnc analyze`.
+
+    Raises:
+        MissingAnalysisError: the analysis tables are missing.
+
+    Example: `tables = load_tables(Path("outputs"))`
+    """
+    adir = Path(out) / "analysis"
+    required = ("runs.csv", "summary.csv", "epochs.csv")
+    missing = [n for n in required if not (adir / n).is_file()]
+    if missing:
+        raise MissingAnalysisError(f"no analysis tables in {adir} (missing {', '.join(missing)}); run `sqnc analyze {out}` first")
+
+    def read(name: str) -> pd.DataFrame:
+        p = adir / name
+        if not p.is_file():
+            return pd.DataFrame()
+        try:
+            # Names like "2024" must stay text to match; .copy() consolidates pandas 3's
+            # one-block-per-column frames (slow, and warns on every insert).
+            return pd.read_csv(p, dtype={"experiment": str, "setting": str, "run_id": str, "source": str}).copy()
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+
+    return Tables(
+        summary=read("summary.csv"),
+        epochs=read("epochs.csv"),
+        nc_epochs=read("nc_epochs.csv"),
+        margins_hist=read("margins_hist.csv"),
+        steps=read("steps.csv"),
+        margins_steps_hist=read("margins_steps_hist.csv"),
+        simulations=read("simulations.csv"),
+    )
+
+
+def _config_columns(summary: pd.DataFrame) -> list[str]:
+    return [c for c in summary.columns if "." in c]
+
+
+def _varying(settings: pd.DataFrame) -> list[str]:
+    cols = _config_columns(settings)
+    return [c for c in cols if settings[c].astype(str).nunique() > 1]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def _label(fixed: dict) -> str:
+    return ", ".join(f"{SHORT.get(k, k.split('.')[-1])}={_fmt(v)}" for k, v in fixed.items())
+
+
+def _slug(text: str) -> str:
+    text = text.replace(", ", "_").replace("=", "-")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def _name(kind: str, experiment: str, fixed: dict) -> str:
+    return _slug("_".join([kind, experiment] + ([_label(fixed)] if fixed else [])))
+
+
+def _slices(summary: pd.DataFrame, axes: list[str], require: list[str], min_settings: int = 1) -> Iterator[tuple[str, dict, pd.DataFrame]]:
+    """(experiment, fixed values of the other varying keys, settings) for each figure to draw.
+
+    `axes` are the keys a figure shows; every other key varying in the experiment is held fixed
+    per figure. `require` keys must take at least two values within the slice.
+    """
+    if summary.empty:
+        return
+    for exp, g in summary.groupby("experiment", sort=False):
+        varying = _varying(g)
+        others = [k for k in varying if k not in axes]
+        groups = list(g.groupby(others, sort=False, dropna=False)) if others else [((), g)]
+        # A sweep over many other keys would give a flood of figures; the tables keep everything.
+        for vals, sub in groups[:MAX_PER_KIND]:
+            vals = vals if isinstance(vals, tuple) else (vals,)
+            if any(k not in sub or sub[k].astype(str).nunique() < 2 for k in require):
+                continue
+            if len(sub) < min_settings:
+                continue
+            yield str(exp), dict(zip(others, vals)), sub
+
+
+def _num(sub: pd.DataFrame, key: str) -> pd.Series:
+    return pd.to_numeric(sub[key], errors="coerce") if key in sub else pd.Series(np.nan, index=sub.index)
+
+
+def _paper_preference(sub: pd.DataFrame) -> pd.DataFrame:
+    """Settings ordered by closeness to the paper's Fig. 4-6 run (WD 0.01, init 0.1, no noise)."""
+    wd, init, noise = _num(sub, WD), _num(sub, INIT), _num(sub, NOISE)
+    score = (
+        (wd.fillna(0) <= 0).astype(float) * 100
+        + (np.log10(wd.where(wd > 0, 1e-2).fillna(1e-2)) + 2).abs()
+        + (np.log10(init.where(init > 0, 0.1).fillna(0.1)) + 1).abs()
+        + noise.fillna(0) * 10
+    )
+    return sub.assign(_score=score.to_numpy()).sort_values("_score", kind="stable").drop(columns="_score")
+
+
+def _spread(values: list, k: int) -> list:
+    """At most k of the sorted values, evenly spread, keeping the first and last."""
+    if len(values) <= k:
+        return list(values)
+    idx = np.unique(np.round(np.linspace(0, len(values) - 1, k)).astype(int))
+    return [values[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+
+
+def _series(table: pd.DataFrame, exp: str, setting: str, col: str, time: str = "epoch"):
+    rows = table[(table["experiment"] == exp) & (table["setting"] == setting)]
+    if rows.empty or f"{col}_mean" not in rows:
+        return None
+    rows = rows.sort_values(time)
+    x = rows[time].to_numpy(dtype=float)
+    m = rows[f"{col}_mean"].to_numpy(dtype=float)
+    s = rows[f"{col}_std"].to_numpy(dtype=float) if f"{col}_std" in rows else np.full_like(m, np.nan)
+    ok = np.isfinite(m)
+    if not ok.any():
+        return None
+    return x[ok], m[ok], s[ok], int(rows["n_runs"].max()) if "n_runs" in rows else 1
+
+
+def _band(ax, x, m, s, label=None, color=None, log_y=False, **kw):
+    (line,) = ax.plot(x, m, label=label, color=color, lw=1.6, **kw)
+    if np.isfinite(s).any():
+        lo, hi = m - np.nan_to_num(s), m + np.nan_to_num(s)
+        if log_y:
+            # A band reaching below zero cannot be drawn on a log axis; clip it to the curve's scale.
+            lo = np.where(lo > 0, lo, m * 0.5)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    return line
+
+
+def _epoch_axis(ax, max_epoch: float, log: bool = True, label: str = "epoch") -> None:
+    if log:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(0, max(max_epoch, 1))
+        ax.set_xlabel(f"{label} (log scale; 0 = initialization)")
+    else:
+        ax.set_xlim(0, max(max_epoch, 1))
+        ax.set_xlabel(label)
+
+
+def _maybe_log_y(ax, values: list[np.ndarray], ratio: float = 20.0, floor: float = 1e-10) -> bool:
+    """Log y when the values are positive and span more than `ratio`; values at round-off level
+    (below `floor`, e.g. the exactly symmetric NC2 of two class means) keep a linear axis, where
+    a log axis would magnify floating-point noise into a curve."""
+    v = np.concatenate([np.asarray(a, dtype=float).ravel() for a in values]) if values else np.array([])
+    v = v[np.isfinite(v)]
+    if v.size and (v > floor).all() and v.max() / v.min() > ratio:
+        ax.set_yscale("log")
+        return True
+    return False
+
+
+def _save(fig, figdir: Path, name: str) -> list[Path]:
+    files = []
+    for ext in ("png", "pdf"):
+        path = figdir / f"{name}.{ext}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{ext}", dir=figdir)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        files.append(path)
+    plt.close(fig)
+    return files
+
+
+def _seeds_note(sub: pd.DataFrame) -> str:
+    n = pd.to_numeric(sub["n_seeds"], errors="coerce") if "n_seeds" in sub else pd.Series([1])
+    lo, hi = int(n.min()), int(n.max())
+    return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+
+
+def _settings_text(fixed: dict) -> str:
+    return f" ({_label(fixed)})" if fixed else ""
+
+
+# ----------------------------------------------------------------------------- the figures
+
+
+def _fig2(t: Tables, figdir: Path, emit) -> None:
+    for exp, fixed, sub in _slices(t.summary, [INIT, WD], [INIT, WD]):
+        inits = sorted(_num(sub, INIT).dropna().unique())
+        inits = [inits[0], inits[-1]]  # the paper's small vs large initialization
+        wds = sorted(_num(sub, WD).dropna().unique(), reverse=True)
+        fig, axes = plt.subplots(len(wds), 2, figsize=(11, 3.6 * len(wds)), squeeze=False, sharex=True)
+        max_epoch = 1.0
+        for i, wd in enumerate(wds):
+            for j, init in enumerate(inits):
+                ax = axes[i, j]
+                row = sub[(_num(sub, INIT) == init) & (_num(sub, WD) == wd)]
+                ax.set_title(f"init {init:g}, weight decay {wd:g}")
+                if row.empty:
+                    ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
+                    continue
+                setting = row["setting"].iloc[0]
+                handles = []
+                rho = _series(t.epochs, exp, setting, "rho")
+                if rho:
+                    max_epoch = max(max_epoch, rho[0].max())
+                    log = _maybe_log_y(ax, [rho[1]], ratio=10)
+                    handles.append(_band(ax, *rho[:3], label=f"ρ ({rho[3]} seeds)", color="black", log_y=log))
+                ax.set_ylabel("ρ (weight norm)")
+                ax2 = ax.twinx()
+                ax2.grid(False)
+                for col, lab, color in (("train_loss", "train loss", "tab:orange"), ("test_error", "test error", "tab:green")):
+                    s = _series(t.epochs, exp, setting, col)
+                    if s:
+                        handles.append(_band(ax2, *s[:3], label=lab, color=color))
+                ax2.set_ylabel("train loss (MSE) / test error")
+                ax2.set_ylim(bottom=0)
+                ax.legend(handles=handles, loc="best", fontsize="small")
+        for ax in axes.ravel():
+            _epoch_axis(ax, max_epoch)
+        fig.suptitle(f"{exp}{_settings_text(fixed)}: ρ, training loss and test error (mean ± std over seeds)")
+        fig.tight_layout()
+        name = _name("fig2", exp, fixed)
+        emit(
+            name,
+            fig,
+            f"Fig. 2 — {exp}{_settings_text(fixed)}: ρ, train loss and test error vs epoch; columns init {inits[0]:g} / {inits[1]:g}, "
+            f"rows weight decay {', '.join(f'{w:g}' for w in wds)}; {_seeds_note(sub)}.",
+        )
+
+
+def _hist(ax, h: pd.DataFrame, label: str, color, fill_alpha: float = 0.12) -> None:
+    h = h.sort_values("bin")
+    edges = np.r_[h["left"].to_numpy(float), h["right"].to_numpy(float)[-1]]
+    m = h["density_mean"].to_numpy(float)
+    s = h["density_std"].to_numpy(float)
+    ax.stairs(m, edges, label=label, color=color, lw=1.5)
+    ax.stairs(m, edges, color=color, fill=True, alpha=fill_alpha)
+    if np.isfinite(s).any():
+        lo, hi = np.clip(m - np.nan_to_num(s), 0, None), m + np.nan_to_num(s)
+        ax.fill_between(edges, np.r_[lo, lo[-1]], np.r_[hi, hi[-1]], step="post", color=color, alpha=0.15, lw=0)
+
+
+def _final_hist(t: Tables, exp: str, setting: str, quantity: str = "normalized") -> pd.DataFrame:
+    h = t.margins_hist
+    h = h[(h["experiment"] == exp) & (h["setting"] == setting) & (h["quantity"] == quantity)]
+    if h.empty:
+        return h
+    return h[h["epoch"] == h["epoch"].max()]
+
+
+def _fig3(t: Tables, figdir: Path, emit) -> None:
+    if t.margins_hist.empty:
+        return
+    for exp, fixed, sub in _slices(t.summary, [INIT, WD], [], min_settings=2):
+        if _num(sub, INIT).nunique() < 2 and _num(sub, WD).nunique() < 2:
+            continue
+        wds = sorted(_num(sub, WD).dropna().unique(), reverse=True) or [float("nan")]
+        fig, axes = plt.subplots(1, len(wds), figsize=(5.5 * len(wds), 4), squeeze=False)
+        drawn, epochs = False, set()
+        for j, wd in enumerate(wds):
+            ax = axes[0, j]
+            rows = sub[_num(sub, WD) == wd].sort_values(INIT, key=lambda s: pd.to_numeric(s, errors="coerce"))
+            colors = sns.color_palette("viridis", max(len(rows), 1))
+            for color, (_, r) in zip(colors, rows.iterrows()):
+                h = _final_hist(t, exp, r["setting"])
+                if h.empty:
+                    continue
+                epochs.add(int(h["epoch"].iloc[0]))
+                # Many overlaid fills turn into one blob: lighter fills when there are many.
+                _hist(ax, h, f"init {float(r[INIT]):g} (n={int(r['n_seeds'])})", color, fill_alpha=0.12 if len(rows) <= 3 else 0.04)
+                drawn = True
+            ax.set_title(exp if math.isnan(wd) else f"weight decay {wd:g}")
+            ax.set_xlabel("normalized train margin y·f/ρ")
+            ax.set_ylabel("density")
+            ax.legend(fontsize="small")
+        if not drawn:
+            plt.close(fig)
+            continue
+        ep = ", ".join(str(e) for e in sorted(epochs))
+        fig.suptitle(f"{exp}{_settings_text(fixed)}: train margins at the final epoch ({ep}); mean ± std over seeds")
+        fig.tight_layout()
+        emit(
+            _name("fig3", exp, fixed),
+            fig,
+            f"Fig. 3 — {exp}{_settings_text(fixed)}: histograms of the normalized train margins at the last epoch ({ep}) "
+            f"for each init, with vs without weight decay; {_seeds_note(sub)}.",
+        )
+
+
+def _fig4(t: Tables, figdir: Path, emit, time: str = "epoch", hist: pd.DataFrame | None = None, kind: str = "fig4") -> None:
+    hist = t.margins_hist if hist is None else hist
+    if hist.empty:
+        return
+    for exp, g in t.summary.groupby("experiment", sort=False):
+        pref = _paper_preference(g)
+        for _, r in pref.iterrows():
+            h = hist[(hist["experiment"] == exp) & (hist["setting"] == r["setting"]) & (hist["quantity"] == "normalized")]
+            times = sorted(h[time].unique())
+            if len(times) >= 2:
+                break
+        else:
+            continue
+        chosen = _spread(times, 8)
+        with_rho = kind == "fig5" and not t.steps.empty
+        setting = r["setting"]
+        # One row per time point on a shared x axis: the early, wide histograms and the late,
+        # narrow ones differ in height by orders of magnitude, so one overlaid axis would hide
+        # one or the other. Colours run through viridis, the last in yellow as in the paper.
+        n = len(chosen)
+        fig = plt.figure(figsize=(11 if with_rho else 6.5, max(3.2, 0.9 * n + 1.2)))
+        gs = fig.add_gridspec(n, 2 if with_rho else 1, hspace=0.08)
+        colors = plt.get_cmap("viridis")(np.linspace(0, 1, n))
+        axes = []
+        for i, (color, e) in enumerate(zip(colors, chosen)):
+            ax = fig.add_subplot(gs[i, 0], sharex=axes[0] if axes else None)
+            _hist(ax, h[h[time] == e], f"{time} {e}", color)
+            ax.text(0.99, 0.8, f"{time} {e}", transform=ax.transAxes, ha="right", va="top", fontsize="small")
+            ax.set_yticks([])
+            if i < n - 1:
+                ax.tick_params(labelbottom=False)
+            axes.append(ax)
+        axes[-1].set_xlabel("normalized train margin y·f/ρ")
+        axes[n // 2].set_ylabel("density (each row its own scale)")
+        seeds = int(r["n_seeds"])
+        axes[0].set_title(f"{setting} ({seeds} seed{'s' if seeds != 1 else ''} pooled)")
+        if with_rho:
+            rax = fig.add_subplot(gs[:, 1])
+            s = _series(t.steps, exp, setting, "rho", time="step")
+            if s:
+                _band(rax, *s[:3], color="black")
+                _epoch_axis(rax, s[0].max(), log=False, label="SGD step")
+            rax.set_ylabel("ρ")
+            rax.set_title("ρ over the same steps")
+        what = "epochs" if time == "epoch" else "SGD steps"
+        fig.suptitle(f"{exp}: histograms of y·f/ρ across {what}")
+        emit(
+            _name(kind, exp, {}),
+            fig,
+            f"Fig. {kind[3:]} — {exp}, {setting}: normalized train margins at {what} {', '.join(str(e) for e in chosen)} "
+            f"(the last in yellow).",
+        )
+
+
+def _fig5(t: Tables, figdir: Path, emit) -> None:
+    if t.margins_steps_hist.empty:
+        return
+    _fig4(t, figdir, emit, time="step", hist=t.margins_steps_hist, kind="fig5")
+
+
+def _fig6(t: Tables, figdir: Path, emit) -> None:
+    nc = t.nc_epochs
+    if nc.empty or "nc1_mean" not in nc:
+        return
+    for exp, g in t.summary.groupby("experiment", sort=False):
+        settings = [
+            s for s in _paper_preference(g)["setting"] if (nc[(nc["experiment"] == exp) & (nc["setting"] == s)]["epoch"].nunique() >= 2)
+        ]
+        if not settings:
+            continue
+        shown = settings[:4]
+        fig, axes = plt.subplots(len(shown), 3, figsize=(15, 3.6 * len(shown)), squeeze=False)
+        for i, setting in enumerate(shown):
+            ax = axes[i, 0]
+            vals, max_epoch = [], 1.0
+            for col, style, lab in (("nc1", "-", "train"), ("test_nc1", "--", "test")):
+                s = _series(nc, exp, setting, col)
+                if s:
+                    vals.append(s[1])
+                    max_epoch = max(max_epoch, s[0].max())
+            log = _maybe_log_y(ax, vals, ratio=1.0)  # the paper draws NC1 on a log axis
+            for col, style, lab in (("nc1", "-", "train"), ("test_nc1", "--", "test")):
+                s = _series(nc, exp, setting, col)
+                if s:
+                    _band(ax, *s[:3], label=lab, color="black", log_y=log, ls=style)
+            ax.set_ylabel("NC1 = Tr(Σ_W Σ_B⁺)/C")
+            ax.set_title(f"{setting}: NC1 (variability collapse)")
+            ax.legend(fontsize="small")
+            # Equiangularity (std of cosines) is undefined for C = 2 (one pair): fall back to the
+            # max-angle measure |cos + 1/(C-1)|, which is defined for any C.
+            angle = "equiangular" if any(_series(nc, exp, setting, f"nc2_equiangular_{w}") for w in ("means", "weights")) else "maxangle"
+            for ax, kind, ylabel in (
+                (axes[i, 1], "equinorm", "std/mean of norms"),
+                (axes[i, 2], angle, "std of cosines" if angle == "equiangular" else "mean |cos + 1/(C−1)|"),
+            ):
+                series = [
+                    (w, c, _series(nc, exp, setting, f"nc2_{kind}_{w}")) for w, c in (("means", MEANS_COLOR), ("weights", WEIGHTS_COLOR))
+                ]
+                log = _maybe_log_y(ax, [s[1] for _, _, s in series if s], ratio=100.0)
+                for w, color, s in series:
+                    if s:
+                        _band(ax, *s[:3], label=f"class {w}", color=color, log_y=log)
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"NC2 {kind}")
+                ax.legend(fontsize="small")
+            for ax in axes[i]:
+                _epoch_axis(ax, max_epoch)
+        more = f"; {len(settings) - len(shown)} more settings in nc_epochs.csv" if len(settings) > len(shown) else ""
+        fig.suptitle(f"{exp}: neural collapse during training (mean ± std over seeds)")
+        fig.tight_layout()
+        emit(
+            _name("fig6", exp, {}),
+            fig,
+            f"Fig. 6 — {exp}: NC1 and NC2 (equinorm, {'equiangularity' if angle == 'equiangular' else 'max-angle'}) of class means "
+            f"(red) and classifier rows (blue) vs epoch, for {', '.join(shown)}{more}.",
+        )
+
+
+def _fig10(t: Tables, figdir: Path, emit) -> None:
+    sim = t.simulations
+    if sim.empty or "t" not in sim:
+        return
+    # `sqnc simulate --logistic` writes logistic.csv (t, rho_numeric, rho_closed_form); other
+    # simulations there (gd_flow, gd_map: Eq. 23) are not Figure 10.
+    sim = sim[sim["source"].astype(str).str.startswith("logistic")]
+    rcols = [c for c in sim.columns if c.startswith("rho") and sim[c].notna().any()]
+    if sim.empty or not rcols:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sources = list(dict.fromkeys(sim["source"]))
+    _maybe_log_y(ax, [sim[c].to_numpy(float) for c in rcols], ratio=100)
+    for source, color in zip(sources, sns.color_palette("colorblind", len(sources))):
+        g = sim[sim["source"] == source].sort_values("t")
+        for c, ls in zip(rcols, ("-", "--", ":", "-.")):
+            name = c.removeprefix("rho_").replace("_", " ") if c != "rho" else "ρ"
+            ax.plot(g["t"], g[c], ls=ls, color=color, label=f"{source}: {name}" if len(sources) > 1 else name)
+    ax.set_xlabel("t (gradient-flow time)")
+    ax.set_ylabel("ρ")
+    ax.legend(fontsize="small")
+    ax.set_title("ρ from the logistic equation (Eq. 51)")
+    fig.tight_layout()
+    emit("fig10_simulation", fig, f"Fig. 10 — ρ(t) of the logistic equation (Eq. 51) from OUT/simulations/{', '.join(sources)}.csv.")
+
+
+def _fig11_13(t: Tables, figdir: Path, emit) -> None:
+    for exp, fixed, sub in _slices(t.summary, [NOISE], [NOISE]):
+        sub = sub.assign(_r=_num(sub, NOISE) * 100).sort_values("_r")
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, col, ylabel in (
+            (axes[0], "inv_rho", "mean 1/ρ"),
+            (axes[1], "test_error", "test error"),
+            (axes[2], "margin_mean", "mean normalized train margin y·f/ρ"),
+        ):
+            if f"{col}_mean" in sub:
+                ax.errorbar(sub["_r"], sub[f"{col}_mean"], yerr=sub[f"{col}_std"].fillna(0), marker="o", capsize=3, color="black")
+            ax.set_xlabel("random labels r (% of training labels)")
+            ax.set_ylabel(ylabel)
+        fig.suptitle(f"{exp}{_settings_text(fixed)}: final values vs label noise (mean ± std over seeds)")
+        fig.tight_layout()
+        emit(
+            _name("fig11", exp, fixed),
+            fig,
+            f"Fig. 11 — {exp}{_settings_text(fixed)}: mean 1/ρ, test error and mean train margin at the last epoch vs the "
+            f"fraction of random labels; {_seeds_note(sub)}.",
+        )
+
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        colors = sns.color_palette("viridis", len(sub))
+        vals, max_epoch = [], 1.0
+        series = []
+        for color, (_, r) in zip(colors, sub.iterrows()):
+            s = _series(t.epochs, exp, r["setting"], "rho")
+            if s:
+                series.append((color, r, s))
+                vals.append(s[1])
+                max_epoch = max(max_epoch, s[0].max())
+        log = _maybe_log_y(ax, vals, ratio=10)
+        for color, r, s in series:
+            _band(ax, *s[:3], label=f"r = {r['_r']:g}% (n={s[3]})", color=color, log_y=log)
+        _epoch_axis(ax, max_epoch)
+        ax.set_ylabel("ρ")
+        ax.legend(fontsize="small")
+        ax.set_title(f"{exp}{_settings_text(fixed)}: dynamics of ρ with random labels")
+        fig.tight_layout()
+        emit(_name("fig13", exp, fixed), fig, f"Fig. 13 — {exp}{_settings_text(fixed)}: ρ vs epoch for each fraction of random labels.")
+
+
+def _fig12(t: Tables, figdir: Path, emit) -> None:
+    for exp, fixed, sub in _slices(t.summary, [INIT], [INIT]):
+        if "inv_rho_mean" not in sub or "test_acc_mean" not in sub:
+            continue
+        sub = sub.assign(_i=_num(sub, INIT)).sort_values("_i")
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        colors = sns.color_palette("viridis", len(sub))
+        for color, (_, r) in zip(colors, sub.iterrows()):
+            ax.errorbar(
+                r["inv_rho_mean"],
+                r["test_acc_mean"],
+                xerr=0 if pd.isna(r["inv_rho_std"]) else r["inv_rho_std"],
+                yerr=0 if pd.isna(r["test_acc_std"]) else r["test_acc_std"],
+                fmt="s",
+                color=color,
+                capsize=3,
+                label=f"init {r['_i']:g}",
+            )
+        ax.set_xlabel("1/ρ at the last epoch")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize="small")
+        ax.set_title(f"{exp}{_settings_text(fixed)}: 1/ρ vs test accuracy")
+        fig.tight_layout()
+        emit(
+            _name("fig12", exp, fixed),
+            fig,
+            f"Fig. 12 — {exp}{_settings_text(fixed)}: 1/ρ against test accuracy per initialization (error bars: std over seeds; {_seeds_note(sub)}).",
+        )
+
+
+def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, kind_perf: str) -> None:
+    for exp, fixed, sub in _slices(t.summary, [INIT], []):
+        wd = _num(sub, WD)
+        sub = sub[(wd > 0) if positive_wd else (wd == 0)]
+        if sub.empty:
+            continue
+        sub = sub.assign(_i=_num(sub, INIT)).sort_values("_i")
+        rows = [sub.iloc[k] for k in _spread(list(range(len(sub))), 4)]
+        inits_text = ", ".join(f"{r['_i']:g}" for r in rows)
+        wd_text = f"weight decay {float(rows[0][WD]):g}" if positive_wd else "no weight decay"
+        max_epoch = float(max(_num(sub, "epochs_max").max(), 1))
+        windows = [w for w in (3, 30) if w < max_epoch] + [max_epoch]
+
+        # ρ over 3, 30 and all epochs (Figs 14, 15).
+        fig, axes = plt.subplots(len(rows), len(windows), figsize=(max(4.5 * len(windows), 8), 3 * len(rows)), squeeze=False)
+        for i, r in enumerate(rows):
+            s = _series(t.epochs, exp, r["setting"], "rho")
+            for j, w in enumerate(windows):
+                ax = axes[i, j]
+                if s:
+                    keep = s[0] <= w
+                    x, m, sd = s[0][keep], s[1][keep], s[2][keep]
+                    log = _maybe_log_y(ax, [m], ratio=10)
+                    _band(ax, x, m, sd, color="black", log_y=log)
+                _epoch_axis(ax, w, log=(j == len(windows) - 1 and w > 30))
+                ax.set_ylabel("ρ")
+                ax.set_title(f"init {r['_i']:g}: first {int(w)} epochs" if j < len(windows) - 1 else f"init {r['_i']:g}: all epochs")
+        fig.suptitle(f"{exp}{_settings_text(fixed)}: dynamics of ρ, {wd_text} (mean ± std over {_seeds_note(sub)})")
+        fig.tight_layout()
+        emit(
+            _name(kind_rho, exp, fixed),
+            fig,
+            f"Fig. {kind_rho[3:]} — {exp}{_settings_text(fixed)}: ρ vs epoch over {', '.join(str(int(w)) for w in windows)} epochs, "
+            f"{wd_text}, rows init {inits_text}.",
+        )
+
+        # Train/test loss and accuracy per init (Figs 16, 17).
+        fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3 * len(rows)), squeeze=False, sharex=True)
+        for i, r in enumerate(rows):
+            for ax, metric, ylabel in ((axes[i, 0], "loss", "square loss (MSE)"), (axes[i, 1], "acc", "accuracy")):
+                for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+                    s = _series(t.epochs, exp, r["setting"], f"{split}_{metric}")
+                    if s:
+                        _band(ax, *s[:3], label=split, color=color)
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"init {r['_i']:g}: {'loss' if metric == 'loss' else 'accuracy'}")
+                ax.legend(fontsize="small")
+                _epoch_axis(ax, max_epoch)
+        fig.suptitle(f"{exp}{_settings_text(fixed)}: performance, {wd_text} (mean ± std over {_seeds_note(sub)})")
+        fig.tight_layout()
+        emit(
+            _name(kind_perf, exp, fixed),
+            fig,
+            f"Fig. {kind_perf[3:]} — {exp}{_settings_text(fixed)}: train/test loss and accuracy vs epoch, {wd_text}, "
+            f"rows init {inits_text}.",
+        )
+
+
+def _fig14_17(t: Tables, figdir: Path, emit) -> None:
+    _per_init(t, figdir, emit, True, "fig14", "fig16")
+    _per_init(t, figdir, emit, False, "fig15", "fig17")
+
+
+# What each figure kind needs, for the message when nothing could be drawn.
+NEEDS = {
+    "fig2": "runs differing in model.init_scale and optim.weight_decay within one experiment",
+    "fig3": "per-sample margins (margins.csv) of runs differing in model.init_scale and/or optim.weight_decay",
+    "fig4": "per-sample margins (margins.csv) at 2 or more epochs",
+    "fig5": "per-step margins (margins_steps.csv in the run directories); the runs record margins per epoch only",
+    "fig6": "neural-collapse measurements (nc.csv) at 2 or more epochs",
+    "fig10": "OUT/simulations/logistic.csv (t, rho_*): run `sqnc simulate --logistic --out OUT/simulations`, then `sqnc analyze`",
+    "fig11": "runs differing in data.label_noise within one experiment",
+    "fig12": "runs differing in model.init_scale within one experiment",
+    "fig13": "runs differing in data.label_noise within one experiment",
+    "fig14": "runs with optim.weight_decay > 0",
+    "fig15": "runs with optim.weight_decay = 0",
+    "fig16": "runs with optim.weight_decay > 0",
+    "fig17": "runs with optim.weight_decay = 0",
+}
+
+DRAWERS: list[tuple[tuple[str, ...], Callable]] = [
+    (("fig2",), _fig2),
+    (("fig3",), _fig3),
+    (("fig4",), _fig4),
+    (("fig5",), _fig5),
+    (("fig6",), _fig6),
+    (("fig10",), _fig10),
+    (("fig11", "fig13"), _fig11_13),
+    (("fig12",), _fig12),
+    (("fig14", "fig15", "fig16", "fig17"), _fig14_17),
+]
+
+
+def _kind(name: str) -> str:
+    return name.split("_", 1)[0]
+
+
+def _skip_reason(kind: str) -> str:
+    cfg = PAPER_CONFIGS.get(kind)
+    return f"needs {NEEDS[kind]}" + (f" (run {cfg}, then `sqnc analyze`)" if cfg else "")
+
+
+def figure_kinds() -> list[str]:
+    """The figure kinds `draw_figures` knows (`fig2`, `fig3`, ...), in drawing order."""
+    return [k for kinds, _ in DRAWERS for k in kinds]
+
+
+def draw_figures(out: Path, only: list[str] | None = None) -> list[FigureResult]:
+    """Draw every paper figure the analysis tables of `out` support.
+
+    Args:
+        out: the output root; reads `out/analysis/*.csv`, writes `out/figures/*.png|pdf` and
+            `out/figures/index.html`.
+        only: figure kinds to (re)draw, e.g. `["fig2", "fig6"]`; the others keep their files and
+            their place in index.html. None draws all.
+
+    Returns:
+        One `FigureResult` per figure drawn, and one per figure kind skipped (with the reason and
+        the config that produces its data).
+
+    Raises:
+        MissingAnalysisError: `sqnc analyze OUT` has not been run.
+        ValueError: `only` names an unknown figure kind.
+
+    Example:
+
+    ```python
+    results = draw_figures(Path("outputs"))
+    [r.name for r in results if not r.skipped]
+    ```
+    """
+    out = Path(out)
+    known = figure_kinds()
+    if only is not None:
+        bad = [k for k in only if k not in known]
+        if bad:
+            raise ValueError(f"unknown figure kind {bad[0]!r}; known: {', '.join(known)}")
+    wanted = set(known if only is None else only)
+    tables = load_tables(out)
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    results: list[FigureResult] = []
+    names: set[str] = set()
+
+    for kinds, drawer in DRAWERS:
+        if not wanted & set(kinds):
+            continue
+        counts: dict[str, int] = {}
+
+        def emit(name: str, fig, caption: str, counts: dict[str, int] = counts) -> None:
+            kind = _kind(name)
+            if kind not in wanted:  # a drawer making several kinds, only some asked for
+                plt.close(fig)
+                return
+            counts[kind] = counts.get(kind, 0) + 1
+            while name in names:  # two slices whose labels slug alike
+                name += "_"
+            names.add(name)
+            results.append(FigureResult(name, _save(fig, figdir, name), caption))
+
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
+            try:
+                drawer(tables, figdir, emit)
+            except Exception as err:  # noqa: BLE001 - one bad figure must not cost the others
+                plt.close("all")
+                for kind in kinds:
+                    if kind in wanted and not counts.get(kind):
+                        results.append(FigureResult(kind, skipped=f"failed to draw: {type(err).__name__}: {err}"))
+                continue
+        for kind in kinds:
+            if kind in wanted and not counts.get(kind):
+                results.append(FigureResult(kind, skipped=_skip_reason(kind)))
+
+    _remove_stale(figdir, names, wanted)
+    entries = _update_manifest(figdir, results, wanted, known)
+    _write_index(figdir, entries)
+    return results
+
+
+def _remove_stale(figdir: Path, names: set[str], kinds: set[str]) -> None:
+    """Figures of an earlier call that this call did not draw would be shown as current."""
+    for p in figdir.glob("fig*"):
+        if p.suffix in (".png", ".pdf") and p.stem not in names and re.match(r"fig\d+", p.stem) and _kind(p.stem) in kinds:
+            p.unlink()
+
+
+def _update_manifest(figdir: Path, results: list[FigureResult], kinds: set[str], known: list[str]) -> list[FigureResult]:
+    """Merge this call's figures into `manifest.json` (the figures of kinds not redrawn keep
+    their captions) and return all entries in drawing order."""
+    path = figdir / "manifest.json"
+    old: list[FigureResult] = []
+    try:
+        for e in json.loads(path.read_text()):
+            r = FigureResult(e["name"], [figdir / f for f in e.get("files", [])], e.get("caption", ""), e.get("skipped"))
+            if _kind(r.name) not in kinds and (r.skipped or all(f.exists() for f in r.files)):
+                old.append(r)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    order = {k: i for i, k in enumerate(known)}
+    entries = sorted(old + results, key=lambda r: order.get(_kind(r.name), len(order)))
+    data = [{"name": r.name, "files": [f.name for f in r.files], "caption": r.caption, "skipped": r.skipped} for r in entries]
+    _atomic_text(path, json.dumps(data, indent=1) + "\n")
+    return entries
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_index(figdir: Path, results: list[FigureResult]) -> None:
+    drawn = [r for r in results if not r.skipped]
+    skipped = [r for r in results if r.skipped]
+    parts = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8"><title>sqloss-nc figures</title>',
+        (
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}figure{margin:2em 0}"
+            "img{max-width:100%;border:1px solid #ddd}figcaption{color:#333}</style></head><body>"
+        ),
+        f"<h1>sqloss-nc figures</h1><p>{len(drawn)} figure(s) drawn from <code>../analysis/</code>.</p>",
+    ]
+    for r in drawn:
+        png = f"{r.name}.png"
+        parts.append(
+            f'<figure id="{html.escape(r.name)}"><a href="{html.escape(r.name)}.pdf"><img src="{html.escape(png)}" alt="{html.escape(r.name)}"></a>'
+            f"<figcaption><b>{html.escape(r.name)}</b>: {html.escape(r.caption)}</figcaption></figure>"
+        )
+    if skipped:
+        parts.append("<h2>Not drawn</h2><ul>")
+        parts += [f"<li><b>{html.escape(r.name)}</b>: {html.escape(r.skipped or '')}</li>" for r in skipped]
+        parts.append("</ul>")
+    parts.append("</body></html>\n")
+    _atomic_text(figdir / "index.html", "\n".join(parts))
