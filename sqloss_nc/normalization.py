@@ -91,6 +91,24 @@ class _NormalizedKernel:
         v = _normalize(self.kernel, self.per_unit)
         return v * self.g if self.mode == "weightnorm" else v
 
+    # Conv2D/Dense save exactly (kernel[, bias]); the gain g must travel too.
+    def save_own_variables(self, store):
+        if not self.built:
+            return
+        store["0"] = self.kernel
+        if self.mode == "weightnorm":
+            store["1"] = self.g
+
+    def load_own_variables(self, store):
+        if not self.built:
+            return
+        expected = 2 if self.mode == "weightnorm" else 1
+        if len(store.keys()) != expected:
+            raise ValueError(f"layer {self.name!r} expected {expected} saved variables, got {len(store.keys())}")
+        self._kernel.assign(store["0"])
+        if self.mode == "weightnorm":
+            self.g.assign(store["1"])
+
     def _normalization_config(self):
         return {"mode": self.mode, "per_unit": self.per_unit, "g_init": self.g_init}
 

@@ -42,6 +42,9 @@ class TorchSGD(keras.optimizers.Optimizer):
             return
         super().build(variables)
         self.velocities = self.add_optimizer_variables(variables, "velocity")
+        # update_step may receive the backend's raw variable (no `.constraint`), so remember here
+        # which variables are Lagrange-normalized.
+        self._tangent = {self._var_key(v): v.constraint.per_unit for v in variables if isinstance(getattr(v, "constraint", None), UnitNorm)}
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
@@ -49,11 +52,11 @@ class TorchSGD(keras.optimizers.Optimizer):
         v = self.velocities[self._get_variable_index(variable)]
         # First step: v = 0·μ + g = g, the same as PyTorch's buffer initialisation.
         new_v = ops.add(ops.multiply(v, ops.cast(self.momentum, variable.dtype)), g)
-        constraint = getattr(variable, "constraint", None)
-        if isinstance(constraint, UnitNorm):
+        per_unit = self._tangent.get(self._var_key(variable))
+        if per_unit is not None:
             # Lagrange normalization: the whole step (momentum included) moves along the sphere;
             # the constraint then only removes the O(η²) radial drift.
-            new_v = tangent_project(new_v, variable, constraint.per_unit)
+            new_v = tangent_project(new_v, variable, per_unit)
         self.assign(v, new_v)
         self.assign_sub(variable, ops.multiply(v, lr))
 

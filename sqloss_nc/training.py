@@ -71,7 +71,7 @@ class SquareLossTrainer(keras.Model):
     def penalty(self):
         """λ/2 · Σ ||θ||² over the decayed variables."""
         if self.weight_decay == 0.0 or not self.decayed:
-            return tf.constant(0.0)
+            return 0.0
         return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self.decayed])
 
     def _objective_and_grads(self, x, y, training=True, eta=None):
@@ -86,14 +86,15 @@ class SquareLossTrainer(keras.Model):
                 objective = loss + self.penalty()
             grads = tape.gradient(objective, variables)
             grad_sq = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-            correction = 0.25 * eta * grad_sq if eta is not None else tf.constant(0.0, f.dtype)
+            correction = 0.25 * tf.cast(eta, grad_sq.dtype) * grad_sq if eta is not None else tf.zeros((), grad_sq.dtype)
+            corrected = objective + correction  # recorded on the outer tape
         if eta is not None:
-            grads = outer.gradient(objective + correction, variables)
+            grads = outer.gradient(corrected, variables)
         return f, loss, objective, grads, grad_sq, correction
 
     def train_step(self, data):
         x, y = data
-        eta = tf.cast(self.optimizer.learning_rate, tf.float32) if self.finite_step_correction else None
+        eta = self.optimizer.learning_rate if self.finite_step_correction else None
         f, loss, objective, grads, grad_sq, correction = self._objective_and_grads(x, y, eta=eta)
         self.optimizer.apply(grads, self.network.trainable_variables)
         self.loss_tracker.update_state(loss)
