@@ -48,6 +48,8 @@ def _fail(message: str, code: int = 2) -> None:
 @app.callback()
 def _main() -> None:
     """sqloss-nc command line."""
+    # Every command imports the library; do it once here, before any output.
+    _import_library_quietly()
 
 
 @app.command()

@@ -96,3 +96,28 @@ def test_catalogue_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [c[0] for c in CASES if f"`{c[0]}`" not in readme]
     assert not missing, f"README bad-input table lacks {missing}"
+
+
+OTHER_CASES = [
+    ("analyze-no-runs", lambda t: ["analyze", str(t)], "no run directories"),
+    ("analyze-missing-folder", lambda t: ["analyze", str(t / "nope")], "is not a folder"),
+    ("figures-before-analyze", lambda t: ["figures", str(t)], "run `sqnc analyze"),
+    ("simulate-missing-run", lambda t: ["simulate", "--rho-flow", str(t / "nope")], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("case, args, expected", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
+def test_bad_input_other_commands(tmp_path, case, args, expected):
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    res = runner.invoke(app, args(tmp_path))
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], res.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_other_commands_catalogue_is_documented():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert not [c[0] for c in OTHER_CASES if f"`{c[0]}`" not in readme]
