@@ -1,6 +1,7 @@
 """Sweeps: planning, dry run, resume after SIGKILL, worker processes and Ray give the same runs."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -54,12 +55,19 @@ def test_sigkill_then_rerun_gives_every_epoch_once_and_the_uninterrupted_numbers
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     subprocess.run([*cmd, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True, timeout=600)
     run = tmp_path / "killed" / "quickstart" / "seed=0"
-    for kill_at in (4, 13):
+    # Three kills at random instants: after a random number of finished epochs plus a random
+    # delay, so the kill lands anywhere in an epoch (training, measuring, or writing).
+    rng = random.Random(1234)
+    rows = 1
+    for _ in range(3):
+        rows = rng.randint(rows + 2, rows + 7)
         proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_rows(run / "metrics.csv", kill_at, proc)
+        _wait_for_rows(run / "metrics.csv", rows, proc)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert (run / "status.json").exists()
+        rows = len(pd.read_csv(run / "metrics.csv", on_bad_lines="skip"))
     subprocess.run([*cmd, "--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True, timeout=600)
     ref = tmp_path / "ref" / "quickstart" / "seed=0"
     got, want = metrics(run), metrics(ref)
