@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .config import SHORT_NAMES  # setting labels use the run ids' short names (config is pure Python)
 from .errors import UserError
 
 ANALYSIS_DIR = "analysis"
@@ -69,15 +70,6 @@ PARTIAL_STATES = frozenset({"running", "interrupted"})
 HIST_BINS = 60
 IGNORED_FOR_SETTING = ("seed",)
 
-# Short names for setting labels (the same as the run ids the tool writes).
-SHORT_NAMES = {
-    "model.init_scale": "init",
-    "optim.weight_decay": "wd",
-    "data.label_noise": "noise",
-    "optim.lr": "lr",
-    "model.normalization": "norm",
-    "loss.kind": "loss",
-}
 
 # Per-epoch tables of 1,000-epoch sweeps run to megabytes at full precision; 12 significant
 # digits lose nothing a figure or a comparison over seeds can see. Histograms are only drawn.

@@ -278,7 +278,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 # ----------------------------------------------------------------------------- sweeps
 
 # Short, readable names for the run id; other keys use their last dotted component.
-_SHORT = {
+SHORT_NAMES = {
     "model.init_scale": "init",
     "optim.weight_decay": "wd",
     "data.label_noise": "noise",
@@ -308,7 +308,7 @@ def run_id_for(config: Config, keys: list[str]) -> str:
     """`init=0.01_wd=0.01_seed=0`: the swept keys (plus the seed, always) in sweep order."""
     raw = config.to_dict()
     keys = [k for k in keys if k != "seed"] + ["seed"]
-    parts = [f"{_SHORT.get(k, k.split('.')[-1])}={_fmt(get_dotted(raw, k))}" for k in keys]
+    parts = [f"{SHORT_NAMES.get(k, k.split('.')[-1])}={_fmt(get_dotted(raw, k))}" for k in keys]
     return "_".join(parts).replace("/", "-")
 
 

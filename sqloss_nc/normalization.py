@@ -77,10 +77,18 @@ class UnitNorm(keras.constraints.Constraint):
 class _NormalizedKernel:
     """Mixin: the layer computes with an effective kernel V/||V|| (·g for weight norm)."""
 
-    def _init_normalization(self, mode: str, per_unit: bool, g_init: float):
+    def __init__(self, *args, mode: str = "lagrange", per_unit: bool = False, g_init: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
         if mode not in ("lagrange", "weightnorm"):
             raise ValueError(f"mode must be 'lagrange' or 'weightnorm', got {mode!r}")
         self.mode, self.per_unit, self.g_init = mode, bool(per_unit), float(g_init)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_gain()
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "per_unit": self.per_unit, "g_init": self.g_init}
 
     def _build_gain(self):
         if self.mode == "weightnorm":
@@ -109,9 +117,6 @@ class _NormalizedKernel:
         if self.mode == "weightnorm":
             self.g.assign(store["1"])
 
-    def _normalization_config(self):
-        return {"mode": self.mode, "per_unit": self.per_unit, "g_init": self.g_init}
-
 
 @keras.saving.register_keras_serializable(package="sqloss_nc")
 class NormalizedConv2D(_NormalizedKernel, keras.layers.Conv2D):
@@ -130,21 +135,10 @@ class NormalizedConv2D(_NormalizedKernel, keras.layers.Conv2D):
     ```
     """
 
-    def __init__(self, *args, mode: str = "lagrange", per_unit: bool = False, g_init: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_normalization(mode, per_unit, g_init)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_gain()
-
     def call(self, inputs):
         if self.use_bias:
             raise ValueError("NormalizedConv2D is bias-free")
         return self.convolution_op(inputs, self.effective_kernel())
-
-    def get_config(self):
-        return {**super().get_config(), **self._normalization_config()}
 
 
 @keras.saving.register_keras_serializable(package="sqloss_nc")
@@ -164,19 +158,8 @@ class NormalizedDense(_NormalizedKernel, keras.layers.Dense):
     ```
     """
 
-    def __init__(self, *args, mode: str = "lagrange", per_unit: bool = False, g_init: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_normalization(mode, per_unit, g_init)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_gain()
-
     def call(self, inputs, training=None):
         return ops.matmul(inputs, self.effective_kernel())
-
-    def get_config(self):
-        return {**super().get_config(), **self._normalization_config()}
 
 
 def linear_layer(kind: str, cfg, conv: bool, width: int, initializer, name: str, **conv_kwargs) -> keras.layers.Layer:
