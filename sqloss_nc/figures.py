@@ -16,7 +16,7 @@ vary too, one figure is drawn per combination of their values (named with a suff
 | fig2 | ≥ 2 values of `model.init_scale` and of `optim.weight_decay` | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
 | fig3 | ≥ 2 settings differing in init and/or WD | margins_hist.csv (last margin epoch) | `configs/paper/fig3_margins.yaml` |
 | fig4 | any run with per-sample margins | margins_hist.csv (one setting, several epochs) | `configs/paper/fig4_margin_hist.yaml` |
-| fig5 | per-step margins (`margins_steps.csv` in the runs) | margins_steps_hist.csv, steps.csv | `configs/paper/fig5_early_margins.yaml` |
+| fig5 | per-step margins (`margins_steps.csv` in the runs) | margins_steps_hist.csv, steps.csv | `configs/paper/fig4_margin_hist.yaml` |
 | fig6 | NC measured at ≥ 2 epochs | nc_epochs.csv | `configs/paper/fig6_nc_step.yaml` |
 | fig10 | `OUT/simulations/logistic*.csv` with `t` and `rho*` columns | simulations.csv | `sqnc simulate --logistic --out OUT/simulations` |
 | fig11, fig13 | ≥ 2 values of `data.label_noise` | summary.csv, epochs.csv | `configs/paper/fig11_random_labels.yaml` |
@@ -63,7 +63,7 @@ PAPER_CONFIGS = {
     "fig2": "configs/paper/fig2_init_wd.yaml",
     "fig3": "configs/paper/fig3_margins.yaml",
     "fig4": "configs/paper/fig4_margin_hist.yaml",
-    "fig5": "configs/paper/fig5_early_margins.yaml",
+    "fig5": "configs/paper/fig4_margin_hist.yaml",
     "fig6": "configs/paper/fig6_nc_step.yaml",
     "fig11": "configs/paper/fig11_random_labels.yaml",
     "fig12": "configs/paper/fig3_margins.yaml",
@@ -334,12 +334,16 @@ def _fig2(t: Tables, figdir: Path, emit) -> None:
                 ax.set_ylabel("ρ (weight norm)")
                 ax2 = ax.twinx()
                 ax2.grid(False)
-                for col, lab, color in (("train_loss", "train loss", "tab:orange"), ("test_error", "test error", "tab:green")):
-                    s = _series(t.epochs, exp, setting, col)
+                series = [(_series(t.epochs, exp, setting, col), lab, color) for col, lab, color in (("train_loss", "train loss", "tab:orange"), ("test_error", "test error", "tab:green"))]
+                # A large init starts with a loss in the hundreds: a log axis keeps the test error
+                # (0..1) readable beside it.
+                log2 = _maybe_log_y(ax2, [s[1] for s, _, _ in series if s], ratio=100)
+                for s, lab, color in series:
                     if s:
-                        handles.append(_band(ax2, *s[:3], label=lab, color=color))
+                        handles.append(_band(ax2, *s[:3], label=lab, color=color, log_y=log2))
                 ax2.set_ylabel("train loss (MSE) / test error")
-                ax2.set_ylim(bottom=0)
+                if not log2:
+                    ax2.set_ylim(bottom=0)
                 ax.legend(handles=handles, loc="best", fontsize="small")
         for ax in axes.ravel():
             _epoch_axis(ax, max_epoch)

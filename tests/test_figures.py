@@ -56,7 +56,7 @@ def test_figures_from_the_sweep_via_the_cli(sweep_out, tmp_path):
     assert {p.stem for p in figdir.glob("*.pdf")} == EXPECTED
     # Figures the sweep cannot feed are named with the config that produces their data.
     out_text = " ".join(res.output.split())
-    for kind, config in (("fig5", "fig5_early_margins.yaml"), ("fig11", "fig11_random_labels.yaml"), ("fig13", "fig11_random_labels.yaml")):
+    for kind, config in (("fig5", "fig4_margin_hist.yaml"), ("fig11", "fig11_random_labels.yaml"), ("fig13", "fig11_random_labels.yaml")):
         assert f"skipped {kind}:" in out_text and config in out_text, kind
     assert "skipped fig10:" in out_text and "simulations" in out_text
     index = (figdir / "index.html").read_text()
