@@ -110,11 +110,13 @@ def run(
         raise typer.Exit(1)
 
 
+from cli.bench import register as _register_bench  # noqa: E402
 from cli.report import register as _register_report  # noqa: E402
 from cli.simulate import register as _register_simulate  # noqa: E402
 
 _register_report(app)
 _register_simulate(app)
+_register_bench(app)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -100,7 +100,8 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
+def save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
+    """Weights (all, incl. BatchNorm statistics) and optimizer state after `epoch`, atomically."""
     arrays = {f"w{i}": w for i, w in enumerate(network.get_weights())}
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
     arrays["epoch"] = np.asarray(epoch)
@@ -112,7 +113,7 @@ def _save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
     os.replace(tmp, rundir.path / "checkpoint.npz")
 
 
-def _load_checkpoint(rundir: RunDir, network, optimizer) -> int | None:
+def load_checkpoint(rundir: RunDir, network, optimizer) -> int | None:
     path = rundir.path / "checkpoint.npz"
     if not path.exists():
         return None
@@ -210,16 +211,17 @@ def _skipped(rundir: RunDir, state: str) -> dict:
     }
 
 
-def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+def build_training(cfg: Config, ds: Dataset, **compile_kwargs):
+    """(network, trainer, optimizer) exactly as a run builds them: seeded network, the trainer
+    with this normalization's decayed variables, loss and output, the compiled optimizer.
+    `compile_kwargs` go to `trainer.compile` (e.g. `jit_compile`, for the benchmark)."""
     import keras
 
-    from .callbacks import RichProgress, RunLogger, StepLogger, Tracker
     from .models import build_network
     from .normalization import decayed_variables
-    from .optimizers import lr_at_epoch, make_optimizer
-    from .training import SquareLossTrainer, epoch_batches, steps_per_epoch
+    from .optimizers import make_optimizer
+    from .training import SquareLossTrainer, steps_per_epoch
 
-    configure_tensorflow()
     keras.utils.set_random_seed(cfg.seed)
     network = build_network(cfg.model, ds.x_train.shape[1:], ds.num_classes, seed=cfg.seed)
     trainer = SquareLossTrainer(
@@ -230,14 +232,33 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         output=cfg.model.output,
         finite_step_correction=cfg.loss.finite_step_correction,
     )
-    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
-    optimizer = make_optimizer(cfg.optim, spe)
-    trainer.compile(optimizer=optimizer)
+    optimizer = make_optimizer(cfg.optim, steps_per_epoch(len(ds.y_train), cfg.optim.batch_size))
+    trainer.compile(optimizer=optimizer, **compile_kwargs)
     optimizer.build(network.trainable_variables)
+    return network, trainer, optimizer
+
+
+def build_tracker(cfg: Config, ds: Dataset, network, trainer):
+    """The `Tracker` a run measures with."""
+    from .callbacks import Tracker
+
+    return Tracker(
+        network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test, loss=cfg.loss.kind, output=cfg.model.output
+    )
+
+
+def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+    from .callbacks import RichProgress, RunLogger, StepLogger
+    from .optimizers import lr_at_epoch
+    from .training import epoch_batches, steps_per_epoch
+
+    configure_tensorflow()
+    network, trainer, optimizer = build_training(cfg, ds)
+    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
 
     first_epoch, elapsed = 1, 0.0
     if state == "resume":
-        done_epoch = _load_checkpoint(rundir, network, optimizer)
+        done_epoch = load_checkpoint(rundir, network, optimizer)
         if done_epoch is not None:
             first_epoch = done_epoch + 1
             elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
@@ -251,9 +272,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
     )
 
-    tracker = Tracker(
-        network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test, loss=cfg.loss.kind, output=cfg.model.output
-    )
+    tracker = build_tracker(cfg, ds, network, trainer)
     epochs = cfg.optim.epochs
 
     def probe():
@@ -268,7 +287,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         first_epoch=first_epoch,
         elapsed_offset=elapsed,
         initial_grad_norm_sq=probe,
-        checkpoint=lambda e: (_save_checkpoint(rundir, network, optimizer, e), lock.heartbeat()),
+        checkpoint=lambda e: (save_checkpoint(rundir, network, optimizer, e), lock.heartbeat()),
     )
     callbacks = [logger]
     if cfg.track.step_margins_until > 0:

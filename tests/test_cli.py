@@ -185,20 +185,20 @@ def test_same_seed_same_numbers_and_resume_after_a_crash(tmp_path, synthetic_ove
     # the orphan rows, resume from epoch 2 and end with the uninterrupted run's numbers.
     import sqloss_nc.experiment as experiment
 
-    real = experiment._save_checkpoint
+    real = experiment.save_checkpoint
 
     def crashing(rundir, network, optimizer, epoch):
         if epoch == 3:
             raise RuntimeError("simulated crash")
         real(rundir, network, optimizer, epoch)
 
-    monkeypatch.setattr(experiment, "_save_checkpoint", crashing)
+    monkeypatch.setattr(experiment, "save_checkpoint", crashing)
     res = sqnc("run", "--out", tmp_path / "c", "--no-progress", *sets)
     assert res.exit_code != 0
     c = tmp_path / "c" / "quickstart" / "seed=0"
     status = yaml.safe_load((c / "status.json").read_text())
     assert status["state"] == "failed" and "simulated crash" in status["reason"]
-    monkeypatch.setattr(experiment, "_save_checkpoint", real)
+    monkeypatch.setattr(experiment, "save_checkpoint", real)
     assert sqnc("run", "--out", tmp_path / "c", "--no-progress", *sets).exit_code == 0
     assert read_rows(c / "metrics.csv") == read_rows(a / "metrics.csv")
     assert (c / "margins.csv").read_text() == (a / "margins.csv").read_text()

@@ -74,20 +74,20 @@ def test_two_processes_on_one_sweep_train_each_run_exactly_once(tmp_path, synthe
 def test_interrupt_marks_the_run_resumable(tmp_path, synthetic_overrides, monkeypatch):
     import sqloss_nc.experiment as experiment
 
-    real = experiment._save_checkpoint
+    real = experiment.save_checkpoint
 
     def interrupt(rundir, network, optimizer, epoch):
         real(rundir, network, optimizer, epoch)
         if epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "_save_checkpoint", interrupt)
+    monkeypatch.setattr(experiment, "save_checkpoint", interrupt)
     args = [a for o in [*synthetic_overrides, "optim.epochs=4"] for a in ("--set", o)]
     res = runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args])
     assert res.exit_code == 130 and "rerun the same command" in res.stderr
     status = yaml.safe_load((tmp_path / "quickstart" / "seed=0" / "status.json").read_text())
     assert status["state"] == "interrupted" and status["epoch"] == 2
-    monkeypatch.setattr(experiment, "_save_checkpoint", real)
+    monkeypatch.setattr(experiment, "save_checkpoint", real)
     assert runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args]).exit_code == 0
     assert pd.read_csv(tmp_path / "quickstart" / "seed=0" / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
 
