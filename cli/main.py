@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+
 def _import_library_quietly() -> None:
     """Import TensorFlow (through sqloss_nc) with the process's stderr muted: its C++ runtime
     prints absl and CUDA-probe lines at import that would bury our one-line error messages.

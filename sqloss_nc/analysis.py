@@ -50,7 +50,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ import yaml
 
 from .config import SHORT_NAMES  # setting labels use the run ids' short names (config is pure Python)
 from .errors import UserError
+from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
 SKIP_DIRS = frozenset({"analysis", "figures", "simulations"})
@@ -557,21 +557,7 @@ def _collect_simulations(out: Path, report) -> pd.DataFrame:
 def atomic_write_csv(df: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
     """Write `df` to `path` through a temporary file and a rename, so readers never see half a
     table."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, float_format=float_format)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(Path(path), df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
 
 
 # ----------------------------------------------------------------------------- the entry point

@@ -154,7 +154,11 @@ class Tracker:
             nan = float("nan")
             nc = {k: nan for k in (*NC_KEYS, "w_norm_sq_eq34")}
             outputs = np.concatenate(outputs)
-            return (outputs[:, 1:] if self.output == "scalar" else outputs), nc, [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
+            return (
+                (outputs[:, 1:] if self.output == "scalar" else outputs),
+                nc,
+                [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS],
+            )
         full.nc4_pass((h.numpy(), self._class_scores(f.numpy())) for h, f in (self._features(xb) for _, xb in self._batches(x)))
         # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
         w = self.network.get_layer("classifier").kernel.numpy().T if self.output == "onehot" else None

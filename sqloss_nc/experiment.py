@@ -243,7 +243,14 @@ def build_tracker(cfg: Config, ds: Dataset, network, trainer):
     from .callbacks import Tracker
 
     return Tracker(
-        network, ds, cfg.optim.weight_decay, cfg.model.normalization, decayed=trainer.decayed, nc_test=cfg.track.nc_test, loss=cfg.loss.kind, output=cfg.model.output
+        network,
+        ds,
+        cfg.optim.weight_decay,
+        cfg.model.normalization,
+        decayed=trainer.decayed,
+        nc_test=cfg.track.nc_test,
+        loss=cfg.loss.kind,
+        output=cfg.model.output,
     )
 
 
@@ -353,7 +360,11 @@ def _write_theory_checks(rundir: RunDir, ds: Dataset) -> None:
         table = theory_checks(metrics, rundir.read_config(), nc, n_train=len(ds.y_train))
         atomic_write_text(rundir.path / "theory.csv", table.to_csv(index=False))
     except Exception as err:  # noqa: BLE001
-        rundir.write_status((rundir.read_status() or {}).get("state", "running"), (rundir.read_status() or {}).get("epoch", 0), theory_error=f"{type(err).__name__}: {err}")
+        rundir.write_status(
+            (rundir.read_status() or {}).get("state", "running"),
+            (rundir.read_status() or {}).get("epoch", 0),
+            theory_error=f"{type(err).__name__}: {err}",
+        )
 
 
 def _last_epoch(logger, first_epoch: int) -> int:

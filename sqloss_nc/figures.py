@@ -56,6 +56,7 @@ import pandas as pd
 import seaborn as sns
 
 from .errors import UserError
+from .rundir import atomic_write_text
 
 INIT, WD, NOISE = "model.init_scale", "optim.weight_decay", "data.label_noise"
 SHORT = {INIT: "init", WD: "wd", NOISE: "noise", "optim.lr": "lr", "model.normalization": "norm", "loss.kind": "loss"}
@@ -334,7 +335,10 @@ def _fig2(t: Tables, figdir: Path, emit) -> None:
                 ax.set_ylabel("ρ (weight norm)")
                 ax2 = ax.twinx()
                 ax2.grid(False)
-                series = [(_series(t.epochs, exp, setting, col), lab, color) for col, lab, color in (("train_loss", "train loss", "tab:orange"), ("test_error", "test error", "tab:green"))]
+                series = [
+                    (_series(t.epochs, exp, setting, col), lab, color)
+                    for col, lab, color in (("train_loss", "train loss", "tab:orange"), ("test_error", "test error", "tab:green"))
+                ]
                 # A large init starts with a loss in the hundreds: a log axis keeps the test error
                 # (0..1) readable beside it.
                 log2 = _maybe_log_y(ax2, [s[1] for s, _, _ in series if s], ratio=100)
@@ -835,21 +839,8 @@ def _update_manifest(figdir: Path, results: list[FigureResult], kinds: set[str],
     order = {k: i for i, k in enumerate(known)}
     entries = sorted(old + results, key=lambda r: order.get(_kind(r.name), len(order)))
     data = [{"name": r.name, "files": [f.name for f in r.files], "caption": r.caption, "skipped": r.skipped} for r in entries]
-    _atomic_text(path, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return entries
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_index(figdir: Path, results: list[FigureResult]) -> None:
@@ -875,4 +866,4 @@ def _write_index(figdir: Path, results: list[FigureResult]) -> None:
         parts += [f"<li><b>{html.escape(r.name)}</b>: {html.escape(r.skipped or '')}</li>" for r in skipped]
         parts.append("</ul>")
     parts.append("</body></html>\n")
-    _atomic_text(figdir / "index.html", "\n".join(parts))
+    atomic_write_text(figdir / "index.html", "\n".join(parts))

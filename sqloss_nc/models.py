@@ -51,7 +51,9 @@ def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: i
         if len(input_shape) != 3:
             raise ValueError(f"convnet needs image inputs (H, W, C), got shape {tuple(input_shape)}")
         for k, width in enumerate(cfg.widths, start=1):
-            conv = linear_layer(cfg.normalization, cfg, True, width, init(k, hidden_scale), f"conv{k}", kernel_size=3, strides=2, padding="same")
+            conv = linear_layer(
+                cfg.normalization, cfg, True, width, init(k, hidden_scale), f"conv{k}", kernel_size=3, strides=2, padding="same"
+            )
             x = _normalize_and_activate(conv(x), cfg.normalization, k)
         h = keras.layers.Flatten(name="features")(x)
     elif cfg.arch == "mlp":

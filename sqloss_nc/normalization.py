@@ -168,7 +168,17 @@ def linear_layer(kind: str, cfg, conv: bool, width: int, initializer, name: str,
     if kind in ("lagrange", "weightnorm"):
         cls = NormalizedConv2D if conv else NormalizedDense
         extra = {"kernel_constraint": UnitNorm(per_unit)} if kind == "lagrange" else {}
-        return cls(width, **conv_kwargs, use_bias=False, kernel_initializer=initializer, name=name, mode=kind, per_unit=per_unit, g_init=cfg.init_scale, **extra)
+        return cls(
+            width,
+            **conv_kwargs,
+            use_bias=False,
+            kernel_initializer=initializer,
+            name=name,
+            mode=kind,
+            per_unit=per_unit,
+            g_init=cfg.init_scale,
+            **extra,
+        )
     cls = keras.layers.Conv2D if conv else keras.layers.Dense
     return cls(width, **conv_kwargs, use_bias=False, kernel_initializer=initializer, name=name)
 

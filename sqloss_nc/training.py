@@ -48,7 +48,16 @@ class SquareLossTrainer(keras.Model):
     ```
     """
 
-    def __init__(self, network: keras.Model, weight_decay: float = 0.0, decayed=None, loss: str = "square", output: str = "onehot", finite_step_correction: bool = False, **kwargs):
+    def __init__(
+        self,
+        network: keras.Model,
+        weight_decay: float = 0.0,
+        decayed=None,
+        loss: str = "square",
+        output: str = "onehot",
+        finite_step_correction: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.network = network
         self.weight_decay = float(weight_decay)

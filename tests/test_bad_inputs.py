@@ -9,7 +9,16 @@ from typer.testing import CliRunner
 from cli.main import app
 
 runner = CliRunner()
-SYN = ["data.source=synthetic", "data.synthetic.shape=[8,8,3]", "data.train_per_class=16", "data.test_per_class=4", "model.arch=mlp", "model.widths=[4]", "optim.epochs=1", "optim.batch_size=8"]
+SYN = [
+    "data.source=synthetic",
+    "data.synthetic.shape=[8,8,3]",
+    "data.train_per_class=16",
+    "data.test_per_class=4",
+    "model.arch=mlp",
+    "model.widths=[4]",
+    "optim.epochs=1",
+    "optim.batch_size=8",
+]
 
 
 def image_folder(root, classes=("a", "b", "c"), n=3, corrupt=False, drop_test_class=None):
@@ -27,7 +36,16 @@ def image_folder(root, classes=("a", "b", "c"), n=3, corrupt=False, drop_test_cl
 
 
 def folder(tmp, **kw):
-    return ["data.source=folder", f"data.path={image_folder(tmp / 'imgs', **kw)}", "data.classes=[0,1]", "data.train_per_class=null", "data.test_per_class=null", "model.arch=mlp", "optim.epochs=1", "optim.batch_size=2"]
+    return [
+        "data.source=folder",
+        f"data.path={image_folder(tmp / 'imgs', **kw)}",
+        "data.classes=[0,1]",
+        "data.train_per_class=null",
+        "data.test_per_class=null",
+        "model.arch=mlp",
+        "optim.epochs=1",
+        "optim.batch_size=2",
+    ]
 
 
 # (id, setup(tmp) -> (config file or None, [--set overrides], [extra args]), expected text)
@@ -58,7 +76,11 @@ CASES = [
     ("milestones-not-increasing", lambda t: (None, ["optim.schedule=step", "optim.milestones=[50,10]"], []), "milestones"),
     ("missing-data-folder", lambda t: (None, ["data.source=folder"], ["--data-dir", str(t / "nope")]), "does not exist"),
     ("folder-without-path", lambda t: (None, ["data.source=folder"], []), "data.path"),
-    ("empty-data-folder", lambda t: ((t / "empty").mkdir() or None, ["data.source=folder", f"data.path={t / 'empty'}"], []), "no 'train/' folder"),
+    (
+        "empty-data-folder",
+        lambda t: ((t / "empty").mkdir() or None, ["data.source=folder", f"data.path={t / 'empty'}"], []),
+        "no 'train/' folder",
+    ),
     ("missing-class-in-test", lambda t: (None, folder(t, drop_test_class="b"), []), "'test/b' is missing"),
     ("corrupt-image", lambda t: (None, folder(t, corrupt=True), []), "cannot decode image"),
     ("too-few-images", lambda t: (None, [*folder(t), "data.train_per_class=10"], []), "data.train_per_class"),

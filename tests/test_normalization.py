@@ -10,7 +10,7 @@ from sqloss_nc.config import load_config
 from sqloss_nc.data import load_dataset
 from sqloss_nc.losses import np_loss
 from sqloss_nc.models import build_network, weight_layers
-from sqloss_nc.normalization import UnitNorm, decayed_variables, effective_kernel
+from sqloss_nc.normalization import decayed_variables, effective_kernel
 from sqloss_nc.optimizers import TorchSGD
 from sqloss_nc.training import SquareLossTrainer, epoch_batches, steps_per_epoch
 
@@ -94,8 +94,12 @@ def test_normalized_models_round_trip_through_keras_files(tmp_path, kind, mode):
 
 def float64_mlp():
     x = keras.Input((3,), dtype="float64")
-    h = keras.layers.Dense(5, use_bias=False, activation="relu", dtype="float64", kernel_initializer=keras.initializers.RandomNormal(seed=1), name="dense1")(x)
-    out = keras.layers.Dense(2, use_bias=False, dtype="float64", kernel_initializer=keras.initializers.RandomNormal(seed=2), name="classifier")(h)
+    h = keras.layers.Dense(
+        5, use_bias=False, activation="relu", dtype="float64", kernel_initializer=keras.initializers.RandomNormal(seed=1), name="dense1"
+    )(x)
+    out = keras.layers.Dense(
+        2, use_bias=False, dtype="float64", kernel_initializer=keras.initializers.RandomNormal(seed=2), name="classifier"
+    )(h)
     return keras.Model(x, out)
 
 
@@ -152,9 +156,18 @@ def test_lagrange_equilibrium_rho_matches_mu_over_m_plus_lambda_prime(tmp_path):
     cfg = load_config(
         None,
         [
-            "data.source=synthetic", "data.synthetic.shape=[10]", "data.synthetic.separation=6", "data.synthetic.noise=0.3",
-            "data.train_per_class=40", "data.test_per_class=10", "model.arch=mlp", "model.widths=[16]",
-            "model.normalization=lagrange", "model.output=scalar", "model.init_scale=0.5", "data.input_norm=unit",
+            "data.source=synthetic",
+            "data.synthetic.shape=[10]",
+            "data.synthetic.separation=6",
+            "data.synthetic.noise=0.3",
+            "data.train_per_class=40",
+            "data.test_per_class=10",
+            "model.arch=mlp",
+            "model.widths=[16]",
+            "model.normalization=lagrange",
+            "model.output=scalar",
+            "model.init_scale=0.5",
+            "data.input_norm=unit",
         ],
     )
     ds = load_dataset(cfg)
@@ -187,7 +200,15 @@ def test_cross_entropy_and_exponential_losses_by_hand():
         assert float(tf_loss(kind, out)(tf.constant(yy), tf.constant(ff))) == pytest.approx(np_loss(kind, out, ff, yy), rel=1e-12)
 
 
-@pytest.mark.parametrize("over", [["model.normalization=lagrange"], ["model.normalization=weightnorm", "loss.finite_step_correction=true"], ["loss.kind=cross_entropy"], ["model.output=scalar", "loss.kind=exponential"]])
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["model.normalization=lagrange"],
+        ["model.normalization=weightnorm", "loss.finite_step_correction=true"],
+        ["loss.kind=cross_entropy"],
+        ["model.output=scalar", "loss.kind=exponential"],
+    ],
+)
 def test_every_variant_runs_end_to_end(tmp_path, synthetic_overrides, over):
     from sqloss_nc.experiment import train_and_evaluate
 

@@ -20,7 +20,9 @@ runner = CliRunner()
 
 
 def test_divergence_marks_the_run_keeps_its_csvs_and_the_sweep_goes_on(tmp_path, synthetic_overrides):
-    res = run_config(None, [*synthetic_overrides, "model.normalization=none", "optim.epochs=6", "sweep={optim.lr: [1000000.0, 0.01]}"], tmp_path)
+    res = run_config(
+        None, [*synthetic_overrides, "model.normalization=none", "optim.epochs=6", "sweep={optim.lr: [1000000.0, 0.01]}"], tmp_path
+    )
     by_lr = {r["run_id"]: r for r in res}
     bad, good = by_lr["lr=1e+06_seed=0"], by_lr["lr=0.01_seed=0"]
     assert bad["state"] == "diverged" and good["state"] == "done"
