@@ -103,7 +103,7 @@ def run(
         if r["state"] == "locked":
             console.print(f"{r['run_id']}: {r['reason']}, skipped", highlight=False, soft_wrap=True, markup=False)
         elif r.get("skipped"):
-            console.print(f"{r['run_id']}: already done, skipped ({r['rundir']})", highlight=False, soft_wrap=True, markup=False)
+            console.print(f"{r['run_id']}: already {r['state']}, skipped ({r['rundir']})", highlight=False, soft_wrap=True, markup=False)
         elif r["state"] != "done":
             err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True, markup=False)
     console.print(summary_table(results))

@@ -56,18 +56,27 @@ def check_compatible(cfg: Config, data: Dataset) -> None:
         raise ConfigError(f"model.arch: convnet needs image inputs, the data has shape {data.x_train.shape[1:]}")
 
 
+FINISHED = ("done", "diverged")  # rerunning would only repeat them
+
+
 def check_rundir(cfg: Config, rundir: RunDir) -> str:
-    """`new`, `resume` or `done` for this config in this folder; raises on a conflict."""
+    """`new`, `resume`, or the finished state (`done`, `diverged`) of this config in this folder;
+    raises on a conflict. The stored config is read through the current schema first, so a run
+    written before a key with a default was added still counts as the same config."""
     if rundir.path.exists() and not rundir.path.is_dir():
         raise RunDirError(f"output: {rundir.path} exists and is not a folder")
     old = rundir.read_config()
     if old is None:
         return "new"
+    try:
+        old = Config.model_validate(old).to_dict()
+    except ValueError:
+        pass  # an older schema we cannot read: compare as stored, which reports the difference
     if old != cfg.to_dict():
         diff = sorted(_diff_keys(old, cfg.to_dict()))
         raise RunDirError(f"output: {rundir.path} holds a run with a different config ({', '.join(diff[:4])}); use another --out or name")
-    status = rundir.read_status() or {}
-    return "done" if status.get("state") == "done" else "resume"
+    state = (rundir.read_status() or {}).get("state")
+    return state if state in FINISHED else "resume"
 
 
 def check_writable(path: Path) -> None:
@@ -179,8 +188,9 @@ def train_and_evaluate(
     check_compatible(cfg, ds)
     rundir = RunDir(workdir)
     check_writable(rundir.path)
-    if check_rundir(cfg, rundir) == "done":
-        return _skipped(rundir, "done")
+    state = check_rundir(cfg, rundir)
+    if state in FINISHED:
+        return _skipped(rundir, state)
     rundir.create()
     lock = RunLock(rundir.path)
     if not lock.acquire():
@@ -191,8 +201,8 @@ def train_and_evaluate(
     try:
         # Re-checked under the lock: another process may have finished it meanwhile.
         state = check_rundir(cfg, rundir)
-        if state == "done":
-            return _skipped(rundir, "done")
+        if state in FINISHED:
+            return _skipped(rundir, state)
         return _train(cfg, ds, rundir, state, lock, progress, console)
     finally:
         lock.release()

@@ -117,3 +117,19 @@ def test_disk_full_is_reported_and_earlier_epochs_survive(tmp_path, synthetic_ov
     monkeypatch.setattr(rundir.CSVAppender, "write_many", real)
     assert runner.invoke(app, ["run", "--no-progress", "--out", str(tmp_path), *args]).exit_code == 0
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_diverged_run_is_not_retrained_and_an_older_config_without_new_keys_still_matches(tmp_path, synthetic_overrides):
+    over = [*synthetic_overrides, "model.normalization=none", "optim.epochs=4", "optim.lr=1000000.0"]
+    first = run_config(None, over, tmp_path)[0]
+    assert first["state"] == "diverged"
+    run = tmp_path / "quickstart" / first["run_id"]
+    before = (run / "metrics.csv").read_text()
+    again = run_config(None, over, tmp_path)[0]
+    assert again["state"] == "diverged" and again["skipped"] and (run / "metrics.csv").read_text() == before
+    # A config.yaml written before a defaulted key existed (here: track.nc_test removed from it)
+    # is read through the current schema and still matches.
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["track"]["nc_test"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_config(None, over, tmp_path)[0]["skipped"]
