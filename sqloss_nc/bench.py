@@ -416,20 +416,25 @@ def time_project(ds, cfg, reps: int, warmup: int, seed: int = 0, jit_compile=Fal
     Returns:
         {"wall": [...], "cpu": [...]} as `time_keras_fit`.
     """
-    from .training import epoch_batches, steps_per_epoch
 
     _, trainer, _ = _project_trainer(cfg, ds, seed, jit_compile, steps_per_execution)
-    bs, epochs = cfg.optim.batch_size, warmup + reps
+    return _fit_timed(trainer, ds, cfg.optim.batch_size, seed, warmup + reps).times(warmup)
+
+
+def _fit_timed(trainer, ds, batch_size: int, seed: int, epochs: int):
+    """Train `epochs` epochs on the project's data pipeline; returns the per-epoch clock."""
+    from .training import epoch_batches, steps_per_epoch
+
     clock = _epoch_clock()
     trainer.fit(
-        epoch_batches(ds.x_train, ds.y_train, bs, seed, 1, epochs),
+        epoch_batches(ds.x_train, ds.y_train, batch_size, seed, 1, epochs),
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch(len(ds.y_train), bs),
+        steps_per_epoch=steps_per_epoch(len(ds.y_train), batch_size),
         verbose=0,
         callbacks=[clock],
         shuffle=False,
     )
-    return clock.times(warmup)
+    return clock
 
 
 def time_project_tracked(ds, cfg, reps: int, warmup: int, seed: int = 0, nc_horizon: int = 1000, workdir=None) -> dict:
@@ -655,7 +660,7 @@ def scaling_train(cfg, sizes, reps: int, seed: int = 0) -> list[dict]:
     Returns:
         [{"n", "epoch_s": spread, "us_per_sample"}].
     """
-    from .training import epoch_batches, steps_per_epoch
+    from .training import epoch_batches
 
     bs = cfg.optim.batch_size
     warm = bench_dataset(bs + 2, 2, seed=seed)
@@ -664,15 +669,7 @@ def scaling_train(cfg, sizes, reps: int, seed: int = 0) -> list[dict]:
     rows = []
     for n in sizes:
         ds = bench_dataset(int(n), 2, seed=seed)
-        clock = _epoch_clock()
-        trainer.fit(
-            epoch_batches(ds.x_train, ds.y_train, bs, seed, 1, reps),
-            epochs=reps,
-            steps_per_epoch=steps_per_epoch(len(ds.y_train), bs),
-            verbose=0,
-            callbacks=[clock],
-            shuffle=False,
-        )
+        clock = _fit_timed(trainer, ds, bs, seed, reps)
         s = spread(clock.times()["wall"])
         rows.append({"n": int(n), "epoch_s": s, "us_per_sample": 1e6 * s["median"] / n})
         del ds

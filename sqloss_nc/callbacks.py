@@ -140,25 +140,20 @@ class Tracker:
         for i, xb in self._batches(x):
             *hidden, h, f = [t.numpy() for t in self._probe(xb)]
             f = self._class_scores(f)
-            yb = y[i : i + len(xb)]
-            finite = finite and bool(np.isfinite(h).all() and np.isfinite(f).all())
-            if not finite:  # a diverged network: no collapse to measure, and no SVD of NaNs
-                outputs.append(f)
-                continue
-            full.update(h, yb, f)
-            for name, act in zip(self.probe_names[:-2], hidden):
-                light[name].update(act, yb)
-            light["classifier"].update(f, yb)
             outputs.append(f)
+            # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
+            finite = finite and bool(np.isfinite(h).all() and np.isfinite(f).all())
+            if finite:
+                yb = y[i : i + len(xb)]
+                full.update(h, yb, f)
+                for name, act in zip(self.probe_names[:-2], hidden):
+                    light[name].update(act, yb)
+                light["classifier"].update(f, yb)
+        outputs = np.concatenate(outputs)
+        outputs = outputs[:, 1:] if self.output == "scalar" else outputs  # back from (-f, f) to f
         if not finite:
-            nan = float("nan")
-            nc = {k: nan for k in (*NC_KEYS, "w_norm_sq_eq34")}
-            outputs = np.concatenate(outputs)
-            return (
-                (outputs[:, 1:] if self.output == "scalar" else outputs),
-                nc,
-                [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS],
-            )
+            nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34"), float("nan"))
+            return outputs, nc, [{"layer": n, "measure": k, "value": float("nan")} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
         full.nc4_pass((h.numpy(), self._class_scores(f.numpy())) for h, f in (self._features(xb) for _, xb in self._batches(x)))
         # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
         w = self.network.get_layer("classifier").kernel.numpy().T if self.output == "onehot" else None
@@ -168,8 +163,7 @@ class Tracker:
         for name in self.probe_names:
             res = nc if name == "features" else light[name].finalize()
             layers += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
-        outputs = np.concatenate(outputs)
-        return (outputs[:, 1:] if self.output == "scalar" else outputs), nc, layers
+        return outputs, nc, layers
 
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
