@@ -11,7 +11,7 @@ register(app)
 ```
 
     sqnc bench                                   # N = 10,000 synthetic images, 3 timed epochs per arm
-    sqnc bench --data-dir cifar10-jpeg.zip --torch --variants xla,spe8
+    sqnc bench --data-dir cifar10-jpeg.zip --torch --variants xla,epoch
     sqnc bench --scaling --sizes 1000,5000,20000 --nc-dims 512,2048
 """
 
@@ -60,7 +60,9 @@ def bench_command(
     sizes: Optional[str] = typer.Option(None, "--sizes", help="N values of --scaling (default 1000,2000,5000,10000,20000,50000)."),
     nc_dims: Optional[str] = typer.Option(None, "--nc-dims", help="Feature widths p of --scaling (default 256,1024,2048,4096)."),
     variants: Optional[str] = typer.Option(
-        None, "--variants", help="Extra (b) rows: xla, spe<N> (steps_per_execution), xla+spe<N>; comma-separated."
+        None,
+        "--variants",
+        help="Extra (b) rows with other compute settings: xla, epoch (one call per epoch), spe<N> (N steps per call, a divisor of the epoch), joined by +; comma-separated.",
     ),
     profile: bool = typer.Option(False, "--profile", help="Break one (b) epoch into data, forward, backward and update."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for TensorFlow and torch (default: all cores)."),

@@ -17,8 +17,8 @@ convnet with BatchNorm, square loss, coupled weight decay 0.01, SGD lr 0.01 mome
   experiment, on the CPU, from the same initial weights, with as many threads as TensorFlow
   uses; the second adds the equivalent per-epoch tracking (inference passes over the training
   and test sets, norms, ρ, margin statistics; no files, no NC).
-- `b+<variant>` (`--variants xla,spe8,xla+spe8`): (b) compiled with XLA (`jit_compile=True`)
-  and/or `steps_per_execution=N`, to show what those settings would buy.
+- `b+<variant>` (`--variants xla,epoch,xla+epoch`): (b) with other `compute` settings (XLA,
+  several steps or a whole epoch per call of the compiled function), to show what they buy.
 
 FLOPs are counted analytically (`count_flops`) and each epoch is turned into an effective
 GFLOP/s rate (training FLOPs only, for every arm: tracking work counts as overhead), compared
@@ -92,7 +92,8 @@ class BenchOptions:
         scaling: also measure how epoch time and NC cost grow with N and p.
         sizes: the N values of the scaling study.
         nc_dims: the feature widths p of the scaling study.
-        variants: extra (b) rows: "xla", "spe<N>" (steps_per_execution=N), or both joined by "+".
+        variants: extra (b) rows with other `compute` settings: "xla", "spe<N>" (N steps per
+            execution, a divisor of the epoch's steps), "epoch" (one call per epoch), joined by "+".
         profile: break one (b) epoch into data pipeline, forward, backward and update.
         threads: intra-op threads for TensorFlow and torch (None: all cores this process has).
         matmul_size: side of the square matmul that sets the reference rate.
@@ -143,8 +144,13 @@ class BenchOptions:
             raise BenchError(f"--threads: must be >= 1, got {self.threads}")
         if self.matmul_size < 16:
             raise BenchError(f"--matmul-size: must be >= 16, got {self.matmul_size}")
+        steps = -(-self.n // self.batch_size)
         for v in self.variants:
-            parse_variant(v)
+            spe = parse_variant(v)["steps_per_execution"]
+            if isinstance(spe, int) and steps % spe:
+                raise BenchError(
+                    f"--variants: {v!r}: {spe} steps per execution do not divide the {steps} steps of an epoch (use a divisor or 'epoch')"
+                )
         if self.torch:
             try:
                 import torch  # noqa: F401
@@ -153,22 +159,27 @@ class BenchOptions:
 
 
 def parse_variant(text: str) -> dict:
-    """`"xla"`, `"spe8"`, `"xla+spe8"` -> {"jit_compile": bool, "steps_per_execution": int}.
+    """A (b) variant name -> the `compute` settings it times (see `config.ComputeConfig`).
+
+    `xla` compiles with XLA, `spe<N>` runs N steps per call of the compiled function, `epoch` a
+    whole epoch per call; join with "+".
 
     Args:
         text: the variant name.
 
-    Example: `parse_variant("xla+spe4")` == {"jit_compile": True, "steps_per_execution": 4}.
+    Example: `parse_variant("xla+epoch")` == {"jit_compile": True, "steps_per_execution": "epoch"}.
     """
-    out = {"jit_compile": False, "steps_per_execution": 1}
+    out: dict = {"jit_compile": False, "steps_per_execution": 1}
     for part in text.split("+"):
         part = part.strip().lower()
         if part == "xla":
             out["jit_compile"] = True
+        elif part == "epoch":
+            out["steps_per_execution"] = "epoch"
         elif part.startswith("spe") and part[3:].isdigit() and int(part[3:]) >= 1:
             out["steps_per_execution"] = int(part[3:])
         else:
-            raise BenchError(f"--variants: unknown variant {text!r} (use xla, spe<N>, or xla+spe<N>)")
+            raise BenchError(f"--variants: unknown variant {text!r} (use xla, spe<N>, epoch, or joined by +)")
     return out
 
 
@@ -323,11 +334,15 @@ def bench_dataset(n: int, n_test: int, data_dir: str | None = None, seed: int = 
     return Dataset(images(n), y_tr, images(n_test), y_te, ["class1", "class2"], y_train_clean=y_tr)
 
 
-def _project_trainer(cfg, ds, seed: int, jit_compile=False, steps_per_execution: int = 1):
-    # Built exactly as `experiment._train` builds a run, so (b) and (c) time what a run executes.
+def _project_trainer(cfg, ds, seed: int, compute: dict | None = None):
+    # Built exactly as `experiment._train` builds a run, so (b) and (c) time what a run executes;
+    # `compute` overrides the config's compute settings (the variants).
     from .experiment import build_training
 
-    return build_training(cfg.model_copy(update={"seed": seed}), ds, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    update = {"seed": seed}
+    if compute:
+        update["compute"] = cfg.compute.model_copy(update=compute)
+    return build_training(cfg.model_copy(update=update), ds)
 
 
 def _now() -> tuple[float, float]:
@@ -377,18 +392,77 @@ def _epoch_clock():
 
 
 # ----------------------------------------------------------------------------- the arms
+#
+# Each arm is an `EpochArm`: a callable that trains one more epoch of its own model and returns
+# that epoch's (wall, CPU) seconds. `run_rounds` calls the arms in rounds, one epoch of each per
+# round, rotating their order, so that a slow drift of the shared machine hits every arm alike and
+# the per-round ratios (c/b, a/b, ...) compare epochs run seconds apart, not minutes apart.
 
 
-def time_keras_fit(ds, cfg, reps: int, warmup: int, seed: int = 0) -> dict:
-    """Arm (a): epoch seconds of plain `model.fit` with Keras' MSE and SGD (timed epochs only).
+class EpochArm:
+    """One way of training an epoch, timed epoch by epoch.
 
     Args:
-        ds: the `Dataset`. cfg: the config (model and optimizer settings).
-        reps: timed epochs. warmup: untimed epochs first. seed: weights and shuffling.
+        key: the arm's name in the result ("a", "b", "c", "torch", "b+xla", ...).
+        epoch: callable(e) training the arm's (0-based) epoch e and returning (wall s, CPU s).
+        close: callable run once after the last round (files, loggers), or None.
+
+    Example:
+
+    ```python
+    arm = EpochArm("b", project_arm(ds, cfg))
+    wall, cpu = arm(0)
+    ```
+    """
+
+    def __init__(self, key: str, epoch, close=None):
+        self.key, self.epoch, self._close = key, epoch, close
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, e: int) -> tuple[float, float]:
+        return self.epoch(e)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def run_rounds(arms: list[EpochArm], rounds: int, warmup: int) -> list[dict]:
+    """Call every arm once per round (order rotated each round); keep rounds >= `warmup`.
 
     Returns:
-        {"wall": [...], "cpu": [...]}: seconds of each timed epoch (wall clock, process CPU).
+        one {arm key: wall seconds} per timed round (for paired ratios); each arm's `wall` and
+        `cpu` lists hold its timed epochs.
     """
+    paired = []
+    for r in range(rounds):
+        k = r % len(arms)
+        this = {}
+        for arm in arms[k:] + arms[:k]:
+            wall, cpu = arm(r)
+            if r >= warmup:
+                arm.wall.append(wall)
+                arm.cpu.append(cpu)
+                this[arm.key] = wall
+        if r >= warmup:
+            paired.append(this)
+    return paired
+
+
+def _one_fit_epoch(model, e: int, data, **fit_kwargs) -> tuple[float, float]:
+    """`model.fit` of epoch e alone (initial_epoch=e); the epoch's seconds from the clock, i.e.
+    without fit's set-up before the first epoch begins."""
+    clock = _epoch_clock()
+    callbacks = fit_kwargs.pop("callbacks", [])
+    model.fit(*data, epochs=e + 1, initial_epoch=e, verbose=0, callbacks=[*callbacks, clock], **fit_kwargs)
+    t = clock.times()
+    return t["wall"][0], t["cpu"][0]
+
+
+def keras_fit_arm(ds, cfg, seed: int = 0):
+    """Arm (a): plain `model.fit` with Keras' MSE and SGD on in-memory numpy arrays, shuffled by
+    Keras, no weight decay and no tracking. Returns the epoch callable of an `EpochArm`."""
     import keras
 
     from .models import build_network
@@ -400,169 +474,121 @@ def time_keras_fit(ds, cfg, reps: int, warmup: int, seed: int = 0) -> dict:
         loss=keras.losses.MeanSquaredError(),
     )
     targets = np.eye(ds.num_classes, dtype=np.float32)[ds.y_train]
-    clock = _epoch_clock()
-    network.fit(ds.x_train, targets, batch_size=cfg.optim.batch_size, epochs=warmup + reps, shuffle=True, verbose=0, callbacks=[clock])
-    return clock.times(warmup)
+    return lambda e: _one_fit_epoch(network, e, (ds.x_train, targets), batch_size=cfg.optim.batch_size, shuffle=True)
 
 
-def time_project(ds, cfg, reps: int, warmup: int, seed: int = 0, jit_compile=False, steps_per_execution: int = 1) -> dict:
-    """Arm (b) (and its variants): epoch seconds of `SquareLossTrainer` over `epoch_batches`.
-
-    Args:
-        ds, cfg, reps, warmup, seed: as `time_keras_fit`.
-        jit_compile: compile the train step with XLA.
-        steps_per_execution: train steps per call of the compiled function.
-
-    Returns:
-        {"wall": [...], "cpu": [...]} as `time_keras_fit`.
-    """
-
-    _, trainer, _ = _project_trainer(cfg, ds, seed, jit_compile, steps_per_execution)
-    return _fit_timed(trainer, ds, cfg.optim.batch_size, seed, warmup + reps).times(warmup)
-
-
-def _fit_timed(trainer, ds, batch_size: int, seed: int, epochs: int):
-    """Train `epochs` epochs on the project's data pipeline; returns the per-epoch clock."""
+def project_arm(ds, cfg, seed: int = 0, compute: dict | None = None, callbacks=(), trainer=None):
+    """Arm (b) (and its `compute` variants): the project's `SquareLossTrainer` on the run's own
+    data pipeline (`epoch_batches` of epoch e + 1), built as a run builds it."""
     from .training import epoch_batches, steps_per_epoch
 
-    clock = _epoch_clock()
-    trainer.fit(
-        epoch_batches(ds.x_train, ds.y_train, batch_size, seed, 1, epochs),
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch(len(ds.y_train), batch_size),
-        verbose=0,
-        callbacks=[clock],
-        shuffle=False,
-    )
-    return clock
+    if trainer is None:
+        _, trainer, _ = _project_trainer(cfg, ds, seed, compute)
+    bs, spe = cfg.optim.batch_size, steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
+
+    def epoch(e):
+        data = (epoch_batches(ds.x_train, ds.y_train, bs, seed, e + 1, e + 1),)
+        return _one_fit_epoch(trainer, e, data, steps_per_epoch=spe, shuffle=False, callbacks=list(callbacks))
+
+    return epoch
 
 
-def time_project_tracked(ds, cfg, reps: int, warmup: int, seed: int = 0, nc_horizon: int = 1000, workdir=None) -> dict:
-    """Arm (c): (b) with the default tracking of `train_and_evaluate`, and its cost breakdown.
+class TrackedArm:
+    """Arm (c): (b) with the default tracking exactly as `train_and_evaluate` wires it (`Tracker`
+    + `RunLogger` into a temporary run directory: a metrics row with ρ, norms and margin
+    statistics, status and a checkpoint every epoch), plus the neural-collapse and per-sample
+    margin epochs of the default `log` schedule amortized:
+    (record with NC and margins − plain record) × |log schedule of `nc_horizon` epochs| / `nc_horizon`.
 
-    The fit runs with a `RunLogger` writing metrics, status and a checkpoint every epoch (as a
-    real run does on epochs without NC or per-sample margins). Afterwards, at the trained
-    weights, each piece is timed on its own (median of `reps` calls after a warm-up call): the
-    inference passes, the full metrics record, and a record on an epoch that also has NC and
-    per-sample margins (as the default `log` schedule has). The NC epochs are amortized as
-    (record with NC − plain record) × |log schedule over `nc_horizon` epochs| / `nc_horizon`.
+    The amortized share is measured by `breakdown()` after the rounds (at the trained weights), and
+    added to each timed epoch then.
 
     Args:
-        ds, cfg, reps, warmup, seed: as `time_keras_fit`.
+        ds, cfg, seed: data, config and seed.
         nc_horizon: the run length whose default log schedule is amortized.
         workdir: where the temporary run directories go (a fresh temp folder when None).
-
-    Returns:
-        {"wall", "cpu": per-epoch seconds (fit + amortized NC), "fit_epoch_s": wall seconds of
-        the fit epochs alone, "breakdown" / "breakdown_cpu": spread of each piece, "summary"}.
     """
-    from .callbacks import RunLogger
-    from .config import epoch_schedule
-    from .experiment import build_tracker, save_checkpoint
-    from .rundir import RunDir
-    from .training import epoch_batches, steps_per_epoch
 
-    network, trainer, optimizer = _project_trainer(cfg, ds, seed)
-    bs, epochs = cfg.optim.batch_size, warmup + reps
-    schedule = epoch_schedule(cfg.track.nc_epochs, nc_horizon, cfg.track.log_points)
-    margin_schedule = epoch_schedule(cfg.track.margin_epochs, nc_horizon, cfg.track.log_points)
-    with tempfile.TemporaryDirectory(prefix="sqnc-bench-", dir=workdir) as tmp:
-        rundir = RunDir(Path(tmp) / "tracked")
-        rundir.create()
-        tracker = build_tracker(cfg, ds, network, trainer)
-        logger = RunLogger(
-            rundir,
-            tracker,
-            lambda e: cfg.optim.lr,
-            margin_epochs=(),
-            nc_epochs=(),
-            checkpoint=lambda e: save_checkpoint(rundir, network, optimizer, e),
-        )
-        # A second logger whose epoch E is both an NC and a margins epoch (as the default `log`
-        # schedule has ~20 of) gives the cost of such an epoch; E is past the fit's epochs.
-        e_nc = epochs + 1
-        nc_dir = RunDir(Path(tmp) / "nc")
-        nc_dir.create()
-        nc_logger = RunLogger(
-            nc_dir,
-            tracker,
-            lambda e: cfg.optim.lr,
-            margin_epochs=[e_nc],
-            nc_epochs=[e_nc],
-            checkpoint=lambda e: save_checkpoint(nc_dir, network, optimizer, e),
-        )
-        clock = _epoch_clock()
-        try:
-            trainer.fit(
-                epoch_batches(ds.x_train, ds.y_train, bs, seed, 1, epochs),
-                epochs=epochs,
-                steps_per_epoch=steps_per_epoch(len(ds.y_train), bs),
-                verbose=0,
-                callbacks=[logger, clock],  # the clock last: it stops after the logger's work
-                shuffle=False,
+    def __init__(self, ds, cfg, seed: int = 0, nc_horizon: int = 1000, workdir=None):
+        from .callbacks import RunLogger
+        from .experiment import build_tracker, save_checkpoint
+        from .rundir import RunDir
+
+        self.ds, self.cfg, self.nc_horizon = ds, cfg, nc_horizon
+        network, self.trainer, optimizer = _project_trainer(cfg, ds, seed)
+        self._tmp = tempfile.TemporaryDirectory(prefix="sqnc-bench-", dir=workdir)
+        self.tracker = build_tracker(cfg, ds, network, self.trainer)
+
+        def logger(name, special_epochs):
+            rundir = RunDir(Path(self._tmp.name) / name)
+            rundir.create()
+            return RunLogger(
+                rundir,
+                self.tracker,
+                lambda e: cfg.optim.lr,
+                margin_epochs=special_epochs,
+                nc_epochs=special_epochs,
+                checkpoint=lambda e: save_checkpoint(rundir, network, optimizer, e),
             )
-            fit_times = clock.times(warmup)
-            nc_logger.set_model(trainer)
-            # The pieces, at the trained weights.
-            timings = {
-                "predict_train_s": lambda: tracker.predict(ds.x_train),
-                "predict_test_s": lambda: tracker.predict(ds.x_test),
-                "measure_s": lambda: tracker.measure(nc=False),
-                "record_s": lambda: logger.record(epochs, float("nan")),
-                "measure_nc_s": lambda: tracker.measure(nc=True),
-                "record_nc_s": lambda: nc_logger.record(e_nc, float("nan")),
-            }
-            costs = {name: _timed(fn, reps) for name, fn in timings.items()}
-        finally:
-            logger.close()
-            nc_logger.close()
 
-    breakdown = {k: v["wall"] for k, v in costs.items()}
-    med = {k: v["median"] for k, v in breakdown.items()}
-    nc_extra = max(med["record_nc_s"] - med["record_s"], 0.0)
-    nc_extra_cpu = max(costs["record_nc_s"]["cpu"]["median"] - costs["record_s"]["cpu"]["median"], 0.0)
-    special = len(set(schedule) | set(margin_schedule))
-    amortized, amortized_cpu = nc_extra * special / nc_horizon, nc_extra_cpu * special / nc_horizon
-    summary = {
-        "nc_epochs_in_schedule": len(schedule),
-        "special_epochs_in_schedule": special,
-        "nc_horizon": nc_horizon,
-        "nc_extra_per_measurement_s": nc_extra,
-        "nc_amortized_per_epoch_s": amortized,
-        "nc_amortized_per_epoch_cpu_s": amortized_cpu,
-        "stats_s": max(med["measure_s"] - med["predict_train_s"] - med["predict_test_s"], 0.0),
-        "files_s": max(med["record_s"] - med["measure_s"], 0.0),
-    }
-    return {
-        "fit_epoch_s": fit_times["wall"],
-        "wall": [t + amortized for t in fit_times["wall"]],
-        "cpu": [t + amortized_cpu for t in fit_times["cpu"]],
-        "breakdown": breakdown,
-        "breakdown_cpu": {k: v["cpu"] for k, v in costs.items()},
-        "summary": summary,
-    }
+        # Epochs far past the bench's own are both NC and margins epochs in the second logger.
+        self.special_epoch = 10**6
+        self.logger, self.nc_logger = logger("tracked", ()), logger("nc", [self.special_epoch])
+        self.logger.first_epoch = 2  # no epoch-0 record inside the timed fits
+        self.epoch = project_arm(ds, cfg, seed, callbacks=[self.logger], trainer=self.trainer)
+
+    def breakdown(self, reps: int) -> dict:
+        """Each tracking piece timed alone at the current weights: {"wall", "cpu", "summary"}."""
+        from .config import epoch_schedule
+
+        cfg, t = self.cfg, self.tracker
+        self.nc_logger.set_model(self.trainer)
+        pieces = {
+            "predict_train_s": lambda: t.predict(self.ds.x_train),
+            "predict_test_s": lambda: t.predict(self.ds.x_test),
+            "measure_s": lambda: t.measure(nc=False),
+            "record_s": lambda: self.logger.record(1, float("nan")),
+            "measure_nc_s": lambda: t.measure(nc=True),
+            "record_nc_s": lambda: self.nc_logger.record(self.special_epoch, float("nan")),
+        }
+        costs = {name: _timed(fn, reps) for name, fn in pieces.items()}
+        med = {k: v["wall"]["median"] for k, v in costs.items()}
+        med_cpu = {k: v["cpu"]["median"] for k, v in costs.items()}
+        schedule = epoch_schedule(cfg.track.nc_epochs, self.nc_horizon, cfg.track.log_points)
+        margin_schedule = epoch_schedule(cfg.track.margin_epochs, self.nc_horizon, cfg.track.log_points)
+        special = len(set(schedule) | set(margin_schedule))
+        nc_extra = max(med["record_nc_s"] - med["record_s"], 0.0)
+        nc_extra_cpu = max(med_cpu["record_nc_s"] - med_cpu["record_s"], 0.0)
+        summary = {
+            "nc_epochs_in_schedule": len(schedule),
+            "special_epochs_in_schedule": special,
+            "nc_horizon": self.nc_horizon,
+            "nc_extra_per_measurement_s": nc_extra,
+            "nc_amortized_per_epoch_s": nc_extra * special / self.nc_horizon,
+            "nc_amortized_per_epoch_cpu_s": nc_extra_cpu * special / self.nc_horizon,
+            "stats_s": max(med["measure_s"] - med["predict_train_s"] - med["predict_test_s"], 0.0),
+            "files_s": max(med["record_s"] - med["measure_s"], 0.0),
+        }
+        return {"wall": {k: v["wall"] for k, v in costs.items()}, "cpu": {k: v["cpu"] for k, v in costs.items()}, "summary": summary}
+
+    def close(self) -> None:
+        self.logger.close()
+        self.nc_logger.close()
+        self._tmp.cleanup()
 
 
-def time_torch(ds, cfg, reps: int, warmup: int, seed: int = 0, threads: int | None = None, tracked: bool = False) -> dict:
-    """The PyTorch reference: epoch seconds, from the same initial weights as the project's net.
-
-    Args:
-        ds, cfg, reps, warmup, seed: as `time_keras_fit`.
-        threads: torch intra-op threads (default: the cores TensorFlow uses).
-        tracked: add the per-epoch tracking pass (`torch_reference.track`) to every epoch.
-
-    Returns:
-        {"wall", "cpu": per-epoch seconds, "track_s": wall seconds of the tracking part
-        (tracked only), "threads", "padding", "torch"}.
-    """
+def torch_arm(ds, cfg, seed: int = 0, threads: int | None = None, tracked: bool = False):
+    """The PyTorch reference (`torch_reference`) of the same experiment on the CPU, from the same
+    initial weights as the project's net, with `threads` intra-op threads; `tracked` adds the
+    equivalent per-epoch tracking (inference passes over the training and test sets, norms, ρ,
+    margin statistics; no files, no NC). Returns the epoch callable of an `EpochArm`."""
+    import keras
     import torch
 
     from . import torch_reference as tr
     from .models import build_network
 
     tr.set_threads(threads or tr.default_threads())
-    import keras
-
     keras.utils.set_random_seed(seed)
     keras_net = build_network(cfg.model, ds.x_train.shape[1:], ds.num_classes, seed=seed)
     h, w, c = ds.x_train.shape[1:]
@@ -572,28 +598,16 @@ def time_torch(ds, cfg, reps: int, warmup: int, seed: int = 0, threads: int | No
     x, y = tr.to_torch_data(ds.x_train, ds.y_train)
     xt, yt = tr.to_torch_data(ds.x_test, ds.y_test)
     gen = torch.Generator().manual_seed(seed)
-    wall, cpu, track_s = [], [], []
-    for e in range(warmup + reps):
+
+    def epoch(e):
         t0 = _now()
         tr.train_epoch(net, opt, x, y, cfg.optim.batch_size, gen)
-        t1 = _now()
         if tracked:
             tr.track(net, x, y, xt, yt, cfg.optim.weight_decay)
-        t2 = _now()
-        if e >= warmup:
-            wall.append(t2[0] - t0[0])
-            cpu.append(t2[1] - t0[1])
-            track_s.append(t2[0] - t1[0])
-    out = {
-        "wall": wall,
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "padding": "same (TensorFlow placement)",
-        "torch": torch.__version__,
-    }
-    if tracked:
-        out["track_s"] = track_s
-    return out
+        t1 = _now()
+        return t1[0] - t0[0], t1[1] - t0[1]
+
+    return epoch
 
 
 def profile_training(ds, cfg, reps: int = 1, seed: int = 0) -> dict:
@@ -606,7 +620,7 @@ def profile_training(ds, cfg, reps: int = 1, seed: int = 0) -> dict:
     - the difference to the (b) fit epoch is `fit`'s own per-step overhead.
 
     Args:
-        ds, cfg, seed: as `time_keras_fit`. reps: timed passes per stage (median).
+        ds, cfg, seed: data, config and seed. reps: timed passes per stage (median).
 
     Returns:
         {stage: spread of seconds per epoch}.
@@ -648,6 +662,81 @@ def profile_training(ds, cfg, reps: int = 1, seed: int = 0) -> dict:
     return {name: _timed(fn, reps)["wall"] for name, fn in stages.items()}
 
 
+def profile_kernels(cfg, input_shape=(32, 32, 3), batch_size: int = 128, reps: int = 20) -> list[dict]:
+    """Where a training step's time goes, kernel by kernel, at the step's own shapes.
+
+    Each hidden conv layer's three kernels (forward `Conv2D`, weight gradient
+    `Conv2DBackpropFilter`, input gradient `Conv2DBackpropInput`; the first layer needs no input
+    gradient) and its BatchNorm + ReLU in training mode (forward and backward, as Keras computes
+    them) are timed alone, each a compiled function called `reps` times, one thread pool. The conv
+    rows carry their GFLOP/s, to set beside the matmul rate: a kernel far below it is where a
+    step loses to the matmul peak.
+
+    Args:
+        cfg: the config (widths, normalization).
+        input_shape: one image's (H, W, C).
+        batch_size: the minibatch.
+        reps: timed calls per kernel (the median is kept).
+
+    Returns:
+        [{"layer", "kernel", "ms", "gflops" (None for BatchNorm/ReLU)}].
+    """
+    import tensorflow as tf
+
+    def timed_ms(fn, *args):
+        f = tf.function(fn)
+        for _ in range(3):
+            f(*args)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f(*args).numpy()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * float(np.median(times))
+
+    def bn_relu(h):
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            mean, var = tf.nn.moments(h, axes=[0, 1, 2])
+            out = tf.nn.relu(tf.nn.batch_normalization(h, mean, var, None, None, 1e-5))
+            total = tf.reduce_sum(out * out)
+        return tape.gradient(total, h)[0, 0, 0, 0]
+
+    rows = []
+    h, w, c_in = input_shape
+    rng = tf.random.Generator.from_seed(0)
+    for k, width in enumerate(cfg.model.widths, start=1):
+        ho, wo = -(-h // 2), -(-w // 2)
+        x = rng.normal((batch_size, h, w, c_in))
+        kernel = rng.normal((3, 3, c_in, width))
+        dy = rng.normal((batch_size, ho, wo, width))
+        flops = 2.0 * batch_size * ho * wo * 9 * c_in * width
+        ops = {
+            "forward (Conv2D)": lambda x=x, kernel=kernel: tf.nn.conv2d(x, kernel, 2, "SAME")[0, 0, 0, 0],
+            "weight gradient (Conv2DBackpropFilter)": lambda x=x, dy=dy, kernel=kernel: tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=[1, 2, 2, 1], padding="SAME"
+            )[0, 0, 0, 0],
+        }
+        if k > 1:
+            ops["input gradient (Conv2DBackpropInput)"] = lambda x=x, dy=dy, kernel=kernel: tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 2, 2, 1], padding="SAME"
+            )[0, 0, 0, 0]
+        for name, fn in ops.items():
+            ms = timed_ms(fn)
+            rows.append({"layer": f"conv{k}", "kernel": name, "ms": ms, "gflops": flops / ms / 1e6})
+        if cfg.model.normalization == "batchnorm":
+            rows.append(
+                {
+                    "layer": f"norm{k}+relu{k}",
+                    "kernel": "BatchNorm + ReLU, forward and backward",
+                    "ms": timed_ms(bn_relu, dy),
+                    "gflops": None,
+                }
+            )
+        h, w, c_in = ho, wo, width
+    return rows
+
+
 # ----------------------------------------------------------------------------- scaling
 
 
@@ -660,17 +749,15 @@ def scaling_train(cfg, sizes, reps: int, seed: int = 0) -> list[dict]:
     Returns:
         [{"n", "epoch_s": spread, "us_per_sample"}].
     """
-    from .training import epoch_batches
-
     bs = cfg.optim.batch_size
     warm = bench_dataset(bs + 2, 2, seed=seed)
     _, trainer, _ = _project_trainer(cfg, warm, seed)
-    trainer.fit(epoch_batches(warm.x_train, warm.y_train, bs, seed, 1, 2), epochs=2, steps_per_epoch=2, verbose=0, shuffle=False)
+    project_arm(warm, cfg, seed, trainer=trainer)(0)
     rows = []
     for n in sizes:
         ds = bench_dataset(int(n), 2, seed=seed)
-        clock = _fit_timed(trainer, ds, bs, seed, reps)
-        s = spread(clock.times()["wall"])
+        epoch = project_arm(ds, cfg, seed, trainer=trainer)
+        s = spread([epoch(e)[0] for e in range(reps)])
         rows.append({"n": int(n), "epoch_s": s, "us_per_sample": 1e6 * s["median"] / n})
         del ds
     return rows
@@ -780,32 +867,47 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
     arms: dict[str, dict] = {}
     w, r = opts.epochs_warmup, opts.reps
 
-    say("(a) Keras model.fit")
-    arms["a"] = time_keras_fit(ds, cfg, r, w, opts.seed)
-    say("(b) project train_step")
-    arms["b"] = time_project(ds, cfg, r, w, opts.seed)
-    say("(c) project + tracking")
-    tracked = time_project_tracked(ds, cfg, r, w, opts.seed, opts.nc_horizon)
-    arms["c"] = {"wall": tracked["wall"], "cpu": tracked["cpu"], "fit_epoch_s": tracked["fit_epoch_s"]}
+    say("building the arms")
+    keys = ["a", "b", "c"] + [f"b+{v}" for v in opts.variants] + (["torch", "torch_tracked"] if opts.torch else [])
+    tracked = TrackedArm(ds, cfg, opts.seed, opts.nc_horizon)
+    epochs = {"a": keras_fit_arm(ds, cfg, opts.seed), "b": project_arm(ds, cfg, opts.seed), "c": tracked.epoch}
     for v in opts.variants:
-        say(f"(b+{v})")
-        arms[f"b+{v}"] = {**time_project(ds, cfg, r, w, opts.seed, **parse_variant(v)), "variant": parse_variant(v)}
+        epochs[f"b+{v}"] = project_arm(ds, cfg, opts.seed, parse_variant(v))
     torch_info = None
     if opts.torch:
-        say("PyTorch reference")
-        t = time_torch(ds, cfg, r, w, opts.seed, threads)
-        arms["torch"] = {"wall": t["wall"], "cpu": t["cpu"]}
-        say("PyTorch + tracking")
-        tt = time_torch(ds, cfg, r, w, opts.seed, threads, tracked=True)
-        arms["torch_tracked"] = {"wall": tt["wall"], "cpu": tt["cpu"], "track_s": spread(tt["track_s"])}
+        epochs["torch"] = torch_arm(ds, cfg, opts.seed, threads)
+        epochs["torch_tracked"] = torch_arm(ds, cfg, opts.seed, threads, tracked=True)
+        import torch
+
         from .torch_reference import matmul_gflops as torch_mm
 
-        torch_info = {k: t[k] for k in ("threads", "padding", "torch")}
+        torch_info = {"threads": torch.get_num_threads(), "padding": "same (TensorFlow placement)", "torch": torch.__version__}
         torch_info["matmul_gflops"] = torch_mm(opts.matmul_size)
+    runners = [EpochArm(k, epochs[k]) for k in keys]
+    say(f"{w + r} rounds of one epoch per arm ({', '.join(keys)}), the first {w} untimed")
+    try:
+        paired = run_rounds(runners, w + r, w)
+        say("tracking pieces, alone")
+        breakdown = tracked.breakdown(r)
+    finally:
+        tracked.close()
+    amortized = breakdown["summary"]["nc_amortized_per_epoch_s"], breakdown["summary"]["nc_amortized_per_epoch_cpu_s"]
+    arms: dict[str, dict] = {}
+    for arm in runners:
+        arms[arm.key] = {"wall": arm.wall, "cpu": arm.cpu}
+    # (c) = its fit epoch + the amortized NC / margins epochs.
+    arms["c"]["fit_epoch_s"] = arms["c"]["wall"]
+    arms["c"]["wall"] = [t + amortized[0] for t in arms["c"]["wall"]]
+    arms["c"]["cpu"] = [t + amortized[1] for t in arms["c"]["cpu"]]
+    for row in paired:
+        row["c"] += amortized[0]
+    for v in opts.variants:
+        arms[f"b+{v}"]["variant"] = parse_variant(v)
     profile = None
     if opts.profile:
         say("profile of one (b) epoch")
         profile = profile_training(ds, cfg, r, opts.seed)
+        profile["kernels"] = profile_kernels(cfg, ds.x_train.shape[1:], opts.batch_size)
     mm_after = matmul_gflops(opts.matmul_size, max(opts.reps, 3))
     matmul = spread(mm_before["values"] + mm_after["values"])
     matmul.update(size=opts.matmul_size, before=mm_before["median"], after=mm_after["median"])
@@ -853,31 +955,48 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
         "flops": flops,
         "matmul": matmul,
         "arms": arms,
-        "tracking": {"breakdown": tracked["breakdown"], "breakdown_cpu": tracked["breakdown_cpu"], **tracked["summary"]},
+        "tracking": {"breakdown": breakdown["wall"], "breakdown_cpu": breakdown["cpu"], **breakdown["summary"]},
+        "rounds": paired,
         "profile": profile,
         "scaling": scaling,
     }
     result["ratios"], result["targets"] = ratios_and_targets(result)
     result["ratios_cpu"] = _ratios(result, "cpu_s")
+    result["ratio_spreads"] = ratio_spreads(result)
     return result
 
 
+def _ratio_pairs(arms) -> dict[str, tuple[str, str]]:
+    """name -> (numerator arm, denominator arm) of every ratio reported between the arms."""
+    pairs = {"c_over_b": ("c", "b"), "a_over_b": ("a", "b")}
+    if "torch" in arms:
+        pairs.update(c_over_torch=("c", "torch"), b_over_torch=("b", "torch"), c_over_torch_tracked=("c", "torch_tracked"))
+    pairs.update({f"b_over_{k}": ("b", k) for k in arms if k.startswith("b+")})
+    return pairs
+
+
 def _ratios(result: dict, key: str = "epoch_s") -> dict:
-    """Ratios of the arms' median epoch times (`key`: "epoch_s" wall, "cpu_s" process CPU)."""
-    med = {k: a[key]["median"] for k, a in result["arms"].items()}
-    ratios = {"c_over_b": med["c"] / med["b"], "a_over_b": med["a"] / med["b"]}
-    if "torch" in med:
-        ratios["c_over_torch"] = med["c"] / med["torch"]
-        ratios["b_over_torch"] = med["b"] / med["torch"]
-        ratios["c_over_torch_tracked"] = med["c"] / med["torch_tracked"]
-    for k, v in med.items():
-        if k.startswith("b+"):
-            ratios[f"b_over_{k}"] = med["b"] / v
-    return ratios
+    """Ratios between the arms. Wall time (`key` "epoch_s"): the median over rounds of each
+    round's ratio (paired: the two epochs ran seconds apart), when the rounds were recorded;
+    otherwise, and for process CPU time (`key` "cpu_s"), the ratio of the medians."""
+    arms, rounds = result["arms"], result.get("rounds") if key == "epoch_s" else None
+    out = {}
+    for name, (num, den) in _ratio_pairs(arms).items():
+        if rounds:
+            out[name] = float(np.median([r[num] / r[den] for r in rounds]))
+        else:
+            out[name] = arms[num][key]["median"] / arms[den][key]["median"]
+    return out
+
+
+def ratio_spreads(result: dict) -> dict:
+    """`spread` of each wall-time ratio over the rounds (how much the pairs disagree)."""
+    rounds = result.get("rounds") or []
+    return {name: spread([r[num] / r[den] for r in rounds]) for name, (num, den) in _ratio_pairs(result["arms"]).items()}
 
 
 def ratios_and_targets(result: dict) -> tuple[dict, list[dict]]:
-    """The ratios between arms (medians of wall time) and the issue's targets with pass/fail.
+    """The ratios between arms (paired medians of wall time, `_ratios`) and the issue's targets.
 
     Targets: c/b ≤ 1.10 (tracking costs at most 10%), a/b ≥ 1.30 (the project's step is 1.3x
     faster than plain Keras), c/torch ≤ 1.00 (with tracking at least as fast as PyTorch without),
@@ -893,6 +1012,15 @@ def ratios_and_targets(result: dict) -> tuple[dict, list[dict]]:
     arms = result["arms"]
     ratios = _ratios(result)
     ratios["b_rate_over_matmul"] = arms["b"]["fraction_of_matmul"]
+    # What SPEC's per-epoch tracking must cost at least: one inference pass over the training and
+    # the test set. `floor_flops`: at the training step's own efficiency (FLOP count);
+    # `floor_measured`: at the inference passes' measured speed.
+    f, d = result["flops"], result["data"]
+    ratios["c_over_b_floor_flops"] = 1.0 + f["inference"] * (d["n_train"] + d["n_test"]) / (f["train"] * d["n_train"])
+    bd = result.get("tracking", {}).get("breakdown", {})
+    if "predict_train_s" in bd:
+        passes = bd["predict_train_s"]["median"] + bd["predict_test_s"]["median"]
+        ratios["c_over_b_floor_measured"] = 1.0 + passes / arms["b"]["epoch_s"]["median"]
     ratios["c_rate_over_matmul"] = arms["c"]["fraction_of_matmul"]
     targets = [
         _target("c / b", "tracking overhead: (c) at most 10% over (b)", ratios["c_over_b"], "<=", 1.10),
@@ -974,27 +1102,41 @@ def results_tables(result: dict) -> list:
         )
     out.append(arms)
 
-    ratios = Table(title="ratios (medians of wall time; CPU-time ratio alongside) and targets", title_justify="left")
-    for col in ("ratio", "value", "CPU", "target", "result"):
+    ratios = Table(
+        title="ratios (wall: median over rounds of each round's ratio, with its min–max; CPU: ratio of medians) and targets",
+        title_justify="left",
+    )
+    for col in ("ratio", "wall", "min–max", "CPU", "target", "result"):
         ratios.add_column(col, justify="left" if col in ("ratio", "result") else "right")
-    cpu = result.get("ratios_cpu", {})
+    cpu, spreads = result.get("ratios_cpu", {}), result.get("ratio_spreads", {})
     keys = {"c / b": "c_over_b", "a / b": "a_over_b", "c / torch": "c_over_torch"}
 
     def cpu_cell(key):
         return f"{cpu[key]:.3f}" if key in cpu else ""
 
+    def range_cell(key):
+        sp = spreads.get(key)
+        return f"{sp['min']:.2f}–{sp['max']:.2f}" if sp and sp["n"] else ""
+
     for t in result["targets"]:
         if t["value"] is None:
-            ratios.add_row(t["name"], "—", "", f"{t['op']} {t['threshold']:.2f}", "[dim]not measured (--torch)[/]")
+            ratios.add_row(t["name"], "—", "", "", f"{t['op']} {t['threshold']:.2f}", "[dim]not measured (--torch)[/]")
         else:
             verdict = "[green]pass[/]" if t["pass"] else "[red]fail[/]"
-            ratios.add_row(t["name"], f"{t['value']:.3f}", cpu_cell(keys.get(t["name"], "")), f"{t['op']} {t['threshold']:.2f}", verdict)
+            key = keys.get(t["name"], "")
+            ratios.add_row(t["name"], f"{t['value']:.3f}", range_cell(key), cpu_cell(key), f"{t['op']} {t['threshold']:.2f}", verdict)
     r = result["ratios"]
-    extra = [("b / torch", "b_over_torch"), ("c / torch+tracking", "c_over_torch_tracked"), ("(c) rate / matmul", "c_rate_over_matmul")]
+    extra = [
+        ("c / b floor: inference FLOPs (train + test) / training FLOPs", "c_over_b_floor_flops"),
+        ("c / b floor: measured inference passes / (b)", "c_over_b_floor_measured"),
+        ("b / torch", "b_over_torch"),
+        ("c / torch+tracking", "c_over_torch_tracked"),
+        ("(c) rate / matmul", "c_rate_over_matmul"),
+    ]
     extra += [(f"b / {k[len('b_over_') :]}", k) for k in r if k.startswith("b_over_b+")]
     for name, key in extra:
         if r.get(key) is not None:
-            ratios.add_row(name, f"{r[key]:.3f}", cpu_cell(key), "", "[dim]info[/]")
+            ratios.add_row(name, f"{r[key]:.3f}", range_cell(key), cpu_cell(key), "", "[dim]info[/]")
     out.append(ratios)
 
     tk = result["tracking"]
@@ -1023,9 +1165,27 @@ def results_tables(result: dict) -> list:
         prof.add_column("stage")
         prof.add_column("s", justify="right")
         for name, v in p.items():
-            prof.add_row(name, f"{v['median']:.3f}")
+            if name != "kernels":
+                prof.add_row(name, f"{v['median']:.3f}")
         prof.add_row("fit epoch (b)", f"{result['arms']['b']['epoch_s']['median']:.3f}")
         out.append(prof)
+        if p.get("kernels"):
+            mm = result["matmul"]["median"]
+            kt = Table(title=f"kernels of one training step, alone (median ms; matmul {mm:.0f} GFLOP/s)", title_justify="left")
+            for col in ("layer", "kernel", "ms", "GFLOP/s", "% of matmul"):
+                kt.add_column(col, justify="left" if col in ("layer", "kernel") else "right")
+            for row in p["kernels"]:
+                g = row["gflops"]
+                kt.add_row(
+                    row["layer"],
+                    row["kernel"],
+                    f"{row['ms']:.2f}",
+                    "" if g is None else f"{g:.0f}",
+                    "" if g is None else f"{100 * g / mm:.0f}%",
+                )
+            steps = -(-result["data"]["n_train"] // result["options"]["batch_size"])
+            kt.add_row("sum", f"x {steps} steps = s per epoch", f"{sum(r['ms'] for r in p['kernels']) * steps / 1e3:.3f}", "", "")
+            out.append(kt)
 
     sc = result.get("scaling")
     if sc:

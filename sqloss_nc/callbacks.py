@@ -71,7 +71,8 @@ class Tracker:
         normalization: the hidden normalization (decides which norm is ρ).
         decayed: the decayed variables (default: every kernel).
         loss, output: the loss kind and output mode (`losses.py`).
-        batch_size: inference batch size (memory only; results do not depend on it).
+        batch_size: inference batch size (memory and speed only; results do not depend on it).
+        jit_compile: compile the inference passes with XLA (speed only).
         nc_test: also measure neural collapse on the test set (columns prefixed `test_`).
 
     Example:
@@ -94,6 +95,7 @@ class Tracker:
         nc_test: bool = False,
         loss: str = "square",
         output: str = "onehot",
+        jit_compile: bool = False,
     ):
         self.network, self.data = network, data
         self.weight_decay, self.mode = float(weight_decay), rho_mode(normalization)
@@ -112,10 +114,11 @@ class Tracker:
         probe = keras.Model(
             network.inputs, [network.get_layer(n).output for n in names] + [network.get_layer("features").output, network.output]
         )
-        self._predict = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
-        self._probe = tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
-        features = feature_extractor(network)
-        self._features = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
+
+        def compiled(model):
+            return tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=bool(jit_compile))
+
+        self._predict, self._probe, self._features = compiled(network), compiled(probe), compiled(feature_extractor(network))
 
     def _batches(self, x):
         for i in range(0, len(x), self.batch_size):

@@ -136,6 +136,51 @@ class TrackConfig(_Strict):
         return v
 
 
+class ComputeConfig(_Strict):
+    """How a run is computed, not what it computes (beyond SPEC §7).
+
+    Every setting here leaves the measured numbers equal up to float32 summation order
+    (`tests/test_compute.py` trains both ways and compares every column), so a run may be resumed
+    with other values and these keys are not part of a run's identity.
+
+    - `jit_compile`: compile the train step and the tracking passes with XLA. On CPU it measured
+      no faster (`sqnc bench --variants xla`); on a GPU it fuses the small kernels of this net.
+    - `steps_per_execution`: optimizer steps per call of the compiled train function, `1` or
+      `epoch` (the whole epoch in one call, no Python between steps), or a divisor of the steps
+      per epoch; Keras would otherwise run a whole last group past the epoch's end. Per-step
+      tracking (`track.step_margins_until`) needs 1.
+    - `inference_batch`: batch size of the inference passes that measure the network (memory
+      and speed only).
+    """
+
+    jit_compile: bool = False
+    steps_per_execution: Union[Literal["epoch"], int] = 1
+    inference_batch: int = Field(1000, gt=0)
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _spe(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be >= 1 or 'epoch', got {v}")
+        return v
+
+
+def resolve_steps_per_execution(compute: ComputeConfig, steps_per_epoch: int) -> int:
+    """The integer `steps_per_execution` for an epoch of `steps_per_epoch` steps (`epoch` -> all
+    of them); raises `ConfigError` when it does not divide the epoch.
+
+    Example: `resolve_steps_per_execution(ComputeConfig(steps_per_execution="epoch"), 79)` == 79.
+    """
+    k = compute.steps_per_execution
+    if k == "epoch":
+        return steps_per_epoch
+    if steps_per_epoch % k:
+        raise ConfigError(
+            f"compute.steps_per_execution: {k} does not divide the {steps_per_epoch} steps of an epoch (use 1, 'epoch', or a divisor)"
+        )
+    return k
+
+
 class Config(_Strict):
     """The fully resolved configuration of one run (or of a sweep, before expansion)."""
 
@@ -146,6 +191,7 @@ class Config(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -160,6 +206,8 @@ class Config(_Strict):
         m, loss = self.model, self.loss
         if m.output == "scalar" and len(self.data.classes) != 2:
             raise ValueError("model.output: 'scalar' needs exactly 2 classes")
+        if self.track.step_margins_until > 0 and self.compute.steps_per_execution != 1:
+            raise ValueError("compute.steps_per_execution: per-step tracking (track.step_margins_until) needs 1")
         if loss.kind == "exponential" and m.output != "scalar":
             raise ValueError("loss.kind: 'exponential' needs model.output 'scalar' (binary)")
         if loss.kind == "cross_entropy" and m.output == "scalar":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, epoch_schedule
+from .config import Config, ConfigError, epoch_schedule, resolve_steps_per_execution
 from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
 from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment
@@ -49,11 +49,14 @@ def configure_tensorflow() -> None:
 
 def check_compatible(cfg: Config, data: Dataset) -> None:
     """Config checks that need the data (raised before anything is written)."""
+    from .training import steps_per_epoch
+
     n = len(data.y_train)
     if cfg.optim.batch_size > n:
         raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} is larger than the {n} training samples")
     if cfg.model.arch == "convnet" and data.x_train.ndim != 4:
         raise ConfigError(f"model.arch: convnet needs image inputs, the data has shape {data.x_train.shape[1:]}")
+    resolve_steps_per_execution(cfg.compute, steps_per_epoch(n, cfg.optim.batch_size))
 
 
 FINISHED = ("done", "diverged")  # rerunning would only repeat them
@@ -62,7 +65,8 @@ FINISHED = ("done", "diverged")  # rerunning would only repeat them
 def check_rundir(cfg: Config, rundir: RunDir) -> str:
     """`new`, `resume`, or the finished state (`done`, `diverged`) of this config in this folder;
     raises on a conflict. The stored config is read through the current schema first, so a run
-    written before a key with a default was added still counts as the same config."""
+    written before a key with a default was added still counts as the same config. The `compute`
+    section is not compared: it changes how the numbers are computed, not what they are."""
     if rundir.path.exists() and not rundir.path.is_dir():
         raise RunDirError(f"output: {rundir.path} exists and is not a folder")
     old = rundir.read_config()
@@ -72,8 +76,10 @@ def check_rundir(cfg: Config, rundir: RunDir) -> str:
         old = Config.model_validate(old).to_dict()
     except ValueError:
         pass  # an older schema we cannot read: compare as stored, which reports the difference
-    if old != cfg.to_dict():
-        diff = sorted(_diff_keys(old, cfg.to_dict()))
+    new = cfg.to_dict()
+    old, new = ({k: v for k, v in d.items() if k != "compute"} for d in (old, new))
+    if old != new:
+        diff = sorted(_diff_keys(old, new))
         raise RunDirError(f"output: {rundir.path} holds a run with a different config ({', '.join(diff[:4])}); use another --out or name")
     state = (rundir.read_status() or {}).get("state")
     return state if state in FINISHED else "resume"
@@ -221,10 +227,10 @@ def _skipped(rundir: RunDir, state: str) -> dict:
     }
 
 
-def build_training(cfg: Config, ds: Dataset, **compile_kwargs):
+def build_training(cfg: Config, ds: Dataset):
     """(network, trainer, optimizer) exactly as a run builds them: seeded network, the trainer
-    with this normalization's decayed variables, loss and output, the compiled optimizer.
-    `compile_kwargs` go to `trainer.compile` (e.g. `jit_compile`, for the benchmark)."""
+    with this normalization's decayed variables, loss and output, compiled with the optimizer and
+    the `compute` settings (XLA, steps per execution)."""
     import keras
 
     from .models import build_network
@@ -242,8 +248,11 @@ def build_training(cfg: Config, ds: Dataset, **compile_kwargs):
         output=cfg.model.output,
         finite_step_correction=cfg.loss.finite_step_correction,
     )
-    optimizer = make_optimizer(cfg.optim, steps_per_epoch(len(ds.y_train), cfg.optim.batch_size))
-    trainer.compile(optimizer=optimizer, **compile_kwargs)
+    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
+    optimizer = make_optimizer(cfg.optim, spe)
+    trainer.compile(
+        optimizer=optimizer, jit_compile=cfg.compute.jit_compile, steps_per_execution=resolve_steps_per_execution(cfg.compute, spe)
+    )
     optimizer.build(network.trainable_variables)
     return network, trainer, optimizer
 
@@ -261,6 +270,8 @@ def build_tracker(cfg: Config, ds: Dataset, network, trainer):
         nc_test=cfg.track.nc_test,
         loss=cfg.loss.kind,
         output=cfg.model.output,
+        batch_size=cfg.compute.inference_batch,
+        jit_compile=cfg.compute.jit_compile,
     )
 
 

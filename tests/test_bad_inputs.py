@@ -94,6 +94,13 @@ CASES = [
     ("name-with-slash", lambda t: (None, ["name=a/b"], []), "name"),
     ("override-without-equals", lambda t: (None, ["optim.lr"], []), "key=value"),
     ("unknown-backend", lambda t: (None, SYN, ["--backend", "slurm"]), "--backend"),
+    # 32 samples / batch 8 = 4 steps per epoch: 3 steps per call would run into the next epoch.
+    ("steps-per-execution-not-dividing", lambda t: (None, [*SYN, "compute.steps_per_execution=3"], []), "does not divide the 4 steps"),
+    (
+        "steps-per-execution-with-step-tracking",
+        lambda t: (None, [*SYN, "compute.steps_per_execution=epoch", "track.step_margins_until=5"], []),
+        "compute.steps_per_execution: per-step tracking",
+    ),
 ]
 
 

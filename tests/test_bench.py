@@ -44,6 +44,7 @@ def test_spread_and_variants():
     s = spread([3.0, 1.0, 2.0, 10.0])
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4)
     assert parse_variant("xla+spe4") == {"jit_compile": True, "steps_per_execution": 4}
+    assert parse_variant("xla+epoch") == {"jit_compile": True, "steps_per_execution": "epoch"}
     assert parse_variant("spe16") == {"jit_compile": False, "steps_per_execution": 16}
     with pytest.raises(BenchError):
         parse_variant("fast")
@@ -127,6 +128,8 @@ def test_bench_cli_tiny_writes_json_and_ratio_rows(tmp_path):
     [
         (["--n", "100"], "--batch-size: 128 must be in 1..100"),
         (["--variants", "turbo"], "--variants: unknown variant 'turbo'"),
+        # 10,000 / 128 -> 79 steps per epoch: 8 steps per call would run past the epoch's end.
+        (["--variants", "xla+spe8"], "do not divide the 79 steps of an epoch"),
         (["--sizes", "1000,x", "--scaling"], "--sizes: expected comma-separated positive integers"),
     ],
 )
