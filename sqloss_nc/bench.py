@@ -846,8 +846,9 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
         log: callable(str) told about each stage (e.g. `console.log`), or None.
 
     Returns:
-        {"options", "environment", "flops", "matmul", "arms", "tracking", "ratios", "targets",
-        "profile", "scaling"}; times in seconds, rates in GFLOP/s.
+        {"options", "environment", "flops", "matmul", "arms", "tracking", "rounds" (each timed
+        round's wall seconds per arm), "ratios" (paired), "ratio_spreads", "ratios_cpu",
+        "targets", "profile", "scaling"}; times in seconds, rates in GFLOP/s.
 
     Example:
 

@@ -50,6 +50,30 @@ def test_spread_and_variants():
         parse_variant("fast")
 
 
+def test_rounds_rotate_the_arms_and_wall_ratios_are_paired():
+    from sqloss_nc.bench import EpochArm, _ratios, run_rounds
+
+    calls = []
+    times = {"a": [9, 2, 2, 2], "b": [9, 1, 2, 4], "c": [9, 3.0, 2.2, 4.4]}
+
+    def epoch(key):
+        def run(e):
+            calls.append((e, key))
+            return times[key][e], 2 * times[key][e]
+
+        return run
+
+    arms = [EpochArm(k, epoch(k)) for k in "abc"]
+    paired = run_rounds(arms, rounds=4, warmup=1)
+    assert [[k for e, k in calls if e == r] for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert arms[1].wall == [1, 2, 4] and arms[1].cpu == [2, 4, 8]  # the warm-up round is not kept
+    assert paired == [{"a": 2, "b": 1, "c": 3.0}, {"a": 2, "b": 2, "c": 2.2}, {"a": 2, "b": 4, "c": 4.4}]
+    result = {"arms": {arm.key: {"epoch_s": spread(arm.wall), "cpu_s": spread(arm.cpu)} for arm in arms}, "rounds": paired}
+    # Per-round c/b = 3.0, 1.1, 1.1 -> median 1.1; the ratio of the medians (3.0 / 2) would say 1.5.
+    assert _ratios(result)["c_over_b"] == pytest.approx(1.1)
+    assert _ratios(result, "cpu_s")["c_over_b"] == pytest.approx(6.0 / 4.0)
+
+
 def test_torch_reference_matches_project_trainer_two_steps():
     torch = pytest.importorskip("torch")
     import keras
