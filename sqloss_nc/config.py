@@ -139,12 +139,15 @@ class TrackConfig(_Strict):
 class ComputeConfig(_Strict):
     """How a run is computed, not what it computes (beyond SPEC §7).
 
-    Every setting here leaves the measured numbers equal up to float32 summation order
-    (`tests/test_compute.py` trains both ways and compares every column), so a run may be resumed
-    with other values and these keys are not part of a run's identity.
+    Every setting here leaves the computed quantities equal up to float32 summation order
+    (`tests/test_compute.py` trains both ways and compares every column after 16 steps), so a run
+    may be resumed with other values and these keys are not part of a run's identity. Over many
+    steps SGD amplifies such rounding differences (as between thread counts), so bit-identical
+    reruns need the same settings.
 
     - `jit_compile`: compile the train step and the tracking passes with XLA. On CPU it measured
-      no faster (`sqnc bench --variants xla`); on a GPU it fuses the small kernels of this net.
+      no faster (`sqnc bench --variants xla`); on a GPU it can fuse the small kernels of this net
+      (not measured here).
     - `steps_per_execution`: optimizer steps per call of the compiled train function, `1` or
       `epoch` (the whole epoch in one call, no Python between steps), or a divisor of the steps
       per epoch; Keras would otherwise run a whole last group past the epoch's end. Per-step
