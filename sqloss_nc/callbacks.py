@@ -60,9 +60,10 @@ class Tracker:
     Every epoch: one forward pass over the training set and one over the test set give the
     losses, accuracies and margins; the norms come from the weights. On neural-collapse epochs the
     training pass also returns the hidden activations and feeds the streaming accumulators of
-    `nc.py` (NC1-NC3, the theory links, and the trace ratio and CDNV of every hidden layer), and a
-    second pass over the features gives the exact NC4 (the class means are only known after the
-    first pass). Memory stays O(p² + C·p) whatever N.
+    `nc.py` (NC2, NC3, the theory links, and the trace ratio and CDNV of every hidden layer), and a
+    second pass over the features gives the exact NC4 and NC1 (both need the final class means:
+    NC1 from the projections of h − μ_y on Σ_B's top C−1 directions). Memory stays O(C·p) per
+    measured layer whatever N.
 
     Args:
         network: the functional network (weight layers named, classifier last).
@@ -137,7 +138,9 @@ class Tracker:
 
     def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
         """Outputs f, the NC metrics of the features, and per-layer (trace ratio, CDNV) rows."""
-        full = NCAccumulator(self.num_classes)
+        # nc1 comes from the second pass (projections on Sigma_B's top directions), so no
+        # p x p scatter matrix is kept.
+        full = NCAccumulator(self.num_classes, full=False)
         light = {n: NCAccumulator(self.num_classes, full=False) for n in self.probe_names if n != "features"}
         outputs, finite = [], True
         for i, xb in self._batches(x):
@@ -157,7 +160,9 @@ class Tracker:
         if not finite:
             nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34"), float("nan"))
             return outputs, nc, [{"layer": n, "measure": k, "value": float("nan")} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
-        full.nc4_pass((h.numpy(), self._class_scores(f.numpy())) for h, f in (self._features(xb) for _, xb in self._batches(x)))
+        full.nc4_pass(
+            (h.numpy(), y[i : i + len(xb)], self._class_scores(f.numpy())) for i, xb in self._batches(x) for h, f in [self._features(xb)]
+        )
         # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
         w = self.network.get_layer("classifier").kernel.numpy().T if self.output == "onehot" else None
         nc = full.finalize(classifier_weights=w)

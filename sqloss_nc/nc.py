@@ -23,6 +23,12 @@ Conventions
   O(p^3), is symmetric by construction, and resolves small eigenvalues with relative (not
   absolute, as an eigh of Sigma_B would) accuracy. Then Tr(Sigma_W Sigma_B^+) =
   sum_i v_i^T Sigma_W v_i / lambda_i, with no p x p product formed.
+* Only those C-1 quadratic forms of Sigma_W enter ``nc1``, so when the second pass (the one
+  ``nc4`` needs anyway) also sees the labels, it accumulates
+  v_i^T Sigma_W v_i = (1/N) sum_n ((h_n - mu_{y_n}) . v_i)^2 directly, against the final class
+  means: O(N p C) work and O(C p) memory instead of the O(N p^2) and O(p^2) of the scatter
+  matrix. ``compute_nc_metrics`` and the run's `Tracker` do this; the scatter matrix
+  (``full=True``) remains for one-pass use.
 * Standard deviations use ddof=1. NC2's angle statistics run over the ordered pairs c != c'
   (the off-diagonal of the cosine matrix, as SPEC §5 and Papyan et al.); with C = 2 there is one
   angle and its std is NaN. CDNV averages over the unordered pairs c < c' (symmetric anyway).
@@ -166,9 +172,10 @@ class NCAccumulator:
         num_classes: C (>= 2). Labels must lie in [0, C).
         feature_dim: p; inferred from the first batch when None. Features with more than two
             dimensions are flattened per sample.
-        full: keep the p x p pooled within-class scatter matrix (needed for ``nc1``). With
-            ``full=False`` memory is O(C p) and ``nc1`` is NaN, while ``trace_ratio``, ``cdnv`` and
-            every mean/weight measure stay exact; use it for wide intermediate layers.
+        full: keep the p x p pooled within-class scatter matrix, which gives ``nc1`` after one
+            pass. With ``full=False`` memory is O(C p) and ``nc1`` comes from a second pass with
+            labels (:meth:`nc4_pass` on ``(features, labels, logits)``), else it is NaN;
+            ``trace_ratio``, ``cdnv`` and every mean/weight measure are exact either way.
 
     Example:
         >>> acc = NCAccumulator(num_classes=10)
@@ -207,6 +214,11 @@ class NCAccumulator:
         self._nc4_mismatch = 0
         self._nc4_seen = 0
         self._nc4_complete = False
+        # Second-pass nc1: the top C-1 directions of Sigma_B (from the final means) and the sum
+        # of squared projections of h_n - mu_{y_n} on them.
+        self._directions: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._proj_sq: Optional[np.ndarray] = None
+        self._proj_seen = 0
 
     @property
     def num_samples(self) -> int:
@@ -302,45 +314,68 @@ class NCAccumulator:
         return self
 
     # ----------------------------------------------------------------- pass 2 (nc4)
-    def nc4_update(self, features, logits) -> None:
-        """Second-pass batch for ``nc4``: compare nearest class mean with argmax of ``logits``.
+    def nc4_update(self, features, logits, labels=None) -> None:
+        """Second-pass batch: ``nc4`` (nearest class mean against the argmax of ``logits``) and,
+        given ``labels``, the projections that give ``nc1`` without the scatter matrix.
 
         Must follow the complete pass 1 (the class means are read from this accumulator).
         Prefer :meth:`nc4_pass`, which also checks that the pass covered all N samples.
 
         Args:
             features: (b, p) features, the same samples as in pass 1 (any order/batching).
-            logits: (b, C) network outputs for those samples.
+            logits: (b, C) network outputs for those samples, or None (no ``nc4``).
+            labels: (b,) their labels, or None (no second-pass ``nc1``).
         """
         if self.feature_dim is None:
             raise RuntimeError("nc4_update before any update(): class means are unknown")
         h = _as_features(features)
         b = h.shape[0]
-        z = _as_logits(logits, self.num_classes, b)
+        z = None if logits is None else _as_logits(logits, self.num_classes, b)
+        y = None if labels is None else _as_labels(labels, self.num_classes, b)
         if b == 0:
             return
         if h.shape[1] != self.feature_dim:
             raise ValueError(f"feature dim {h.shape[1]} != {self.feature_dim}")
         present = self.counts > 0
-        mu_g = self.means[present].mean(axis=0)
-        # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h.mu_c); centring both on mu_G first
-        # keeps the expansion's cancellation small (differences between classes are O(||M||)).
-        mc = self.means - mu_g
-        score = np.einsum("ij,ij->i", mc, mc)[None, :] - 2.0 * ((h - mu_g) @ mc.T)
-        score[:, ~present] = np.inf
-        # Ties resolve to the lowest index on both sides, like np.argmax/np.argmin.
-        nearest = np.argmin(score, axis=1)
-        pred = np.argmax(z, axis=1)
-        self._nc4_mismatch += int(np.count_nonzero(nearest != pred))
-        self._nc4_seen += b
-        self._nc4_complete = self._nc4_seen == self.num_samples
+        if z is not None:
+            mu_g = self.means[present].mean(axis=0)
+            # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h.mu_c); centring both on mu_G
+            # first keeps the expansion's cancellation small (differences between classes are
+            # O(||M||)).
+            mc = self.means - mu_g
+            score = np.einsum("ij,ij->i", mc, mc)[None, :] - 2.0 * ((h - mu_g) @ mc.T)
+            score[:, ~present] = np.inf
+            # Ties resolve to the lowest index on both sides, like np.argmax/np.argmin.
+            nearest = np.argmin(score, axis=1)
+            pred = np.argmax(z, axis=1)
+            self._nc4_mismatch += int(np.count_nonzero(nearest != pred))
+            self._nc4_seen += b
+            self._nc4_complete = self._nc4_seen == self.num_samples
+        if y is not None and present.all():
+            _, v = self._sigma_b_directions()
+            centred = h - self.means[y]  # against the final class means: no cancellation left
+            proj = centred @ v.T
+            if self._proj_sq is None:
+                self._proj_sq = np.zeros(len(v))
+            self._proj_sq += np.einsum("ij,ij->j", proj, proj)
+            self._proj_seen += b
+
+    def _sigma_b_directions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lambda, V): the top min(C-1, p) eigenpairs of Sigma_B, from a thin SVD of M."""
+        if self._directions is None:
+            m = self.means - self.means.mean(axis=0)
+            _, s, vt = np.linalg.svd(m, full_matrices=False)
+            k = min(self.num_classes - 1, self.feature_dim)
+            self._directions = (s[:k] ** 2 / self.num_classes, vt[:k])
+        return self._directions
 
     def nc4_pass(self, batches: Iterable) -> None:
-        """Run the complete second pass for ``nc4`` over ``batches``.
+        """Run the complete second pass over ``batches``: ``nc4``, and ``nc1`` from projections
+        when the batches carry labels.
 
         Args:
-            batches: iterable of ``(features, labels, logits)`` tuples (labels are ignored) or
-                ``(features, logits)`` pairs, covering the same N samples as pass 1.
+            batches: iterable of ``(features, labels, logits)`` tuples or ``(features, logits)``
+                pairs, covering the same N samples as pass 1.
 
         Raises:
             ValueError: if the pass does not see exactly N samples.
@@ -348,16 +383,14 @@ class NCAccumulator:
         self._reset_nc4()
         for item in batches:
             if len(item) == 3:
-                features, _, logits = item
+                features, labels, logits = item
             elif len(item) == 2:
-                features, logits = item
+                (features, logits), labels = item, None
             else:
                 raise ValueError("nc4_pass batches must be (features, labels, logits) tuples")
-            if logits is None:
-                raise ValueError("nc4_pass needs logits in every batch")
-            self.nc4_update(features, logits)
-        if self._nc4_seen != self.num_samples:
-            seen = self._nc4_seen
+            self.nc4_update(features, logits, labels)
+        seen = max(self._nc4_seen, self._proj_seen)
+        if seen != self.num_samples:
             self._reset_nc4()
             raise ValueError(f"nc4 pass saw {seen} samples, pass 1 saw {self.num_samples}")
 
@@ -371,7 +404,7 @@ class NCAccumulator:
                 ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``) are NaN.
 
         Returns:
-            dict: ``nc1`` (NaN when ``full=False``), ``nc2_*``, ``nc3``, ``nc3_centered``,
+            dict: ``nc1`` (NaN when ``full=False`` and no labelled second pass), ``nc2_*``, ``nc3``, ``nc3_centered``,
             ``nc4`` (NaN unless a complete :meth:`nc4_pass` followed pass 1), ``eps_gap`` (NaN
             unless every batch had logits), ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``,
             ``trace_ratio``, ``cdnv``.
@@ -408,18 +441,19 @@ class NCAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             out["trace_ratio"] = float(trace_w / trace_b)
 
-        if self.full:
+        quad = None  # v_i^T Sigma_W v_i for the top C-1 directions v_i of Sigma_B
+        if self._proj_sq is not None and self._proj_seen == N:
+            lam, _ = self._sigma_b_directions()
+            quad = self._proj_sq / N
+        elif self.full:
             sigma_w = self.scatter / N
             sigma_w = 0.5 * (sigma_w + sigma_w.T)
-            _, s, vt = np.linalg.svd(m, full_matrices=False)
-            k = min(C - 1, p)
-            lam = s[:k] ** 2 / C
-            v = vt[:k]
-            if lam[-1] > 0:
-                quad = np.einsum("ij,ij->i", v @ sigma_w, v)  # v_i^T Sigma_W v_i
-                out["nc1"] = float(np.sum(quad / lam) / C)
-            # lam[-1] == 0: fewer than C-1 distinct directions (coinciding means); Sigma_B^+ on
-            # C-1 eigenpairs is undefined, so nc1 stays NaN.
+            lam, v = self._sigma_b_directions()
+            quad = np.einsum("ij,ij->i", v @ sigma_w, v)
+        if quad is not None and lam[-1] > 0:
+            out["nc1"] = float(np.sum(quad / lam) / C)
+        # lam[-1] == 0: fewer than C-1 distinct directions (coinciding means); Sigma_B^+ on C-1
+        # eigenpairs is undefined, so nc1 stays NaN.
 
         out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _nc2(m, C)
 
@@ -466,14 +500,15 @@ def compute_nc_metrics(
     num_classes: int,
     *,
     nc4: bool = True,
-    full: bool = True,
+    full: Optional[bool] = None,
     feature_dim: Optional[int] = None,
 ) -> dict:
     """All measures from a re-iterable batch source, in one or two streaming passes.
 
-    Pass 1 accumulates the statistics. If ``nc4`` is requested and every batch carried logits,
-    pass 2 iterates the source again and counts samples whose nearest class mean differs from
-    the network's argmax (exact; memory stays O(p^2 + C p)).
+    Pass 1 accumulates the statistics. With ``nc4`` (the default), pass 2 iterates the source
+    again: it counts samples whose nearest class mean differs from the network's argmax (when
+    the batches carry logits) and accumulates the projections that give ``nc1`` (exact; memory
+    O(C p)). Without a second pass ``nc1`` comes from the p x p scatter matrix of pass 1.
 
     Args:
         batches_factory: a callable returning a fresh iterator of ``(features, labels, logits)``
@@ -481,8 +516,9 @@ def compute_nc_metrics(
             iterator works only when no second pass is needed.
         classifier_weights: (C, p) classifier rows, or None.
         num_classes: C.
-        nc4: run the second pass when logits are available.
-        full: see :class:`NCAccumulator`.
+        nc4: run the second pass (needs a re-iterable source).
+        full: keep the scatter matrix (see :class:`NCAccumulator`); None: only when there is
+            no second pass to give ``nc1`` (``nc4=False`` or a one-shot iterator).
         feature_dim: p, or None to infer.
 
     Returns:
@@ -494,12 +530,15 @@ def compute_nc_metrics(
         ...         yield h[i:i+256], y[i:i+256], f[i:i+256]
         >>> compute_nc_metrics(batches, dense_kernel.T, 10)   # doctest: +SKIP
     """
+    reiterable = callable(batches_factory) or isinstance(batches_factory, (list, tuple))
+    if full is None:
+        full = not (nc4 and reiterable)
     acc = NCAccumulator(num_classes, feature_dim=feature_dim, full=full)
     first = _batches(batches_factory)
     for item in first:
         features, labels, logits = _split(item)
         acc.update(features, labels, logits)
-    if nc4 and acc.num_samples > 0 and acc.num_logits == acc.num_samples:
+    if nc4 and acc.num_samples > 0 and (reiterable or acc.num_logits == acc.num_samples):
         second = _batches(batches_factory)
         if second is first:
             raise TypeError(

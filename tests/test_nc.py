@@ -317,6 +317,38 @@ def test_near_collapse_float32_batches(noise):
     assert got == pytest.approx(truth, rel=1e-3, abs=0)
 
 
+@pytest.mark.parametrize("noise", [1.0, 1e-6])
+def test_nc1_from_the_second_pass_equals_the_scatter_matrix_and_brute_force(noise):
+    # The run's path (no p x p matrix: projections on Sigma_B's directions in the second pass)
+    # against the one-pass scatter matrix and float64 brute force, spread out and near collapse.
+    rng = np.random.default_rng(11)
+    C, p, N = 4, 48, 3000
+    mus = rng.normal(size=(C, p))
+    y = rng.integers(0, C, size=N)
+    h = (mus[y] + noise * rng.normal(size=(N, p))).astype(np.float32)
+    logits = rng.normal(size=(N, C))
+    batches = [(h[i : i + 512], y[i : i + 512], logits[i : i + 512]) for i in range(0, N, 512)]
+    truth = brute_force(h.astype(np.float64), y, C, logits=logits)
+    light, full = NCAccumulator(C, full=False), NCAccumulator(C, full=True)
+    for acc in (light, full):
+        for hb, yb, fb in batches:
+            acc.update(hb, yb, fb)
+    assert light.scatter is None and full.scatter.shape == (p, p)
+    assert math.isnan(light.finalize()["nc1"])  # pass 1 alone cannot give it without the matrix
+    one_pass = full.finalize()
+    light.nc4_pass(batches)
+    two_pass = light.finalize()
+    assert two_pass["nc1"] == pytest.approx(truth["nc1"], rel=1e-9, abs=0)
+    assert one_pass["nc1"] == pytest.approx(truth["nc1"], rel=1e-9, abs=0)
+    assert two_pass["nc4"] == truth["nc4"]
+    # A second pass without labels gives nc4 only; nc1 then needs the matrix.
+    unlabelled = NCAccumulator(C, full=False)
+    for hb, yb, fb in batches:
+        unlabelled.update(hb, yb, fb)
+    unlabelled.nc4_pass([(hb, fb) for hb, _, fb in batches])
+    assert math.isnan(unlabelled.finalize()["nc1"]) and unlabelled.finalize()["nc4"] == truth["nc4"]
+
+
 def test_nc1_uses_exactly_top_c_minus_1_eigenpairs():
     """Sigma_B = diag(2/3, 2 eps^2): a default-tolerance pinv drops the second eigenpair."""
     eps, s = 1e-9, 0.2
