@@ -64,7 +64,9 @@ def bench_command(
         "--variants",
         help="Extra (b) rows with other compute settings: xla, epoch (one call per epoch), spe<N> (N steps per call, a divisor of the epoch), joined by +; comma-separated.",
     ),
-    profile: bool = typer.Option(False, "--profile", help="Break one (b) epoch into data, forward, backward and update."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Break one (b) epoch into data, forward, backward and update, and time each kernel of a step alone."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for TensorFlow and torch (default: all cores)."),
     matmul_size: int = typer.Option(2048, "--matmul-size", help="Side of the float32 matmul that sets the reference rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, weights and data order."),
