@@ -541,9 +541,10 @@ class TrackedArm:
             )
 
         # Epochs far past the bench's own are both NC and margins epochs in the second logger.
+        # (The first logger's epoch-0 record runs in `on_train_begin` of the first fit, before
+        # any epoch clock starts, as in a run.)
         self.special_epoch = 10**6
         self.logger, self.nc_logger = logger("tracked", ()), logger("nc", [self.special_epoch])
-        self.logger.first_epoch = 2  # no epoch-0 record inside the timed fits
         self.epoch = project_arm(ds, cfg, seed, callbacks=[self.logger], trainer=self.trainer)
 
     def breakdown(self, reps: int) -> dict:
