@@ -160,12 +160,14 @@ class ComputeConfig(_Strict):
     steps_per_execution: Union[Literal["epoch"], int] = 1
     inference_batch: int = Field(1000, gt=0)
 
-    @field_validator("steps_per_execution")
+    @field_validator("steps_per_execution", mode="before")
     @classmethod
     def _spe(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"must be >= 1 or 'epoch', got {v}")
-        return v
+        # Checked here, before the Union: pydantic would read `true` as 1 and name its Literal
+        # branch in the error.
+        if v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be an integer >= 1 or 'epoch', got {v!r}")
 
 
 def resolve_steps_per_execution(compute: ComputeConfig, steps_per_epoch: int) -> int:

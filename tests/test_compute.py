@@ -76,8 +76,9 @@ def test_resolve_steps_per_execution():
     assert resolve_steps_per_execution(ComputeConfig(steps_per_execution=4), 8) == 4
     with pytest.raises(ConfigError, match="does not divide the 79 steps"):
         resolve_steps_per_execution(ComputeConfig(steps_per_execution=8), 79)
-    with pytest.raises(ConfigError, match="compute.steps_per_execution"):
-        load_config(None, ["compute.steps_per_execution=0"])
+    for bad in ("0", "true", "fast", "2.5"):  # `true` must not pass as 1
+        with pytest.raises(ConfigError, match=r"compute.steps_per_execution: must be an integer >= 1 or 'epoch'"):
+            load_config(None, [f"compute.steps_per_execution={bad}"])
 
 
 def test_a_run_is_the_same_run_whatever_its_compute_settings(tmp_path):
