@@ -23,12 +23,28 @@ Conventions
   O(p^3), is symmetric by construction, and resolves small eigenvalues with relative (not
   absolute, as an eigh of Sigma_B would) accuracy. Then Tr(Sigma_W Sigma_B^+) =
   sum_i v_i^T Sigma_W v_i / lambda_i, with no p x p product formed.
+* Rank guard: ``nc1`` is NaN, with one RuntimeWarning per :meth:`NCAccumulator.finalize`, when
+  Sigma_B is numerically rank-deficient, i.e. fewer than min(C-1, p) singular values of M exceed
+  the rounding floor of :func:`rounding_floor`. Coinciding or collinear class means (or classes
+  whose features are all dead) leave singular values at rounding level, not exactly 0, and
+  dividing by their squares gave nc1 ~ 1e27-1e30. The floor is relative (scale-invariant: the
+  features times 1e-6 give the same decision) but relative to the magnitude of the *samples*, not
+  to s_max: the class means are only known to the input's rounding unit u times the size of the
+  summed vectors, so with a large common offset (ReLU features) an s_max-relative floor would let
+  rounding noise of the offset through. Its derivation is in :func:`rounding_floor`.
 * Only those C-1 quadratic forms of Sigma_W enter ``nc1``, so when the second pass (the one
   ``nc4`` needs anyway) also sees the labels, it accumulates
   v_i^T Sigma_W v_i = (1/N) sum_n ((h_n - mu_{y_n}) . v_i)^2 directly, against the final class
   means: O(N p C) work and O(C p) memory instead of the O(N p^2) and O(p^2) of the scatter
   matrix. ``compute_nc_metrics`` and the run's `Tracker` do this; the scatter matrix
   (``full=True``) remains for one-pass use.
+* Nearest-class-mean (NCC) classification, for ``nc4`` and the layer-wise NCC accuracy of SPEC
+  §10, is Euclidean against the class means of pass 1 (:func:`nearest_class_mean`); ties go to
+  the lowest class index. :class:`NCCAccuracy` counts agreement with the labels on any set of
+  samples (train, or test against the *train* means: :meth:`NCAccumulator.ncc`).
+* ``class_scatter=True`` also keeps every class's own scatter S_c (C x p x p, Chan-merged per
+  class), which the MSE decomposition of the rescaled square loss needs
+  (:mod:`sqloss_nc.decomposition`).
 * Standard deviations use ddof=1. NC2's angle statistics run over the ordered pairs c != c'
   (the off-diagonal of the cosine matrix, as SPEC §5 and Papyan et al.); with C = 2 there is one
   angle and its std is NaN. CDNV averages over the unordered pairs c < c' (symmetric anyway).
@@ -61,6 +77,10 @@ __all__ = [
     "NC_KEYS",
     "FEATURE_COLLAPSE_KEYS",
     "NCAccumulator",
+    "NCCAccuracy",
+    "nearest_class_mean",
+    "rounding_floor",
+    "ROUNDING_FACTOR",
     "compute_nc_metrics",
     "nc_metrics",
     "feature_collapse",
@@ -161,6 +181,134 @@ def _nc3(w: np.ndarray, m: np.ndarray) -> float:
     return float(np.sum(diff * diff))
 
 
+_EPS64 = float(np.finfo(np.float64).eps)
+
+#: Safety factor of :func:`rounding_floor` over its first-order error bound.
+ROUNDING_FACTOR = 64.0
+
+
+def _rounding_unit(dtype) -> float:
+    """Unit roundoff of an input dtype: its eps for floats, float64's for integers (exact)."""
+    dtype = np.dtype(dtype)
+    return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else _EPS64
+
+
+def rounding_floor(num_classes: int, feature_dim: int, scale: float, s_max: float, input_eps: float = _EPS64) -> float:
+    """Singular values of M = [mu_c - mu_G] (C x p) at or below this value are rounding noise.
+
+    Derivation. Each input vector is known to its dtype's unit roundoff u componentwise, so
+    ||dh|| <= u ||h||; a class mean (an average of such vectors, summed in float64) is then off
+    by at most ~u times the largest sample norm, here ``scale``. Centring on mu_G at most doubles
+    that, so ||dM||_2 <= ||dM||_F <= 2 sqrt(C) u scale, and by Weyl's inequality every singular
+    value of M moves by at most that much. The SVD itself adds a backward error of
+    max(C, p) eps64 s_max (numpy's ``matrix_rank`` convention). The floor is the sum, the first
+    term times :data:`ROUNDING_FACTOR` (64) to cover the float64 accumulation over many batches
+    and rounding upstream of the features (a network's float32 dot products err by more than one
+    u). Measured on random rank-deficient cases the rounding-level singular value stays below
+    ~0.01 of the unscaled bound (float32 and float64 inputs, 1 to N rows per batch).
+
+    Both terms scale with the data, so the decision is relative: multiplying all features by a
+    constant does not change it. For float32 features at C = 10 the floor is ~5e-5 times the
+    sample norm; a genuine class-mean direction that small is unresolvable in float32 anyway.
+
+    Args:
+        num_classes: C.
+        feature_dim: p.
+        scale: the largest norm of the summed vectors, e.g. max_c of the RMS norm of class c's
+            samples (what :class:`NCAccumulator` uses), or max_c ||mu_c|| when only the means
+            are known.
+        s_max: the largest singular value of M.
+        input_eps: unit roundoff u of the features' dtype (float32: 1.19e-7).
+
+    Returns:
+        float: the absolute threshold; a singular value s is significant iff s > floor.
+
+    Example:
+        >>> rounding_floor(10, 512, scale=3.0, s_max=1.0, input_eps=np.finfo(np.float32).eps) < 1e-3
+        True
+    """
+    C, p = int(num_classes), int(feature_dim)
+    return ROUNDING_FACTOR * 2.0 * np.sqrt(C) * input_eps * scale + max(C, p) * _EPS64 * s_max
+
+
+def nearest_class_mean(features, class_means, present=None) -> np.ndarray:
+    """Index of the nearest class mean (Euclidean) for every row; ties go to the lowest index.
+
+    Args:
+        features: (b, p) features (or (b, ...), flattened per sample).
+        class_means: (C, p) class means mu_c.
+        present: optional (C,) bool mask; classes outside it are never chosen (e.g. classes
+            without samples, whose mean is undefined).
+
+    Returns:
+        (b,) int64 class indices.
+
+    Example:
+        >>> nearest_class_mean(np.array([[0.9, 0.0], [0.0, -2.0]]), np.array([[1.0, 0.0], [0.0, -1.0]]))
+        array([0, 1])
+    """
+    h = _as_features(features)
+    means = np.asarray(class_means, dtype=np.float64)
+    if present is None:
+        present = np.ones(means.shape[0], dtype=bool)
+    if h.shape[1] != means.shape[1]:
+        raise ValueError(f"feature dim {h.shape[1]} != class-mean dim {means.shape[1]}")
+    mu_g = means[present].mean(axis=0)
+    # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h.mu_c); centring both on mu_G first
+    # keeps the expansion's cancellation small (differences between classes are O(||M||)).
+    mc = means - mu_g
+    score = np.einsum("ij,ij->i", mc, mc)[None, :] - 2.0 * ((h - mu_g) @ mc.T)
+    score[:, ~present] = np.inf
+    return np.argmin(score, axis=1)
+
+
+class NCCAccuracy:
+    """Streaming nearest-class-mean (NCC) accuracy against fixed class means (SPEC §10).
+
+    The fraction of samples whose nearest class mean equals their label. For the layer-wise
+    measure the means are the *train-set* class means of that layer
+    (:meth:`NCAccumulator.ncc` gives a counter bound to them), fed the train batches in a second
+    pass, or the test batches for the test-set value.
+
+    Args:
+        class_means: (C, p) class means (copied).
+        present: optional (C,) bool mask of classes that have a mean (default all).
+
+    Example:
+        >>> ncc = NCCAccuracy(np.array([[1.0, 0.0], [0.0, 1.0]]))
+        >>> ncc.update(np.array([[2.0, 0.1], [0.3, 0.2], [0.0, 5.0]]), np.array([0, 1, 1]))
+        >>> ncc.accuracy
+        0.6666666666666666
+    """
+
+    def __init__(self, class_means, present=None):
+        self.class_means = np.array(class_means, dtype=np.float64)
+        if self.class_means.ndim != 2:
+            raise ValueError(f"class_means must be (C, p); got shape {self.class_means.shape}")
+        self.present = None if present is None else np.asarray(present, dtype=bool).copy()
+        self.correct = 0
+        self.seen = 0
+
+    def update(self, features, labels) -> None:
+        """Count one batch.
+
+        Args:
+            features: (b, p) features of the layer (or (b, ...), flattened per sample).
+            labels: (b,) integer labels in [0, C).
+        """
+        h = _as_features(features)
+        y = _as_labels(labels, self.class_means.shape[0], h.shape[0])
+        if h.shape[0] == 0:
+            return
+        self.correct += int(np.count_nonzero(nearest_class_mean(h, self.class_means, self.present) == y))
+        self.seen += h.shape[0]
+
+    @property
+    def accuracy(self) -> float:
+        """correct / seen; NaN before any sample."""
+        return self.correct / self.seen if self.seen else float("nan")
+
+
 class NCAccumulator:
     """Streaming, mergeable statistics for the neural-collapse measures of SPEC §5.
 
@@ -176,6 +324,13 @@ class NCAccumulator:
             pass. With ``full=False`` memory is O(C p) and ``nc1`` comes from a second pass with
             labels (:meth:`nc4_pass` on ``(features, labels, logits)``), else it is NaN;
             ``trace_ratio``, ``cdnv`` and every mean/weight measure are exact either way.
+        class_scatter: also keep each class's within-class scatter S_c (``class_scatter``,
+            C x p x p float64, i.e. C times the memory of the pooled one; implies ``full``).
+            Needed only by the rescaled-loss MSE decomposition.
+        input_eps: unit roundoff of the features for the ``nc1`` rank guard
+            (:func:`rounding_floor`); None: the largest eps of the batches' dtypes (float32
+            features give 1.19e-7). Give float32's eps if float32 features were cast to float64
+            before they got here.
 
     Example:
         >>> acc = NCAccumulator(num_classes=10)
@@ -186,17 +341,29 @@ class NCAccumulator:
         >>> metrics = acc.finalize(classifier_weights=dense.kernel.numpy().T)  # doctest: +SKIP
     """
 
-    def __init__(self, num_classes: int, feature_dim: Optional[int] = None, full: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: Optional[int] = None,
+        full: bool = True,
+        class_scatter: bool = False,
+        input_eps: Optional[float] = None,
+    ):
         num_classes = int(num_classes)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
-        self.full = bool(full)
+        self.keep_class_scatter = bool(class_scatter)
+        self.full = bool(full) or self.keep_class_scatter
+        self._fixed_eps = input_eps is not None
+        # Rounding unit of the inputs seen so far (the rank guard's u); float64 until a batch says otherwise.
+        self.input_eps = float(input_eps) if input_eps is not None else _EPS64
         self.feature_dim: Optional[int] = None
         self.counts = np.zeros(num_classes, dtype=np.int64)
         self.means: Optional[np.ndarray] = None  # (C, p)
         self.ss = np.zeros(num_classes, dtype=np.float64)  # per-class sum ||h - mu_c||^2
         self.scatter: Optional[np.ndarray] = None  # (p, p) pooled within-class scatter, if full
+        self.class_scatter: Optional[np.ndarray] = None  # (C, p, p) per-class scatter, if class_scatter
         self.logit_true_sum = 0.0  # sum_n f_{y_n}(x_n)
         self.num_logits = 0
         self._reset_nc4()
@@ -209,6 +376,8 @@ class NCAccumulator:
         self.means = np.zeros((self.num_classes, p), dtype=np.float64)
         if self.full:
             self.scatter = np.zeros((p, p), dtype=np.float64)
+        if self.keep_class_scatter:
+            self.class_scatter = np.zeros((self.num_classes, p, p), dtype=np.float64)
 
     def _reset_nc4(self) -> None:
         self._nc4_mismatch = 0
@@ -225,8 +394,9 @@ class NCAccumulator:
         """N, the number of samples seen by :meth:`update` (and :meth:`merge`)."""
         return int(self.counts.sum())
 
-    def _combine(self, counts_b, means_b, ss_b, scatter_b, idx) -> None:
-        """Chan merge of statistics for the classes ``idx`` (all arrays indexed like ``idx``)."""
+    def _combine(self, counts_b, means_b, ss_b, scatter_b, idx, class_scatter_b=None) -> None:
+        """Chan merge of statistics for the classes ``idx`` (all arrays indexed like ``idx``;
+        ``scatter_b`` is pooled over them, ``class_scatter_b`` is per class)."""
         n_a = self.counts[idx].astype(np.float64)
         n_b = counts_b.astype(np.float64)
         n = n_a + n_b
@@ -236,6 +406,8 @@ class NCAccumulator:
         self.ss[idx] += ss_b + weight * np.einsum("ij,ij->i", delta, delta)
         if self.full:
             self.scatter += scatter_b + (delta * weight[:, None]).T @ delta
+        if self.keep_class_scatter:
+            self.class_scatter[idx] += class_scatter_b + weight[:, None, None] * np.einsum("ci,cj->cij", delta, delta)
         self.counts[idx] += counts_b
         # Any nc4 pass was made against the old means.
         self._reset_nc4()
@@ -264,6 +436,8 @@ class NCAccumulator:
             self._allocate(raw.shape[1])
         elif raw.shape[1] != self.feature_dim:
             raise ValueError(f"feature dim {raw.shape[1]} != {self.feature_dim}")
+        if not self._fixed_eps:
+            self.input_eps = max(self.input_eps, _rounding_unit(raw.dtype))
 
         # Group rows by class (stable sort) so per-class sums are contiguous reductions:
         # O(b p) instead of a one-hot (b x C) @ (b x p) product. Sorting before the float64 cast
@@ -283,9 +457,14 @@ class NCAccumulator:
         for s, e, mu in zip(starts, ends, means_b):
             hs[s:e] -= mu
         ss_b = np.add.reduceat(np.einsum("ij,ij->i", hs, hs), starts)
-        scatter_b = hs.T @ hs if self.full else None
+        class_scatter_b = None
+        if self.keep_class_scatter:
+            class_scatter_b = np.stack([hs[s:e].T @ hs[s:e] for s, e in zip(starts, ends)])
+            scatter_b = class_scatter_b.sum(axis=0)
+        else:
+            scatter_b = hs.T @ hs if self.full else None
         del hs
-        self._combine(cnt, means_b, ss_b, scatter_b, cls)
+        self._combine(cnt, means_b, ss_b, scatter_b, cls, class_scatter_b)
 
         if logits is not None:
             self.logit_true_sum += float(z[np.arange(b), y].sum())
@@ -297,10 +476,12 @@ class NCAccumulator:
         Any nc4 pass on either side is discarded, since the class means change.
 
         Args:
-            other: an accumulator with the same ``num_classes``, ``full`` and feature dim.
+            other: an accumulator with the same ``num_classes``, ``full``, ``class_scatter``
+                and feature dim.
         """
-        if other.num_classes != self.num_classes or other.full != self.full:
-            raise ValueError("cannot merge accumulators with different num_classes or full flag")
+        same = (other.num_classes, other.full, other.keep_class_scatter) == (self.num_classes, self.full, self.keep_class_scatter)
+        if not same:
+            raise ValueError("cannot merge accumulators with different num_classes, full or class_scatter flags")
         if other.feature_dim is None:
             return self
         if self.feature_dim is None:
@@ -310,7 +491,10 @@ class NCAccumulator:
         idx = np.flatnonzero(other.counts)
         # other.scatter is already pooled over classes; the per-class Chan terms are added in
         # _combine, so pass it once alongside the per-class arrays.
-        self._combine(other.counts[idx], other.means[idx], other.ss[idx], other.scatter if self.full else None, idx)
+        class_b = other.class_scatter[idx] if self.keep_class_scatter else None
+        self._combine(other.counts[idx], other.means[idx], other.ss[idx], other.scatter if self.full else None, idx, class_b)
+        if not self._fixed_eps:
+            self.input_eps = max(self.input_eps, other.input_eps)
         self.logit_true_sum += other.logit_true_sum
         self.num_logits += other.num_logits
         return self
@@ -340,21 +524,14 @@ class NCAccumulator:
             raise ValueError(f"feature dim {h.shape[1]} != {self.feature_dim}")
         present = self.counts > 0
         if z is not None:
-            mu_g = self.means[present].mean(axis=0)
-            # argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h.mu_c); centring both on mu_G
-            # first keeps the expansion's cancellation small (differences between classes are
-            # O(||M||)).
-            mc = self.means - mu_g
-            score = np.einsum("ij,ij->i", mc, mc)[None, :] - 2.0 * ((h - mu_g) @ mc.T)
-            score[:, ~present] = np.inf
             # Ties resolve to the lowest index on both sides, like np.argmax/np.argmin.
-            nearest = np.argmin(score, axis=1)
+            nearest = nearest_class_mean(h, self.means, present)
             pred = np.argmax(z, axis=1)
             self._nc4_mismatch += int(np.count_nonzero(nearest != pred))
             self._nc4_seen += b
             self._nc4_complete = self._nc4_seen == self.num_samples
         if y is not None and present.all():
-            _, v = self._sigma_b_directions()
+            _, v, _ = self._sigma_b_directions()
             centred = h - self.means[y]  # against the final class means: no cancellation left
             proj = centred @ v.T
             if self._proj_sq is None:
@@ -362,13 +539,17 @@ class NCAccumulator:
             self._proj_sq += np.einsum("ij,ij->j", proj, proj)
             self._proj_seen += b
 
-    def _sigma_b_directions(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lambda, V): the top min(C-1, p) eigenpairs of Sigma_B, from a thin SVD of M."""
+    def _sigma_b_directions(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(lambda, V, rank): the top k = min(C-1, p) eigenpairs of Sigma_B, from a thin SVD of
+        M, and how many of the k singular values of M exceed :func:`rounding_floor`."""
         if self._directions is None:
             m = self.means - self.means.mean(axis=0)
             _, s, vt = np.linalg.svd(m, full_matrices=False)
             k = min(self.num_classes - 1, self.feature_dim)
-            self._directions = (s[:k] ** 2 / self.num_classes, vt[:k])
+            # The largest RMS norm of a class's samples bounds the vectors summed into the means.
+            rms = np.sqrt(np.max(np.einsum("ij,ij->i", self.means, self.means) + self.ss / self.counts))
+            floor = rounding_floor(self.num_classes, self.feature_dim, rms, s[0], self.input_eps)
+            self._directions = (s[:k] ** 2 / self.num_classes, vt[:k], int(np.count_nonzero(s[:k] > floor)))
         return self._directions
 
     def nc4_pass(self, batches: Iterable) -> None:
@@ -396,6 +577,26 @@ class NCAccumulator:
             self._reset_nc4()
             raise ValueError(f"nc4 pass saw {seen} samples, pass 1 saw {self.num_samples}")
 
+    def ncc(self) -> NCCAccuracy:
+        """A nearest-class-mean accuracy counter bound to this (complete) pass 1's class means.
+
+        Feed it the train batches again for the train NCC accuracy, or the test batches for the
+        test one (SPEC §10: test samples are classified by the train means). The means are
+        copied, so later updates of this accumulator do not change it.
+
+        Returns:
+            :class:`NCCAccuracy`; classes without samples are never predicted.
+
+        Example:
+            >>> counter = acc.ncc()                 # doctest: +SKIP
+            >>> for h, y in test_batches:           # doctest: +SKIP
+            ...     counter.update(h, y)
+            >>> counter.accuracy                    # doctest: +SKIP
+        """
+        if self.feature_dim is None:
+            raise RuntimeError("ncc() before any update(): class means are unknown")
+        return NCCAccuracy(self.means, present=self.counts > 0)
+
     # ----------------------------------------------------------------- results
     def finalize(self, classifier_weights=None) -> dict:
         """Compute all measures; keys are :data:`NC_KEYS`, values Python floats (NaN if n/a).
@@ -406,7 +607,8 @@ class NCAccumulator:
                 ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``) are NaN.
 
         Returns:
-            dict: ``nc1`` (NaN when ``full=False`` and no labelled second pass), ``nc2_*``, ``nc3``, ``nc3_centered``,
+            dict: ``nc1`` (NaN when ``full=False`` and no labelled second pass, and NaN with a
+            RuntimeWarning when Sigma_B is numerically rank-deficient), ``nc2_*``, ``nc3``, ``nc3_centered``,
             ``nc4`` (NaN unless a complete :meth:`nc4_pass` followed pass 1), ``eps_gap`` (NaN
             unless every batch had logits), ``cos_w_mu``, ``w_dot_muG``, ``w_norm_sq_mean``,
             ``trace_ratio``, ``cdnv``.
@@ -445,17 +647,25 @@ class NCAccumulator:
 
         quad = None  # v_i^T Sigma_W v_i for the top C-1 directions v_i of Sigma_B
         if self._proj_sq is not None and self._proj_seen == N:
-            lam, _ = self._sigma_b_directions()
+            lam, _, rank = self._sigma_b_directions()
             quad = self._proj_sq / N
         elif self.full:
             sigma_w = self.scatter / N
             sigma_w = 0.5 * (sigma_w + sigma_w.T)
-            lam, v = self._sigma_b_directions()
+            lam, v, rank = self._sigma_b_directions()
             quad = np.einsum("ij,ij->i", v @ sigma_w, v)
-        if quad is not None and lam[-1] > 0:
-            out["nc1"] = float(np.sum(quad / lam) / C)
-        # lam[-1] == 0: fewer than C-1 distinct directions (coinciding means); Sigma_B^+ on C-1
-        # eigenpairs is undefined, so nc1 stays NaN.
+        if quad is not None:
+            if rank == len(lam):
+                out["nc1"] = float(np.sum(quad / lam) / C)
+            else:
+                # Fewer than C-1 directions above rounding (coinciding or collinear means, dead
+                # classes): Sigma_B^+ on C-1 eigenpairs would divide by rounding noise.
+                warnings.warn(
+                    f"nc1 is NaN: Sigma_B is numerically rank-deficient ({rank} of {len(lam)} "
+                    "class-mean directions above rounding; coinciding or collinear class means)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
         out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_maxangle_means"] = _nc2(m, C)
 

@@ -3,6 +3,7 @@
 import math
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from sqloss_nc.nc import (
     FEATURE_COLLAPSE_KEYS,
     NC_KEYS,
     NCAccumulator,
+    NCCAccuracy,
     compute_nc_metrics,
     feature_collapse,
+    nearest_class_mean,
     nc_metrics,
 )
 
@@ -476,3 +479,183 @@ def test_memory_does_not_grow_with_n():
     assert m["trace_ratio"] == pytest.approx(p / tr_b, rel=0.01)
     assert 0.0 <= m["nc4"] <= 1.0 and np.isfinite(m["nc1"])
     assert elapsed < 60
+
+
+# ----------------------------------------------------------------------------- rank guard (issue 14)
+def class_centred_noise(y, C, p, scale, rng):
+    """Noise whose per-class mean is exactly 0 (up to float64 rounding): the class means of
+    means[y] + noise are the given means, so coinciding means coincide to rounding."""
+    e = scale * rng.normal(size=(len(y), p))
+    for c in range(C):
+        e[y == c] -= e[y == c].mean(axis=0)
+    return e
+
+
+def rank_deficient_features(case, rng, offset=3.0):
+    """(h, y, C) whose class means span fewer than C-1 directions (issue 14's three cases)."""
+    if case == "coinciding":  # C = 4, classes 1 and 2 share a mean: rank 2 of 3
+        C, p = 4, 9
+        means = rng.normal(size=(C, p)) + offset
+        means[2] = means[1]
+    elif case == "collinear":  # C = 3, means on one line: rank 1 of 2
+        C, p = 3, 7
+        means = np.outer([1.0, 2.5, -1.3], rng.normal(size=p)) + offset
+    else:  # "dead": C = 3, two classes with all-zero (dead ReLU) features: rank 1 of 2
+        C, p = 3, 6
+        means = np.zeros((C, p))
+        means[2] = np.abs(rng.normal(size=p)) + offset
+    y = np.arange(600) % C
+    h = means[y] + class_centred_noise(y, C, p, 0.2, rng)
+    if case == "dead":
+        h[y < 2] = 0.0
+    return h, y, C
+
+
+def top_eig_nc1(h, y, C):
+    """The unguarded top-(C-1) nc1 of the brute force, to show what the guard prevents."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # coinciding means: its CDNV divides by 0
+        return brute_force(h, y, C)["nc1"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", ["coinciding", "collinear", "dead"])
+def test_nc1_is_nan_with_one_warning_when_sigma_b_is_rank_deficient(case, dtype):
+    rng = np.random.default_rng(["coinciding", "collinear", "dead"].index(case))
+    h, y, C = rank_deficient_features(case, rng)
+    h = h.astype(dtype)
+    # Without the guard the rounding-level eigenvalue is inverted: nc1 of order 1e20 or more.
+    assert abs(top_eig_nc1(h.astype(np.float64), y, C)) > 1e10
+    W = rng.normal(size=(C, h.shape[1]))
+    logits = h.astype(np.float64) @ W.T
+    for full, bs in ((False, 64), (True, 7), (False, None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            acc = NCAccumulator(C, full=full)
+            for i in range(0, len(y), bs or len(y)):
+                acc.update(h[i : i + (bs or len(y))], y[i : i + (bs or len(y))], logits[i : i + (bs or len(y))])
+            # full: nc1 from the scatter matrix (unlabelled pass 2); else from the projections.
+            acc.nc4_pass([(h, logits)] if full else [(h, y, logits)])
+            m = acc.finalize(W)
+        assert math.isnan(m["nc1"]), (full, bs)
+        rank_warnings = [w for w in caught if "rank-deficient" in str(w.message)]
+        assert len(rank_warnings) == 1 and len(caught) == 1, [str(w.message) for w in caught]
+        # Only nc1 is affected: the other measures are still computed.
+        assert np.isfinite(m["trace_ratio"]) and np.isfinite(m["nc3"]) and 0 <= m["nc4"] <= 1
+
+
+def test_rank_guard_sees_rounding_of_a_large_common_offset():
+    """Coinciding means at a common offset 1e4 times their spread: the rounding noise in M is
+    ~eps * 1e4 relative to s_max, above an s_max-relative floor max(C, p) eps s_max, so the
+    floor must be relative to the samples' size (rounding_floor)."""
+    rng = np.random.default_rng(4)
+    C, p = 3, 5
+    means = rng.normal(size=(C, p)) + 1e4
+    means[1] = means[0]
+    y = np.arange(300) % C
+    h = means[y] + class_centred_noise(y, C, p, 0.1, rng)
+    acc = NCAccumulator(C)
+    for i in range(0, 300, 16):
+        acc.update(h[i : i + 16], y[i : i + 16])
+    s = np.linalg.svd(acc.means - acc.means.mean(axis=0), compute_uv=False)
+    assert s[1] > max(C, p) * np.finfo(float).eps * s[0]  # an s_max-relative floor would pass it
+    with pytest.warns(RuntimeWarning, match="rank-deficient"):
+        assert math.isnan(acc.finalize()["nc1"])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("scale", [1.0, 1e-6])
+def test_small_but_well_conditioned_sigma_b_is_not_flagged(scale, dtype):
+    """All features times 1e-6: Sigma_B is ~1e-12 in absolute terms but well conditioned; the
+    guard is relative, so nc1 is finite and scale-invariant."""
+    rng = np.random.default_rng(8)
+    C, p = 5, 12
+    h, y, _, _ = make_random(C, p, 400, rng)
+    h = (scale * h).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        got = nc_metrics(h, y, batch_size=50)["nc1"]
+    want = brute_force(h.astype(np.float64), y, C)["nc1"]
+    assert np.isfinite(got) and got > 0
+    assert got == pytest.approx(want, rel=1e-9, abs=0)
+    lam = np.linalg.eigvalsh(np.cov(np.stack([h[y == c].mean(0) for c in range(C)]).T.astype(np.float64), bias=True))
+    assert lam[-1] < 1e-9 if scale < 1 else lam[-1] > 1e-3  # the scaled case really is small
+
+
+# ----------------------------------------------------------------------------- NCC accuracy (SPEC §10)
+def brute_ncc(h_train, y_train, h_eval, y_eval, C):
+    """Class means from the raw train rows, then an explicit loop over samples and classes."""
+    mus = [h_train[y_train == c].mean(axis=0) for c in range(C)]
+    hits = 0
+    for n in range(len(y_eval)):
+        dist = [float(np.sum((h_eval[n] - mus[c]) ** 2)) for c in range(C)]
+        hits += int(np.argmin(dist) == y_eval[n])
+    return hits / len(y_eval)
+
+
+@pytest.mark.parametrize("bs", [1, 37, None])
+@pytest.mark.parametrize("C,p", [(2, 3), (6, 20)])
+def test_ncc_accuracy_train_and_test_match_brute_force(C, p, bs):
+    rng = np.random.default_rng(40 + C)
+    h, y, _, _ = make_random(C, p, 300, rng)
+    h = h + 1.5 * rng.normal(size=h.shape)  # overlapping classes: some train samples are missed too
+    h_tr, y_tr, h_te, y_te = h[:200], y[:200], h[200:], y[200:]
+    h_te = h_te + 1.5 * rng.normal(size=h_te.shape)  # a shifted test set: accuracies differ
+    want_tr, want_te = brute_ncc(h_tr, y_tr, h_tr, y_tr, C), brute_ncc(h_tr, y_tr, h_te, y_te, C)
+    assert 0.3 < want_te < want_tr < 1.0  # not vacuous
+
+    acc = NCAccumulator(C, full=False)
+    step = bs or 200
+    for i in range(0, 200, step):
+        acc.update(h_tr[i : i + step].astype(np.float32), y_tr[i : i + step])
+    train, test = acc.ncc(), acc.ncc()
+    for i in range(0, 200, step):
+        train.update(h_tr[i : i + step], y_tr[i : i + step])
+    for i in range(0, 100, step):
+        test.update(h_te[i : i + step], y_te[i : i + step])
+    assert train.seen == 200 and test.seen == 100
+    # float32 features can move a sample only if it is within rounding of a tie.
+    assert train.accuracy == pytest.approx(want_tr, abs=1 / 200 + 1e-12)
+    assert test.accuracy == pytest.approx(want_te, abs=1 / 100 + 1e-12)
+
+    acc64 = NCAccumulator(C, full=False)
+    acc64.update(h_tr, y_tr)
+    exact = acc64.ncc()
+    exact.update(h_te, y_te)
+    assert exact.accuracy == want_te
+    # The counter holds a copy of the means: more pass-1 data does not change it.
+    acc64.update(h_te, y_te)
+    np.testing.assert_array_equal(exact.class_means, np.stack([h_tr[y_tr == c].mean(0) for c in range(C)]))
+
+
+def test_nearest_class_mean_masks_absent_classes_and_breaks_ties_low():
+    means = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0]])
+    h = np.array([[1.0, 0.0], [1.9, 0.0], [0.5, 0.0]])
+    # Distances to (0, 2, 1): sample 0 is at 1, 1, 0; sample 2 ties classes 0 and 2 (0.5 each).
+    assert nearest_class_mean(h, means).tolist() == [2, 1, 0]
+    assert nearest_class_mean(h, means, present=np.array([True, True, False])).tolist() == [0, 1, 0]
+    ncc = NCCAccuracy(means, present=[True, True, False])
+    assert math.isnan(ncc.accuracy)
+    ncc.update(h.reshape(3, 1, 2), np.array([0, 1, 2]))  # per-sample flattening
+    assert ncc.accuracy == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        ncc.update(h, np.array([0, 1, 3]))
+
+
+# ----------------------------------------------------------------------------- per-class scatter
+def test_class_scatter_matches_per_class_brute_force_and_merges():
+    rng = np.random.default_rng(50)
+    C, p, N = 4, 6, 240
+    h, y, _, _ = make_random(C, p, N, rng, sort=True)
+    a, b, whole = (NCAccumulator(C, class_scatter=True) for _ in range(3))
+    for i in range(0, N, 23):
+        (a if i < N // 2 else b).update(h[i : i + 23], y[i : i + 23])
+        whole.update(h[i : i + 23], y[i : i + 23])
+    a.merge(b)
+    for acc in (a, whole):
+        assert acc.full and acc.class_scatter.shape == (C, p, p)
+        for c in range(C):
+            r = h[y == c] - h[y == c].mean(axis=0)
+            np.testing.assert_allclose(acc.class_scatter[c], r.T @ r, rtol=1e-11, atol=1e-10)
+        np.testing.assert_allclose(acc.scatter, acc.class_scatter.sum(axis=0), rtol=1e-12, atol=1e-10)
+    with pytest.raises(ValueError):
+        a.merge(NCAccumulator(C))
