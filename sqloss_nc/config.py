@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from .datasets import DATASETS, DatasetName
 from .errors import UserError
 
 
@@ -52,8 +53,14 @@ class SyntheticConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """`data:` (SPEC §2). `name` picks the TFDS dataset for `source: tfds` and the channel
+    statistics for `folder` (default cifar10, right for the shared CIFAR-10 folder); the shipped
+    `sample` is CIFAR-10. `classes` index the dataset's labels 0..C-1 (C from `datasets.DATASETS`
+    for tfds, 10 for sample and synthetic; a folder's C is only known when it is read)."""
+
     source: Literal["sample", "folder", "tfds", "synthetic"] = "sample"
     path: Optional[str] = None
+    name: DatasetName = "cifar10"
     classes: list[int] = Field(default_factory=lambda: [1, 2])
     train_per_class: Optional[int] = Field(5000, gt=0)
     test_per_class: Optional[int] = Field(1000, gt=0)
@@ -61,23 +68,39 @@ class DataConfig(_Strict):
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("source") == "sample" and v != "cifar10":
+            raise ValueError(f"the shipped sample is cifar10; {v!r} needs data.source tfds (or folder)")
+        return v
+
     @field_validator("classes")
     @classmethod
-    def _classes(cls, v: list[int]) -> list[int]:
+    def _classes(cls, v: list[int], info: ValidationInfo) -> list[int]:
         if len(v) < 2:
             raise ValueError("need at least 2 classes")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate class in {v}")
-        bad = [c for c in v if c < 0 or c > 9]
+        source = info.data.get("source")
+        # A folder's class count is only known once it is read (data.py checks it there).
+        n = None if source == "folder" else DATASETS[info.data.get("name", "cifar10")].num_classes if source == "tfds" else 10
+        bad = [c for c in v if c < 0 or (n is not None and c >= n)]
         if bad:
-            raise ValueError(f"class index {bad[0]} out of range 0..9")
+            raise ValueError(f"class index {bad[0]} out of range 0..{n - 1 if n else 'C-1'}")
         return v
 
 
 class ModelConfig(_Strict):
-    arch: Literal["convnet", "mlp"] = "convnet"
+    """`model:` (SPEC §3). `widths` are the convnet/mlp hidden widths (ignored by resnet18/vgg11,
+    whose stage widths are fixed); `width` multiplies every hidden width of every arch (rounded,
+    at least 1); `bias: true` adds the standard biases (see `sqloss_nc/models`)."""
+
+    arch: Literal["convnet", "mlp", "resnet18", "vgg11"] = "convnet"
     widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    width: float = Field(1.0, gt=0)
     normalization: Literal["none", "batchnorm", "lagrange", "weightnorm"] = "batchnorm"
+    bias: bool = False
     init_scale: float = Field(0.01, gt=0)
     output: Literal["onehot", "scalar"] = "onehot"
     # lagrange/weightnorm: normalize each layer (Frobenius) or each unit (row), appendix H.2.
@@ -88,6 +111,24 @@ class ModelConfig(_Strict):
     def _widths(cls, v: list[int]) -> list[int]:
         if any(w <= 0 for w in v):
             raise ValueError(f"every width must be positive, got {v}")
+        return v
+
+    @field_validator("normalization")
+    @classmethod
+    def _normalization(cls, v: str, info: ValidationInfo) -> str:
+        # Not built for the deep archs: under lagrange rho(0) = init_scale^L (L = 9 or 21
+        # kernels) leaves float32's range, and the NC literature these archs serve uses BN or none.
+        arch = info.data.get("arch")
+        if arch in ("resnet18", "vgg11") and v in ("lagrange", "weightnorm"):
+            raise ValueError(f"{v!r} is only for convnet and mlp; {arch} takes 'none' or 'batchnorm'")
+        return v
+
+    @field_validator("bias")
+    @classmethod
+    def _bias(cls, v: bool, info: ValidationInfo) -> bool:
+        norm = info.data.get("normalization")
+        if v and norm in ("lagrange", "weightnorm"):
+            raise ValueError(f"the {norm!r} layers are bias-free; use model.bias=false")
         return v
 
 

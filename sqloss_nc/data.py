@@ -7,12 +7,19 @@ Sources (`data.source`):
 - `folder`: an image folder `ROOT/{train,test}/<class_name>/*.{jpg,jpeg,png}`, or a `.zip` of one
   (a single top-level folder such as `cifar10/` is looked through). Class folders are sorted by
   name and `data.classes` indexes that sorted list, which for CIFAR-10 is the standard order.
-- `tfds`: TensorFlow Datasets `cifar10` (downloads on first use; needs internet).
+- `tfds`: TensorFlow Datasets `data.name` (`cifar10`, `cifar100`, `mnist`, `fashion_mnist`,
+  `svhn_cropped`, `stl10`; `datasets.DATASETS`), at its native size and channels (28×28×1 for the
+  MNISTs, 96×96×3 for STL-10), splits `train` and `test` (SVHN's `extra` and STL-10's `unlabelled`
+  are not used), class names from TFDS. Downloads on first use (needs internet), into `data.path`
+  when given. Needs `tensorflow-datasets` and `tensorflow` (a one-line error says so otherwise);
+  both are imported only here, so the rest of the package runs without them.
 - `synthetic`: a Gaussian mixture (see `SyntheticConfig`), for tests and toy models.
 
 Preprocessing (`data.input_norm`), applied identically to train and test:
-images are scaled to [0, 1], standardized with the CIFAR-10 channel means/stds (image sources
-only; synthetic inputs are already centred), then
+images are scaled to [0, 1], standardized with the channel means/stds of `data.name`
+(`datasets.py` says where each comes from; CIFAR-10's for the sample and by default for folders;
+grayscale datasets have one channel, and a folder read as `mnist`/`fashion_mnist` is decoded to
+one channel; synthetic inputs are already centred), then
 `unit`: every image divided by its own L2 norm (||x_n|| = 1, section 7 of the paper);
 `max`: every image divided by the largest *training* norm; `none`: nothing more.
 
@@ -45,11 +52,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .config import Config
+from .datasets import DATASETS
 from .errors import UserError
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
-CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+CIFAR10_MEAN = np.array(DATASETS["cifar10"].mean, dtype=np.float32)
+CIFAR10_STD = np.array(DATASETS["cifar10"].std, dtype=np.float32)
+TFDS_MISSING = "data.source: 'tfds' needs TensorFlow Datasets (pip install tensorflow-datasets tensorflow)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Label-noise draws use their own stream so that adding noise does not shift any other draw.
 _LABEL_NOISE_STREAM = 0x1AB
@@ -88,12 +96,12 @@ class Dataset:
 # ----------------------------------------------------------------------------- sources
 
 
-def _decode(data: bytes, where: str) -> np.ndarray:
+def _decode(data: bytes, where: str, channels: int = 3) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.uint8).reshape(im.height, im.width, channels)
     except UnidentifiedImageError:
         raise DataError(f"data: cannot decode image {where}: not a valid image file") from None
     except (OSError, ValueError) as err:
@@ -103,11 +111,11 @@ def _decode(data: bytes, where: str) -> np.ndarray:
 class _ImageTree:
     """Uniform read access to an image folder on disk or inside a zip archive."""
 
-    def __init__(self, root: Path | zipfile.Path, label: str):
-        self.root, self.label = root, label
+    def __init__(self, root: Path | zipfile.Path, label: str, channels: int = 3):
+        self.root, self.label, self.channels = root, label, channels
 
     @classmethod
-    def open(cls, path: str | Path) -> "_ImageTree":
+    def open(cls, path: str | Path, channels: int = 3) -> "_ImageTree":
         p = Path(path).expanduser()
         if not p.exists():
             raise DataError(f"data.path: {p} does not exist")
@@ -125,7 +133,7 @@ class _ImageTree:
         for split in ("train", "test"):
             if not (root / split).is_dir():
                 raise DataError(f"data.path: {p} has no '{split}/' folder (expected ROOT/{{train,test}}/<class>/*.jpg)")
-        return cls(root, str(p))
+        return cls(root, str(p), channels)
 
     def class_names(self, split: str) -> list[str]:
         return sorted(c.name for c in (self.root / split).iterdir() if c.is_dir())
@@ -141,7 +149,7 @@ class _ImageTree:
             if len(files) < limit:
                 raise DataError(f"{field_name}: asked for {limit} images but '{split}/{name}' has only {len(files)}")
             files = files[:limit]
-        images = [_decode(f.read_bytes(), f"{split}/{name}/{f.name}") for f in files]
+        images = [_decode(f.read_bytes(), f"{split}/{name}/{f.name}", self.channels) for f in files]
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
             raise DataError(f"data: images in '{split}/{name}' have different sizes {sorted(shapes)[:3]}")
@@ -174,32 +182,79 @@ def sample_path() -> Path:
     return Path(str(resources.files("sqloss_nc") / "assets" / "cifar10_sample.zip"))
 
 
+def select_per_class(batches, classes: list[int], limit: int | None, field_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` examples (all with `None`) of each of `classes`, in source order,
+    concatenated class by class and relabelled 0..len(classes)-1.
+
+    Only the chosen examples are kept, and iteration stops once every class is full, so a
+    100-image subset of a large split reads only as far as it must.
+
+    Args:
+        batches: iterable of (images, labels) numpy batches.
+        classes: source label of each output class, in output order.
+        limit: examples per class, or None for all.
+        field_name: config key named in the error (`data.train_per_class` / `data.test_per_class`).
+        split: split name for the error.
+
+    Raises:
+        DataError: a class has fewer than `limit` examples.
+
+    Example:
+
+    ```python
+    x, y = select_per_class([(np.arange(6), np.array([0, 1, 0, 1, 2, 0]))], [2, 0], 1, "k", "train")
+    x.tolist(), y.tolist()  # [4, 0], [0, 1]
+    ```
+    """
+    taken: dict[int, list] = {c: [] for c in classes}
+    counts = dict.fromkeys(classes, 0)
+    for xb, yb in batches:
+        yb = np.asarray(yb)
+        for c in classes:
+            idx = np.flatnonzero(yb == c)
+            if limit is not None:
+                idx = idx[: limit - counts[c]]
+            if len(idx):
+                taken[c].append(xb[idx])
+                counts[c] += len(idx)
+        if limit is not None and all(n >= limit for n in counts.values()):
+            break
+    short = [c for c in classes if counts[c] == 0 or (limit is not None and counts[c] < limit)]
+    if short:
+        raise DataError(f"{field_name}: asked for {limit or 'all'} images but class {short[0]} has only {counts[short[0]]} in '{split}'")
+    x = np.concatenate([a for c in classes for a in taken[c]])
+    y = np.concatenate([np.full(counts[c], label, dtype=np.int32) for label, c in enumerate(classes)])
+    return x, y
+
+
 def load_tfds(cfg: Config) -> tuple:
-    """TFDS `cifar10` (real loader, needs the dataset downloaded or internet access)."""
-    import tensorflow_datasets as tfds
+    """TFDS `data.name`, splits `train`/`test` as uint8 (N, H, W, C), `data.classes` selected.
+
+    Raises:
+        DataError: TFDS (or TensorFlow) is not installed, the dataset cannot be loaded (not
+            downloaded and offline), or a class has too few images.
+    """
+    try:
+        import tensorflow  # noqa: F401  (TFDS' loader is a tf.data pipeline)
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(TFDS_MISSING) from None
 
     d = cfg.data
-    out = []
+    out, names = [], None
     for split, limit, fname in (("train", d.train_per_class, "data.train_per_class"), ("test", d.test_per_class, "data.test_per_class")):
         try:
+            ds, info = tfds.load(d.name, split=split, as_supervised=True, data_dir=d.path, with_info=True)
+            names = info.features["label"].names
             # Batched iteration rather than `batch_size=-1`, which aborts the process on some
             # TF/TFDS pairs (TF 2.21 + TFDS 4.9.10: std::length_error in the generator op).
-            ds = tfds.load("cifar10", split=split, as_supervised=True, data_dir=d.path)
-            xs_all, ys_all = zip(*tfds.as_numpy(ds.batch(4096)))
-            x, y = np.concatenate(xs_all), np.concatenate(ys_all)
+            x, y = select_per_class(tfds.as_numpy(ds.batch(4096)), d.classes, limit, fname, split)
+        except DataError:
+            raise
         except Exception as err:  # noqa: BLE001 - TFDS raises many types for "not downloaded / offline"
-            raise DataError(f"data.source: TFDS could not load cifar10 ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
-        xs, ys = [], []
-        for label, c in enumerate(d.classes):
-            idx = np.flatnonzero(y == c)
-            if limit is not None:
-                if len(idx) < limit:
-                    raise DataError(f"{fname}: asked for {limit} images but class {c} has only {len(idx)} in '{split}'")
-                idx = idx[:limit]
-            xs.append(x[idx])
-            ys.append(np.full(len(idx), label, dtype=np.int32))
-        out += [np.concatenate(xs), np.concatenate(ys)]
-    return (*out, [CIFAR10_CLASSES[c] for c in d.classes])
+            raise DataError(f"data.source: TFDS could not load {d.name} ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+        out += [x, y]
+    return (*out, [names[c] for c in d.classes])
 
 
 def load_synthetic(cfg: Config) -> tuple:
@@ -223,9 +278,14 @@ def load_synthetic(cfg: Config) -> tuple:
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def standardize_images(x_uint8: np.ndarray) -> np.ndarray:
-    """Pixels / 255, minus the CIFAR-10 channel means, over the channel stds (float32)."""
-    return ((x_uint8.astype(np.float32) / 255.0) - CIFAR10_MEAN) / CIFAR10_STD
+def standardize_images(x_uint8: np.ndarray, name: str = "cifar10") -> np.ndarray:
+    """Pixels / 255, minus the channel means of dataset `name`, over its channel stds (float32).
+
+    Example: `standardize_images(np.zeros((1, 28, 28, 1), np.uint8), "mnist")` is -0.1307/0.3081 everywhere.
+    """
+    spec = DATASETS[name]
+    mean, std = np.array(spec.mean, dtype=np.float32), np.array(spec.std, dtype=np.float32)
+    return ((x_uint8.astype(np.float32) / 255.0) - mean) / std
 
 
 def normalize_inputs(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -284,14 +344,14 @@ def load_clean_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:
         if d.source == "folder":
             if not path:
                 raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
-            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(path), cfg)
+            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(path, DATASETS[d.name].channels), cfg)
         elif d.source == "sample":
             x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(sample_path()), cfg)
         elif d.source == "tfds":
             x_tr, y_tr, x_te, y_te, names = load_tfds(cfg)
         else:  # pragma: no cover - the schema forbids it
             raise DataError(f"data.source: unknown source {d.source!r}")
-        x_tr, x_te = standardize_images(x_tr), standardize_images(x_te)
+        x_tr, x_te = standardize_images(x_tr, d.name), standardize_images(x_te, d.name)
     x_tr, x_te = normalize_inputs(x_tr, x_te, d.input_norm)
     return Dataset(x_tr, y_tr, x_te, y_te, list(names), y_train_clean=y_tr, label_noise_realised=0.0)
 

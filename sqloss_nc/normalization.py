@@ -162,8 +162,11 @@ class NormalizedDense(_NormalizedKernel, keras.layers.Dense):
         return ops.matmul(inputs, self.effective_kernel())
 
 
-def linear_layer(kind: str, cfg, conv: bool, width: int, initializer, name: str, **conv_kwargs) -> keras.layers.Layer:
-    """The hidden linear map for normalization `kind` (plain, Lagrange-normalized or weight-normed)."""
+def linear_layer(kind: str, cfg, conv: bool, width: int, initializer, name: str, use_bias: bool = False, **conv_kwargs) -> keras.layers.Layer:
+    """The hidden linear map for normalization `kind` (plain, Lagrange-normalized or weight-normed);
+    `use_bias` adds a zero-initialized bias to a plain layer (the normalized ones are bias-free)."""
+    if use_bias and kind in ("lagrange", "weightnorm"):
+        raise ValueError(f"{kind} layers are bias-free")
     per_unit = getattr(cfg, "lagrange_mode", "layer") == "unit"
     if kind in ("lagrange", "weightnorm"):
         cls = NormalizedConv2D if conv else NormalizedDense
@@ -180,14 +183,15 @@ def linear_layer(kind: str, cfg, conv: bool, width: int, initializer, name: str,
             **extra,
         )
     cls = keras.layers.Conv2D if conv else keras.layers.Dense
-    return cls(width, **conv_kwargs, use_bias=False, kernel_initializer=initializer, name=name)
+    return cls(width, **conv_kwargs, use_bias=use_bias, kernel_initializer=initializer, name=name)
 
 
-def hidden_normalization(kind: str, name: str) -> keras.layers.Layer | None:
+def hidden_normalization(kind: str, name: str, affine: bool = False) -> keras.layers.Layer | None:
     """The normalization layer to insert after hidden layer `name`'s linear map, or None
-    (Lagrange and weight normalization live in the linear map itself)."""
+    (Lagrange and weight normalization live in the linear map itself); `affine` adds BatchNorm's
+    learned γ/β (PyTorch's `affine=True`; the paper's nets have none)."""
     if kind == "batchnorm":
-        return keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5, name=name)
+        return keras.layers.BatchNormalization(center=affine, scale=affine, momentum=0.9, epsilon=1e-5, name=name)
     return None
 
 

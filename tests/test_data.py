@@ -1,10 +1,11 @@
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sqloss_nc.config import load_config
+from sqloss_nc.config import ConfigError, load_config
 from sqloss_nc.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -13,6 +14,7 @@ from sqloss_nc.data import (
     load_dataset,
     normalize_inputs,
     sample_path,
+    select_per_class,
     standardize_images,
 )
 
@@ -131,15 +133,127 @@ def test_label_noise_never_touches_test_labels(synthetic_overrides):
     assert noisy.label_noise_realised == pytest.approx(np.mean(noisy.y_train != clean.y_train))
 
 
-def test_tfds_loader_with_mock_data():
+# ----------------------------------------------------------------------------- TFDS
+
+# The standard channel statistics, typed here from their sources (see sqloss_nc/datasets.py).
+STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+}
+NATIVE = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn_cropped": (32, 32, 3), "stl10": (96, 96, 3)}
+NUM_CLASSES = {"cifar100": 100}
+
+
+def raw_split(tfds, name, split):
+    """The split as TFDS gives it (uint8 images, int labels), read without the loader."""
+    ds = tfds.load(name, split=split, as_supervised=True)
+    xs, ys = zip(*tfds.as_numpy(ds.batch(1000)))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def tfds_cfg(name, classes, *extra):
+    return load_config(None, ["data.source=tfds", f"data.name={name}", f"data.classes={classes}", *extra])
+
+
+@pytest.mark.parametrize("name", list(STATS))
+def test_tfds_loader_on_mock_data(name):
+    """The real TFDS code path, on examples TFDS' mock builds from the dataset's feature spec."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=200):
-        try:
-            ds = load_dataset(
-                load_config(None, ["data.source=tfds", "data.classes=[1,2]", "data.train_per_class=1", "data.test_per_class=1"])
-            )
-        except Exception as err:  # pragma: no cover - mock needs the dataset's metadata
-            pytest.skip(f"tfds mock unavailable offline: {err}")
-    assert ds.class_names == ["automobile", "bird"] and ds.x_train.shape[1:] == (32, 32, 3)
-    assert ds.y_train.tolist() == [0, 1]
-    np.testing.assert_allclose(np.linalg.norm(ds.x_train.reshape(2, -1), axis=1), 1, rtol=1e-5)
+    c = NUM_CLASSES.get(name, 10)
+    classes = [c - 1, 0, 3]  # the top label, to show the range is the dataset's own
+    with tfds.testing.mock_data(num_examples=2000 if c == 100 else 150):
+        ds = load_dataset(tfds_cfg(name, classes, "data.train_per_class=3", "data.test_per_class=2", "data.input_norm=none"))
+        every = load_dataset(tfds_cfg(name, classes, "data.train_per_class=null", "data.test_per_class=null", "data.input_norm=unit"))
+        raw = {split: raw_split(tfds, name, split) for split in ("train", "test")}
+        names = tfds.builder(name).info.features["label"].names
+    mean, std = (np.array(v, dtype=np.float64) for v in STATS[name])
+    for x, y, split, k in ((ds.x_train, ds.y_train, "train", 3), (ds.x_test, ds.y_test, "test", 2)):
+        assert x.shape == (3 * k, *NATIVE[name]) and x.dtype == np.float32 and y.dtype == np.int32
+        assert y.tolist() == [0] * k + [1] * k + [2] * k
+        # The first k images of each class in TFDS order, standardized with the dataset's stats.
+        rx, ry = raw[split]
+        idx = np.concatenate([np.flatnonzero(ry == cls)[:k] for cls in classes])
+        np.testing.assert_allclose(x, (rx[idx] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    # null takes every image of each chosen class; unit input norm.
+    for y, split in ((every.y_train, "train"), (every.y_test, "test")):
+        assert np.bincount(y, minlength=3).tolist() == [int(np.sum(raw[split][1] == cls)) for cls in classes]
+    np.testing.assert_allclose(np.linalg.norm(every.x_train.reshape(len(every.x_train), -1), axis=1), 1, rtol=1e-5)
+    assert ds.class_names == [names[cls] for cls in classes] and ds.num_classes == 3
+
+
+def test_tfds_class_range_is_the_datasets_own():
+    assert load_config(None, ["data.source=tfds", "data.name=cifar100", "data.classes=[0,50,99]"]).data.classes == [0, 50, 99]
+    for name, bad, top in (("cifar100", 100, 99), ("cifar10", 10, 9), ("stl10", 12, 9)):
+        with pytest.raises(ConfigError) as err:
+            tfds_cfg(name, [0, bad])
+        assert str(err.value) == f"data.classes: class index {bad} out of range 0..{top}"
+    with pytest.raises(ConfigError, match="^data.name: the shipped sample is cifar10"):
+        load_config(None, ["data.name=mnist"])
+    with pytest.raises(ConfigError, match="^data.name: Input should be 'cifar10'"):
+        load_config(None, ["data.source=tfds", "data.name=imagenet"])
+    # A folder's class count is only known when it is read: the config lets index 50 through.
+    assert load_config(None, ["data.source=folder", "data.classes=[0,50]"]).data.classes == [0, 50]
+
+
+def test_tfds_too_few_images_names_the_field():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=30):
+        with pytest.raises(DataError, match=r"^data.train_per_class: asked for 25 images but class 1 has only \d+ in 'train'$"):
+            load_dataset(tfds_cfg("mnist", [1, 2], "data.train_per_class=25"))
+
+
+@pytest.mark.parametrize("missing", ["tensorflow_datasets", "tensorflow"])
+def test_tfds_without_tensorflow_datasets_is_one_clear_line(monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
+    with pytest.raises(DataError) as err:
+        load_dataset(tfds_cfg("cifar10", [1, 2]))
+    assert str(err.value) == "data.source: 'tfds' needs TensorFlow Datasets (pip install tensorflow-datasets tensorflow)"
+
+
+def test_tfds_missing_through_the_cli(monkeypatch, tmp_path):
+    """README bad-input row `tfds-not-installed`: exit 2, one line, nothing written."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    res = CliRunner().invoke(app, ["run", "--no-progress", "--set", "data.source=tfds", "--out", str(tmp_path / "out")])
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.exit_code == 2 and lines == ["error: data.source: 'tfds' needs TensorFlow Datasets (pip install tensorflow-datasets tensorflow)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_select_per_class_stops_reading_once_every_class_is_full():
+    read = []
+
+    def batches():
+        for b in range(100):
+            read.append(b)
+            yield np.arange(10 * b, 10 * b + 10), np.arange(10) % 5  # labels 0..4, twice a batch
+        raise AssertionError("read past the end")
+
+    x, y = select_per_class(batches(), [4, 1], 3, "data.train_per_class", "train")
+    assert x.tolist() == [4, 9, 14, 1, 6, 11] and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert read == [0, 1]  # 2 per class and batch: the second batch fills both classes
+    with pytest.raises(DataError, match="^data.test_per_class: asked for all images but class 7 has only 0 in 'test'$"):
+        select_per_class([(np.arange(4), np.arange(4))], [1, 7], None, "data.test_per_class", "test")
+
+
+def test_standardize_uses_each_datasets_channel_stats():
+    for name, (mean, std) in STATS.items():
+        channels = NATIVE[name][-1]
+        x = np.full((1, 2, 2, channels), 51, dtype=np.uint8)
+        np.testing.assert_allclose(standardize_images(x, name)[0, 0, 0], (0.2 - np.array(mean)) / np.array(std), rtol=1e-6)
+
+
+def test_folder_read_as_a_grayscale_dataset_has_one_channel(tmp_path):
+    root = make_folder(tmp_path / "imgs", size=6)
+    ds = load_dataset(folder_cfg(root, "data.name=mnist", "data.classes=[0,1]", "data.train_per_class=2", "data.test_per_class=1", "data.input_norm=none"))
+    assert ds.x_train.shape == (4, 6, 6, 1)
+    # First pixel of image 1 of class 0 was RGB (0, 20, 7): PIL's luma L = (299 R + 587 G + 114 B) / 1000.
+    luma = round((299 * 0 + 587 * 20 + 114 * 7) / 1000)
+    assert round(float(ds.x_train[1, 0, 0, 0]) * 0.3081 * 255 + 0.1307 * 255) == luma
