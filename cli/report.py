@@ -1,5 +1,6 @@
-"""`sqnc analyze OUT` and `sqnc figures [OUT]`: thin wrappers over `sqloss_nc.analysis` and
-`sqloss_nc.figures` (parse, call the library, print).
+"""`sqnc analyze OUT`, `sqnc figures [OUT]` and `sqnc tensorboard OUT`: thin wrappers over
+`sqloss_nc.analysis`, `sqloss_nc.figures` and `sqloss_nc.tensorboard` (parse, call the library,
+print).
 
 Wire them into an app with `register(app)`:
 
@@ -14,16 +15,18 @@ register(app)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 
@@ -80,13 +83,38 @@ def figures_command(
     console.print(f"{len(drawn)} figure(s) in {Path(out) / 'figures'} (open index.html)", highlight=False, soft_wrap=True)
 
 
+def tensorboard_command(
+    out: Path = typer.Argument(..., help="Output root of `sqnc run` (holds <experiment>/<run_id>/ folders)."),
+    logdir: Optional[Path] = typer.Option(None, "--logdir", help="Where the event files go (default: OUT/tensorboard)."),
+) -> None:
+    """Export every run's per-epoch CSVs (metrics.csv, nc.csv) as TensorBoard event files, one TensorBoard run per run folder."""
+    from sqloss_nc.errors import UserError
+    from sqloss_nc.tensorboard import export_tensorboard
+
+    try:
+        export = export_tensorboard(out, logdir)
+    except UserError as err:
+        _fail(str(err), 2)
+    except OSError as err:
+        _fail(f"{type(err).__name__}: {err}", 1)
+    for name, why in export.skipped:
+        console.print(f"[yellow]skipped[/] {escape(name)}: {escape(why)}", highlight=False, soft_wrap=True)
+    for name, problem in export.problems:
+        console.print(f"[yellow]repaired[/] {escape(name)}: {escape(problem)}", highlight=False, soft_wrap=True)
+    points = sum(export.runs.values())
+    console.print(f"wrote {len(export.runs)} run(s), {points} scalar points to {escape(str(export.logdir))}", highlight=False, soft_wrap=True)
+    console.print(f"next: tensorboard --logdir {escape(str(export.logdir))}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `analyze` and `figures` commands to a Typer app.
+    """Add the `analyze`, `figures` and `tensorboard` commands to a Typer app.
 
     Args:
         app: the `sqnc` Typer app (or any Typer app, e.g. a fresh one in tests).
 
-    Example: `register(app)` in `cli/main.py`, then `sqnc analyze outputs && sqnc figures outputs`.
+    Example: `register(app)` in `cli/main.py`, then `sqnc analyze outputs && sqnc figures outputs`
+    (and `sqnc tensorboard outputs` for TensorBoard).
     """
     app.command("analyze")(analyze_command)
     app.command("figures")(figures_command)
+    app.command("tensorboard")(tensorboard_command)

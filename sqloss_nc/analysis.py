@@ -63,7 +63,7 @@ from .errors import UserError
 from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
-SKIP_DIRS = frozenset({"analysis", "figures", "simulations"})
+SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard"})
 MARKERS = ("config.yaml", "status.json", "metrics.csv")
 DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
@@ -180,6 +180,27 @@ def find_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
         elif not dirs and len(rel_parts) >= 2:
             empty.append(here)
     return sorted(runs), sorted(empty)
+
+
+def require_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
+    """`find_run_dirs(out)`, or one clear error for a wrong OUT (used by every reader of OUT).
+
+    Args:
+        out: the output root of `sqnc run`.
+
+    Raises:
+        AnalysisError: `out` is not a folder, or holds no run directory.
+
+    Example: `require_run_dirs(Path("outputs"))[0][0]` is e.g. `outputs/quickstart/seed=0`.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
+    run_dirs, empty_dirs = find_run_dirs(out)
+    if not run_dirs:
+        extra = f" ({len(empty_dirs)} empty folder(s))" if empty_dirs else ""
+        raise AnalysisError(f"OUT: no run directories under {out}{extra}; a run folder holds config.yaml, status.json or metrics.csv")
+    return run_dirs, empty_dirs
 
 
 def read_csv_robust(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
@@ -586,12 +607,7 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
     ```
     """
     out = Path(out)
-    if not out.is_dir():
-        raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
-    run_dirs, empty_dirs = find_run_dirs(out)
-    if not run_dirs:
-        extra = f" ({len(empty_dirs)} empty folder(s))" if empty_dirs else ""
-        raise AnalysisError(f"OUT: no run directories under {out}{extra}; a run folder holds config.yaml, status.json or metrics.csv")
+    run_dirs, empty_dirs = require_run_dirs(out)
 
     problems: list[tuple[str, str]] = []
     for d in empty_dirs:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from pathlib import Path
 
 from .config import Config, RunSpec, expand_sweep, load_config
@@ -109,7 +110,7 @@ def run_config(
     plan = plan_runs(config_path, overrides, out)
     datasets = validate_plan(plan, data_dir)
     if backend == "ray":
-        return _run_ray(plan, data_dir, address, gpus_per_run)
+        return _run_ray(plan, data_dir, address, gpus_per_run, console)
     if backend != "local":
         raise UserError(f"--backend: unknown backend {backend!r} (local or ray)")
     if jobs > 1 and len(plan) > 1:
@@ -197,7 +198,13 @@ def _run_processes(plan, data_dir, jobs: int, console=None) -> list[dict]:
 # ----------------------------------------------------------------------------- Ray
 
 
-def _run_ray(plan, data_dir, address: str | None, gpus_per_run: float | None) -> list[dict]:
+# How often the driver looks at the runs (ray.wait timeout), and how often a non-terminal console
+# (log file, CI) gets a line of per-run epochs when nothing finished in between.
+RAY_POLL_S = 2.0
+RAY_LOG_EVERY_S = 60.0
+
+
+def _run_ray(plan, data_dir, address: str | None, gpus_per_run: float | None, console=None) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -208,12 +215,143 @@ def _run_ray(plan, data_dir, address: str | None, gpus_per_run: float | None) ->
     try:
         if gpus_per_run is None:
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        # A worker killed mid-run (OOM killer, preempted node) is retried by Ray (max_retries);
+        # the retry resumes the run from its checkpoint, so its numbers are those of an
+        # uninterrupted run.
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_calls=1)(_ray_task)
-        refs = [task.remote(spec.config.to_dict(), spec.run_id, str(Path(path).resolve()), data_dir) for spec, path in plan]
-        return ray.get(refs)
+        progress = SweepProgress(plan, console)
+        refs = {task.remote(spec.config.to_dict(), spec.run_id, str(Path(path).resolve()), data_dir): (spec, path) for spec, path in plan}
+        pending, results = list(refs), {}
+        with progress:
+            while pending:
+                # Returns when all are done or after RAY_POLL_S with those finished so far.
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=RAY_POLL_S)
+                for ref in ready:
+                    spec, path = refs[ref]
+                    # A task that still fails after Ray's retries is recorded as failed; the sweep goes on.
+                    res = _guarded(lambda: ray.get(ref), spec, path)
+                    results[spec.run_id] = res
+                    progress.finished(res)
+                progress.poll()
+        return [results[spec.run_id] for spec, _ in plan]
     finally:
         if started_here:
             ray.shutdown()
+
+
+class SweepProgress:
+    """Live progress of runs that train elsewhere (Ray workers, maybe on other nodes): runs done /
+    running / failed / waiting, and each running run's epoch, read from its `status.json` in the
+    shared output folder (written at the run's start and after every epoch). A run counts as
+    running once its status says so and was written after this sweep started (an older
+    `running` status is a run killed earlier, waiting to be resumed).
+
+    On a terminal it is a rich progress display (one bar for the sweep, one per running run);
+    elsewhere (log file, CI) it prints a line when a run starts or ends, and the running runs'
+    epochs every `RAY_LOG_EVERY_S` seconds.
+
+    Args:
+        plan: `plan_runs(...)`: (spec, run directory) per run.
+        console: a rich Console; None shows nothing.
+
+    Example:
+
+    ```python
+    with SweepProgress(plan, Console()) as progress:
+        ...  # progress.finished(result) as results arrive, progress.poll() now and then
+    ```
+    """
+
+    def __init__(self, plan, console=None):
+        self.plan, self.console = plan, console
+        self.since = time.time() - 1.0  # status.json mtimes have coarse resolution on some filesystems
+        self.epochs = {spec.run_id: spec.config.optim.epochs for spec, _ in plan}
+        self.running: dict[str, int] = {}  # run_id -> last finished epoch
+        self.states: dict[str, str] = {}  # run_id -> final state
+        self.live = None
+        self.last_log = time.time()
+
+    def counts(self) -> str:
+        """`3 done · 1 failed · 2 running · 2 waiting (of 8)`; other final states (diverged,
+        interrupted, locked) are named when present."""
+        from collections import Counter
+
+        finished = Counter(self.states.values())
+        parts = [f"{finished.pop('done', 0)} done", f"{finished.pop('failed', 0)} failed"]
+        parts += [f"{n} {state}" for state, n in sorted(finished.items())]
+        waiting = len(self.plan) - len(self.states) - len(self.running)
+        parts += [f"{len(self.running)} running", f"{waiting} waiting"]
+        return " · ".join(parts) + f" (of {len(self.plan)})"
+
+    def __enter__(self):
+        if self.console is not None and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.live = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(), console=self.console,
+            )  # fmt: skip
+            self.sweep_task = self.live.add_task("runs", total=len(self.plan), note=self.counts())
+            self.run_tasks: dict[str, int] = {}
+            self.live.start()
+        elif self.console is not None:
+            self._say(f"{len(self.plan)} run(s) submitted to Ray")
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.stop()
+        return False
+
+    def _say(self, text: str) -> None:
+        (self.live.console if self.live is not None else self.console).print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def poll(self) -> None:
+        """Read the status of every unfinished run and show what changed."""
+        started = []
+        for spec, path in self.plan:
+            if spec.run_id in self.states:
+                continue
+            rd = RunDir(path)
+            try:
+                fresh = rd.status_path.stat().st_mtime >= self.since
+            except OSError:
+                continue
+            status = rd.read_status() or {}
+            if fresh and status.get("state") == "running":
+                if spec.run_id not in self.running:
+                    started.append(spec.run_id)
+                self.running[spec.run_id] = int(status.get("epoch", 0))
+        if self.console is None:
+            return
+        if self.live is not None:
+            for run_id, epoch in self.running.items():
+                if run_id not in self.run_tasks:
+                    self.run_tasks[run_id] = self.live.add_task(run_id, total=self.epochs[run_id], note="")
+                self.live.update(self.run_tasks[run_id], completed=epoch)
+            self.live.update(self.sweep_task, note=self.counts())
+            return
+        for run_id in started:
+            self._say(f"{run_id}: running, epoch {self.running[run_id]}/{self.epochs[run_id]}  [{self.counts()}]")
+        if self.running and not started and time.time() - self.last_log >= RAY_LOG_EVERY_S:
+            self._say("epochs: " + ", ".join(f"{r} {e}/{self.epochs[r]}" for r, e in self.running.items()) + f"  [{self.counts()}]")
+            self.last_log = time.time()
+
+    def finished(self, res: dict) -> None:
+        """Record a run's result (from `run_one`) and show it."""
+        run_id = res["run_id"]
+        self.running.pop(run_id, None)
+        self.states[run_id] = res["state"]
+        if self.console is None:
+            return
+        if self.live is not None:
+            if run_id in self.run_tasks:
+                self.live.remove_task(self.run_tasks.pop(run_id))
+            self.live.update(self.sweep_task, completed=len(self.states), note=self.counts())
+        what = f"{res['state']}" + (" (skipped)" if res.get("skipped") else "") + f", epoch {res.get('epoch', '')}/{self.epochs[run_id]}"
+        if res["state"] not in ("done", "locked") and res.get("reason"):
+            what += f": {res['reason']}"
+        self._say(f"{run_id}: {what}  [{self.counts()}]")
 
 
 def _ray_task(config_dict, run_id, path, data_dir):
@@ -226,44 +364,150 @@ def _ray_task(config_dict, run_id, path, data_dir):
 # ----------------------------------------------------------------------------- display
 
 
-def summary_table(results: list[dict]):
-    """A rich table of the runs' final numbers."""
-    from rich.table import Table
+class FitTable:
+    """A table that never breaks a cell across lines: rendered as a table when every column fits
+    the console at its widest cell, else as one line per row (`key=value` tokens, wrapped between
+    tokens). Numbers, run ids and states are single tokens, so a log file, a CI page or an 80-column
+    terminal shows them whole.
 
-    table = Table(title="runs", caption=f"run directories under {Path(results[0]['rundir']).parent}" if results else None)
-    for col in ("run", "state", "epoch", "train loss", "train acc", "test acc", "ρ", "mean m̄", "s/epoch"):
-        table.add_column(col, justify="left" if col in ("run", "state") else "right", overflow="fold")
+    Args:
+        title: shown above the table (and above the compact lines).
+        columns: `(header, key, justify)` per column; a header may hold a newline (two lines).
+        rows: one dict per row, `key -> already formatted text` ("" when there is no value).
+        notes: lines printed under the table (legend, where the files are), wrapped between words.
+        plain: how many leading columns the compact form prints as bare values (the others as
+            `key=value`).
+
+    Example:
+
+    ```python
+    t = FitTable("runs", [("run", "run", "left"), ("train\\nloss", "loss", "right")],
+                 [{"run": "init=0.1_seed=0", "loss": "0.0904"}])
+    rich.console.Console(width=80).print(t)
+    ```
+    """
+
+    def __init__(self, title: str, columns: list[tuple[str, str, str]], rows: list[dict], notes: list[str] = (), plain: int = 2):
+        self.title, self.columns, self.rows, self.notes, self.plain = title, columns, rows, list(notes), plain
+
+    def widths(self) -> list[int]:
+        from rich.cells import cell_len
+
+        return [
+            max([cell_len(line) for line in header.split("\n")] + [cell_len(r.get(key, "")) for r in self.rows])
+            for header, key, _ in self.columns
+        ]
+
+    def compact_lines(self) -> list[str]:
+        """One line per row: the leading `plain` columns' values, then `key=value` for the others."""
+        lead, rest = [c[1] for c in self.columns[: self.plain]], [c[1] for c in self.columns[self.plain :]]
+        return [" ".join([r.get(k, "") for k in lead if r.get(k, "")] + [f"{k}={r[k]}" for k in rest if r.get(k, "")]) for r in self.rows]
+
+    def __rich_console__(self, console, options):
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        widths = self.widths()
+        for gap in (2, 1):  # two spaces between columns when they fit, else one
+            if sum(widths) + gap * (len(widths) - 1) <= options.max_width:
+                # box.SIMPLE_HEAD's column divider is one blank; padding adds the rest of the gap.
+                table = Table(title=self.title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, gap - 1, 0, 0))
+                for (header, _, justify), width in zip(self.columns, widths):
+                    table.add_column(header, justify=justify, no_wrap=True, width=width)
+                for r in self.rows:
+                    table.add_row(*(r.get(key, "") for _, key, _ in self.columns))
+                yield table
+                break
+        else:
+            yield Text(self.title, style="italic")
+            for line in self.compact_lines():
+                yield Text(line)  # wraps between tokens; a token wider than the console is folded
+        for note in self.notes:
+            yield Text(note, style="dim")
+
+
+def _fmt(value, spec: str) -> str:
+    """`value` formatted, or "" when missing or NaN (a failed run, an untracked quantity)."""
+    return format(value, spec) if isinstance(value, (int, float)) and value == value else ""
+
+
+# (header, key, justify): short keys, since the compact form prints them as `key=value`.
+SUMMARY_COLUMNS = [
+    ("run", "run", "left"),
+    ("state", "state", "left"),
+    ("epoch", "epoch", "right"),
+    ("train\nloss", "loss", "right"),
+    ("train\nacc", "train_acc", "right"),
+    ("test\nacc", "test_acc", "right"),
+    ("ρ", "rho", "right"),
+    ("mean\nm̄", "margin", "right"),
+    ("s/ep", "s/epoch", "right"),
+]
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    """The formatted cells of `summary_table`: 3 significant digits for the loss and mean margin,
+    4 for ρ (it spans decades across inits), 3 decimals for accuracies, 2 for seconds per epoch.
+
+    Args:
+        results: what `run_config` returns (one dict per run: run_id, state, epoch, final, ...).
+
+    Example: `summary_rows(run_config(cfg, [], "outputs"))[0]["loss"]` is e.g. `"0.0904"`.
+    """
+    rows = []
     for r in results:
         f = r.get("final") or {}
-
-        def fmt(k, spec=".4g"):
-            return format(f[k], spec) if k in f and f[k] == f[k] else ""
-
         # elapsed_s is cumulative over resumes (and includes the epoch-0 measurement).
-        per_epoch = (
-            f["elapsed_s"] / r["epoch"] if r["epoch"] and f.get("elapsed_s") == f.get("elapsed_s") and "elapsed_s" in f else float("nan")
+        per_epoch = f.get("elapsed_s", float("nan")) / r["epoch"] if r.get("epoch") else float("nan")
+        rows.append(
+            {
+                "run": r.get("run_id", ""),
+                "state": r["state"] + ("*" if r.get("skipped") else ""),
+                "epoch": str(r.get("epoch", "")),
+                "loss": _fmt(f.get("train_loss"), ".3g"),
+                "train_acc": _fmt(f.get("train_acc"), ".3f"),
+                "test_acc": _fmt(f.get("test_acc"), ".3f"),
+                "rho": _fmt(f.get("rho"), ".4g"),
+                "margin": _fmt(f.get("margin_mean"), ".3g"),
+                "s/epoch": _fmt(per_epoch, ".2f"),
+            }
         )
-        table.add_row(
-            r.get("run_id", ""),
-            r["state"] + (" (skipped)" if r.get("skipped") else ""),
-            str(r["epoch"]),
-            fmt("train_loss"),
-            fmt("train_acc", ".4f"),
-            fmt("test_acc", ".4f"),
-            fmt("rho"),
-            fmt("margin_mean"),
-            f"{per_epoch:.2f}" if per_epoch == per_epoch else "",
-        )
-    return table
+    return rows
 
 
-def states_table(states: list[dict]):
-    """A rich table for `--dry-run`."""
-    from rich.table import Table
+def summary_table(results: list[dict]) -> FitTable:
+    """The runs' final numbers, as a table that fits the console (else one line per run).
 
-    table = Table(title=f"{len(states)} run(s)")
-    for col in ("run", "would", "state", "epoch"):
-        table.add_column(col, overflow="fold")
+    Args:
+        results: what `run_config` returns.
+
+    Example: `rich.console.Console().print(summary_table(run_config(cfg, [], "outputs")))`.
+    """
+    notes = []
+    if any(r.get("skipped") for r in results):
+        notes.append("* finished before this command (skipped)")
+    if results:
+        notes.append(f"run directories under {Path(results[0]['rundir']).parent}")
+    return FitTable("runs", SUMMARY_COLUMNS, summary_rows(results), notes)
+
+
+def states_table(states: list[dict]) -> FitTable:
+    """What `--dry-run` shows: each run's plan (new / resume / done / conflict) and last epoch.
+    A conflict's message (prose, with a path) goes under the table, not into a cell.
+
+    Args:
+        states: what `run_states` returns.
+
+    Example: `rich.console.Console().print(states_table(run_states(plan_runs(cfg, [], "outputs"))))`.
+    """
+    rows, notes = [], []
     for s in states:
-        table.add_row(s["run_id"], s["plan"], s["state"], f"{s['epoch']}/{s['epochs']}" if s["epoch"] != "" else f"-/{s['epochs']}")
-    return table
+        plan = s["plan"]
+        if plan.startswith("conflict: "):
+            notes.append(f"{s['run_id']}: {plan.removeprefix('conflict: ')}")
+            plan = "conflict"
+        epoch = f"{s['epoch']}/{s['epochs']}" if s["epoch"] != "" else f"-/{s['epochs']}"
+        rows.append({"run": s["run_id"], "would": plan, "state": s["state"], "epoch": epoch})
+    columns = [("run", "run", "left"), ("would", "would", "left"), ("state", "state", "left"), ("epoch", "epoch", "right")]
+    return FitTable(f"{len(states)} run(s)", columns, rows, notes)

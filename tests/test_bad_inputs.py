@@ -133,18 +133,29 @@ def test_catalogue_is_documented_in_the_readme():
     assert not missing, f"README bad-input table lacks {missing}"
 
 
+def _run_without_rows(t):
+    """OUT with one run folder that has only its status (a run that has not finished epoch 0)."""
+    (t / "out" / "quickstart" / "seed=0").mkdir(parents=True)
+    (t / "out" / "quickstart" / "seed=0" / "status.json").write_text('{"state": "running", "epoch": 0}')
+    return t / "out"
+
+
 OTHER_CASES = [
     ("analyze-no-runs", lambda t: ["analyze", str(t)], "no run directories"),
     ("analyze-missing-folder", lambda t: ["analyze", str(t / "nope")], "is not a folder"),
     ("figures-before-analyze", lambda t: ["figures", str(t)], "run `sqnc analyze"),
     ("simulate-missing-run", lambda t: ["simulate", "--rho-flow", str(t / "nope")], "does not exist"),
+    ("tensorboard-missing-folder", lambda t: ["tensorboard", str(t / "nope")], "is not a folder"),
+    ("tensorboard-no-runs", lambda t: ["tensorboard", str(t)], "no run directories"),
+    ("tensorboard-no-rows-yet", lambda t: ["tensorboard", str(_run_without_rows(t))], "has per-epoch rows yet"),
 ]
 
 
 @pytest.mark.parametrize("case, args, expected", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
 def test_bad_input_other_commands(tmp_path, case, args, expected):
+    argv = args(tmp_path)  # may set up files (a run folder) before the snapshot
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    res = runner.invoke(app, args(tmp_path))
+    res = runner.invoke(app, argv)
     assert res.exit_code == 2, res.output
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], res.stderr

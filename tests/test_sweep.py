@@ -114,3 +114,83 @@ def test_ray_backend_on_a_local_instance_gives_the_same_runs(tmp_path, synthetic
         pd.testing.assert_frame_equal(
             metrics(tmp_path / "seq" / "quickstart" / r["run_id"]), metrics(tmp_path / "ray" / "quickstart" / r["run_id"]), rtol=1e-4
         )
+
+
+def _kill_worker_after(run, rows, killed, timeout=180):
+    """SIGKILL the process that holds `run`'s lock (the Ray worker) once `rows` epochs are written."""
+    import json
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        csv, lock = run / "metrics.csv", run / ".lock"
+        if csv.exists() and len(csv.read_text().splitlines()) - 1 >= rows and lock.exists():
+            try:
+                pid = json.loads(lock.read_text())["pid"]
+            except (ValueError, KeyError, OSError):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.05)
+
+
+def test_ray_shows_live_progress_and_a_killed_worker_resumes_to_the_sequential_numbers(tmp_path, synthetic_overrides, monkeypatch):
+    pytest.importorskip("ray")
+    import threading
+    from io import StringIO
+
+    from rich.console import Console
+
+    import sqloss_nc.sweep as sweep
+
+    monkeypatch.setattr(sweep, "RAY_POLL_S", 0.2)
+    monkeypatch.setattr(sweep, "RAY_LOG_EVERY_S", 0.0)  # a log line of epochs at every poll
+    over = [*synthetic_overrides, "optim.epochs=25", "track.nc_epochs=[0,10,25]", "sweep={model.init_scale: [0.5, 1]}"]
+    seq = run_config(None, over, tmp_path / "seq")
+    killed = []
+    run = tmp_path / "ray" / "quickstart" / "init=1_seed=0"
+    killer = threading.Thread(target=_kill_worker_after, args=(run, 8, killed), daemon=True)
+    killer.start()
+    buf = StringIO()
+    res = run_config(None, over, tmp_path / "ray", backend="ray", console=Console(file=buf, width=100, force_terminal=False))
+    killer.join()
+    text = buf.getvalue()
+    # Killed mid-run, retried by Ray, resumed from the checkpoint: every CSV as a sequential run's.
+    assert killed and [r["state"] for r in res] == ["done", "done"], (killed, res, text)
+    for r in seq:
+        for name in ("metrics.csv", "nc.csv"):
+            a, b = (pd.read_csv(root / "quickstart" / r["run_id"] / name) for root in (tmp_path / "seq", tmp_path / "ray"))
+            pd.testing.assert_frame_equal(a.drop(columns=["elapsed_s"], errors="ignore"), b.drop(columns=["elapsed_s"], errors="ignore"))
+    # Live progress while the runs train, not only at the end.
+    assert "2 run(s) submitted to Ray" in text
+    assert "init=1_seed=0: running, epoch" in text
+    mid = [int(m) for m in __import__("re").findall(r"init=1_seed=0 (\d+)/25", text)]
+    assert any(0 < e < 25 for e in mid), text
+    assert "init=0.5_seed=0: done, epoch 25/25" in text and "2 done · 0 failed · 0 running · 0 waiting (of 2)" in text
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_sweep_progress_reads_running_epochs_from_status_files(tmp_path, synthetic_overrides, terminal):
+    import json
+    from io import StringIO
+
+    from rich.console import Console
+
+    from sqloss_nc.sweep import SweepProgress, plan_runs
+
+    plan = plan_runs(None, [*synthetic_overrides, "sweep={model.init_scale: [0.5, 1, 2]}"], tmp_path)
+    (stale := plan[2][1]).mkdir(parents=True)
+    (stale / "status.json").write_text(json.dumps({"state": "running", "epoch": 1}))
+    os.utime(stale / "status.json", (time.time() - 3600,) * 2)  # killed an hour ago: waiting, not running
+    buf = StringIO()
+    with SweepProgress(plan, Console(file=buf, width=100, force_terminal=terminal)) as progress:
+        plan[0][1].mkdir(parents=True)
+        (plan[0][1] / "status.json").write_text(json.dumps({"state": "running", "epoch": 2}))
+        progress.poll()
+        assert progress.running == {"init=0.5_seed=0": 2}
+        assert progress.counts() == "0 done · 0 failed · 1 running · 2 waiting (of 3)"
+        progress.finished({"run_id": "init=0.5_seed=0", "state": "done", "epoch": 3})
+        progress.finished({"run_id": "init=1_seed=0", "state": "failed", "epoch": 0, "reason": "WorkerCrashedError: gone"})
+        assert progress.counts() == "1 done · 1 failed · 0 running · 1 waiting (of 3)"
+    text = buf.getvalue()
+    assert "init=0.5_seed=0: done, epoch 3/3" in text and "init=1_seed=0: failed, epoch 0/3: WorkerCrashedError: gone" in text
