@@ -228,7 +228,7 @@ def rounding_floor(num_classes: int, feature_dim: int, scale: float, s_max: floa
         True
     """
     C, p = int(num_classes), int(feature_dim)
-    return ROUNDING_FACTOR * 2.0 * np.sqrt(C) * input_eps * scale + max(C, p) * _EPS64 * s_max
+    return float(ROUNDING_FACTOR * 2.0 * np.sqrt(C) * input_eps * scale + max(C, p) * _EPS64 * s_max)
 
 
 def nearest_class_mean(features, class_means, present=None) -> np.ndarray:
