@@ -76,7 +76,7 @@ batches, float64, per-class Chan merges): class counts and means and the pooled 
 scatter N Sigma_W, from which Sigma_T = Sigma_W + sum_c p_c mu_c mu_c^T is formed as a sum of
 positive semidefinite terms (no "sum h h^T - N mu mu^T" cancellation near collapse). That is one
 p x p float64 matrix: 8 p^2 bytes, 2 MiB at p = 512 and 32 MiB at p = 2048 (plus transient
-copies of the same size when solving), and O(N p^2) work per pass. The rescaled loss with k != 1
+copies of the same size while solving: Sigma_T, A and the solver's), and O(N p^2) work per pass. The rescaled loss with k != 1
 needs every class's own Sigma_{W,c} (``class_scatter=True``): C p^2 float64, e.g. 80 MiB at
 C = 10, p = 1024, or 800 MiB at C = 100, p = 1024, and one p x p solve per class.
 :func:`decomposition_accumulator` makes the right accumulator for a loss. One accumulator can
@@ -164,12 +164,11 @@ class _Head:
             self.means[:, p] = 1.0
         self.sigma_w = np.zeros((p + extra, p + extra))
         self.sigma_w[:p, :p] = 0.5 * (stats.scatter + stats.scatter.T) / n
-        self.class_sigma = None  # Sigma_{W,c}, only for k != 1
-        if self.k != 1.0:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per = stats.class_scatter / stats.counts[:, None, None]
-            self.class_sigma = np.zeros((C, p + extra, p + extra))
-            self.class_sigma[:, :p, :p] = np.where(stats.counts[:, None, None] > 0, per, 0.0)
+        # p_c Sigma_{W,c} = S_c / N with S_c class c's scatter (k != 1 only). Kept as the
+        # accumulator's (C, p, p) array, not copied: it is the largest object here. The bias
+        # coordinate has no within-class spread, so only the first p coordinates enter.
+        self.n, self.p = n, p
+        self.class_scatter = stats.class_scatter if self.k != 1.0 else None
         self.decay = np.ones(p + extra)  # the diagonal D of the penalty
         if bias and not decay_bias:
             self.decay[p] = 0.0
@@ -180,8 +179,9 @@ class _Head:
         """(sum_c T1_c(w_c), sum_c T2_c(w_c)) for rows w (C, p~); ``targets`` defaults to M I."""
         t = self.targets if targets is None else targets
         t1 = 0.5 * np.einsum("ci,ij,cj->", w, self.sigma_w, w) + 0.5 * self.lam_h * np.einsum("ci,i,ci->", w, self.decay, w)
-        if self.class_sigma is not None:
-            t1 += 0.5 * (self.k - 1.0) * float(np.sum(self.prior * np.einsum("ci,cij,cj->c", w, self.class_sigma, w)))
+        if self.class_scatter is not None:
+            v = w[:, : self.p]
+            t1 += 0.5 * (self.k - 1.0) * float(np.einsum("ci,cij,cj->", v, self.class_scatter, v)) / self.n
         f = self.means @ w.T  # f[c', c] = w_c . mu~_{c'}
         t2 = 0.5 * float(np.sum(self.prior[:, None] * self.omega * (f - t) ** 2))
         return float(t1), t2
@@ -191,12 +191,14 @@ class _Head:
         sigma_t = self.sigma_w + np.einsum("c,ci,cj->ij", self.prior, self.means, self.means)
         base = sigma_t + self.lam_h * np.diag(self.decay)
         rhs = self.k * self.M * self.prior[:, None] * self.means  # rows b_c
-        if self.class_sigma is None:
+        if self.class_scatter is None:
             return _solve(base, rhs.T, self.lam_h > 0).T
         rows = []
         for c in range(self.C):
-            s_c = self.class_sigma[c] + np.outer(self.means[c], self.means[c])  # class c's second moment
-            rows.append(_solve(base + (self.k - 1.0) * self.prior[c] * s_c, rhs[c], self.lam_h > 0))
+            # A_c = base + (k - 1) p_c (Sigma_{W,c} + mu~_c mu~_c^T), with p_c Sigma_{W,c} = S_c / N.
+            a_c = base + (self.k - 1.0) * self.prior[c] * np.outer(self.means[c], self.means[c])
+            a_c[: self.p, : self.p] += (self.k - 1.0) / self.n * self.class_scatter[c]
+            rows.append(_solve(a_c, rhs[c], self.lam_h > 0))
         return np.stack(rows)
 
 

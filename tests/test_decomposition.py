@@ -245,3 +245,22 @@ def test_input_validation():
         mse_decomposition(plain, W, 1e-3, bias=np.zeros(4))
     with pytest.raises(ValueError):
         mse_decomposition(decomposition_accumulator(3), W, 1e-3)  # no samples
+
+
+def test_near_collapse_float32_features():
+    """Features within 1e-5 of their class means at an offset of 3 (float32, as a run gives):
+    the within-class term comes from Chan-merged scatter, not from Sigma_T - sum p mu mu^T."""
+    rng = np.random.default_rng(8)
+    C, p, N, lam = 4, 16, 400, 1e-9
+    mus = rng.normal(size=(C, p)) + 3.0
+    y = np.arange(N) % C
+    h32 = (mus[y] + 1e-5 * rng.normal(size=(N, p))).astype(np.float32)
+    h = h32.astype(np.float64)
+    d = mse_decomposition_arrays(h32, y, rng.normal(size=(C, p)), lam, batch_size=50)
+    w_ls, _ = direct_ridge(h, y, C, lam)
+    m = class_means_of(h, y, C)
+    within = brute_objective(h - m[y], y, w_ls, 0.0, M=0.0)
+    reg = lam / 2 * np.sum(w_ls**2)
+    assert d["mse_nc1"] == pytest.approx(within + reg, rel=1e-8)
+    # The within-class part alone (~5% of mse_nc1 here, ~1e-12 absolute) to 1e-4.
+    assert d["mse_nc1"] - reg == pytest.approx(within, rel=1e-4)
