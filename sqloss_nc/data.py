@@ -230,6 +230,19 @@ def select_per_class(batches, classes: list[int], limit: int | None, field_name:
 def load_tfds(cfg: Config) -> tuple:
     """TFDS `data.name`, splits `train`/`test` as uint8 (N, H, W, C), `data.classes` selected.
 
+    Args:
+        cfg: the run config (`data.name`, `data.classes`, the per-class counts, `data.path` as
+            the TFDS data_dir).
+
+    Returns:
+        (x_train, y_train, x_test, y_test, class_names), labels relabelled 0..len(classes)-1.
+
+    Example:
+
+    ```python
+    x_tr, y_tr, x_te, y_te, names = load_tfds(load_config(None, ["data.source=tfds", "data.name=mnist"]))
+    ```
+
     Raises:
         DataError: TFDS (or TensorFlow) is not installed, the dataset cannot be loaded (not
             downloaded and offline), or a class has too few images.

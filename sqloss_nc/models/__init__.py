@@ -26,11 +26,14 @@ Keys:
 - `model.init_scale`: every kernel (stem, block convs, 1×1 shortcuts, classifier) starts at exactly
   that Frobenius norm (SPEC §3), drawn with seed·1000 + k for the k-th kernel in depth order. For a
   deep net without BN this is a per-layer *scale*, not a variance-preserving init: a 3×3×64×64 conv
-  at norm s has entries of std s/192 and shrinks its input by about s/8 per layer, so ResNet-18 at
-  init_scale 0.01 and `normalization: none` starts with a vanishing residual signal (f ≈ 0; the
-  identity paths carry only what the shrunken shortcuts and stem pass on), and VGG-11 with
-  f ~ (s/8)^9. With BatchNorm the hidden scales are irrelevant to the function (only to the
-  effective learning rate), and init_scale sets the classifier norm ρ(0).
+  at norm s has entries of std s/192 and shrinks its input by about s/8 per layer, so at
+  init_scale 0.01 and `normalization: none` the signal vanishes: the residual branches add ~(s/8)²
+  and the identity paths carry only what the stem and the three 1×1 shortcuts pass on. Measured on
+  100 sample images (unit-norm inputs, the default `input_norm`), the rms of f at init is 3e-18
+  for resnet18, 8e-32 for vgg11 and 4e-14 for the paper's convnet. With BatchNorm the hidden
+  scales do not matter in training mode (only for the effective learning rate) and init_scale
+  sets the classifier norm ρ(0); in inference mode a fresh BN (moving mean 0, variance 1) passes
+  the same vanishing signal until its statistics have been trained.
 
 What ρ means (the tracker writes `rho_product` = Π_k ||W_k||_F over every kernel `weight_layers`
 returns, `rho_last` = ||W_L||_F, and `rho` = one of them by `normalization.rho_mode`):
