@@ -212,3 +212,24 @@ def test_tensorboard_export_to_another_logdir_skips_runs_without_rows(tmp_path):
     assert res.exit_code == 0, res.output
     assert "skipped fig2/init=9_seed=0" in res.output and "wrote 2 run(s)" in res.output
     assert sorted(p.name for p in (tmp_path / "tb" / "fig2").iterdir()) == ["init=0.1_seed=0", "init=5_seed=0"]
+
+
+def test_tensorboard_export_needs_no_tensorflow(tmp_path):
+    """The export reads CSVs and writes with TensorBoard's own writer: it runs where TensorFlow
+    is not installed (blocked here; Keras on JAX) and writes the same points."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    out = make_runs(tmp_path / "out")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # as if TensorFlow were not installed
+        "from sqloss_nc.tensorboard import export_tensorboard\n"
+        f"export_tensorboard({str(out)!r}, {str(tmp_path / 'tb')!r})\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = {**csv_series(METRICS, "metrics"), **csv_series(NC, "nc")}
+    assert read_back(tmp_path / "tb" / "fig2" / "init=0.1_seed=0") == want
