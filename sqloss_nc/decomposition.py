@@ -302,7 +302,14 @@ def mse_decomposition(
 
 
 def mse_decomposition_arrays(
-    features, labels, classifier_weights, weight_decay: float, *, num_classes: Optional[int] = None, batch_size: Optional[int] = None, **loss
+    features,
+    labels,
+    classifier_weights,
+    weight_decay: float,
+    *,
+    num_classes: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    **loss,
 ) -> dict:
     """:func:`mse_decomposition` for in-memory arrays, streamed through the accumulator.
 

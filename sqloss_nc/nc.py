@@ -204,8 +204,10 @@ def rounding_floor(num_classes: int, feature_dim: int, scale: float, s_max: floa
     max(C, p) eps64 s_max (numpy's ``matrix_rank`` convention). The floor is the sum, the first
     term times :data:`ROUNDING_FACTOR` (64) to cover the float64 accumulation over many batches
     and rounding upstream of the features (a network's float32 dot products err by more than one
-    u). Measured on random rank-deficient cases the rounding-level singular value stays below
-    ~0.01 of the unscaled bound (float32 and float64 inputs, 1 to N rows per batch).
+    u). Measured on 60 random rank-deficient cases (float32 and float64 inputs, 1 to N rows per
+    batch, offsets 1e-3 to 1e3) the rounding-level singular value reached at most 0.7 of the
+    unscaled bound with float64 inputs (the float64 accumulation is then the whole error) and
+    0.013 with float32 ones, i.e. 1/90 and 1/5000 of the floor.
 
     Both terms scale with the data, so the decision is relative: multiplying all features by a
     constant does not change it. For float32 features at C = 10 the floor is ~5e-5 times the

@@ -141,16 +141,15 @@ def test_least_squares_is_the_minimum():
     acc = decomposition_accumulator(C, k=k)
     acc.update(h, y)
     w_ls, b_ls = least_squares_classifier(acc, lam, k=k, M=M, bias=True, decay_bias=False)
+    def j_of(w, b):
+        return brute_objective(h, y, w, lam, b, k, M, decay_bias=False)
+
     step = 1e-5
-    for c, j in [(0, 0), (1, 3), (2, 1)]:
-        e = np.zeros((C, p))
+    for c, j in [(0, 0), (1, 3), (2, 1), (1, p)]:  # j = p: the bias of row c
+        e = np.zeros((C, p + 1))
         e[c, j] = step
-        grad = (brute_objective(h, y, w_ls + e, lam, b_ls, k, M, False) - brute_objective(h, y, w_ls - e, lam, b_ls, k, M, False)) / (2 * step)
-        assert abs(grad) < 1e-8
-    eb = np.zeros(C)
-    eb[1] = step
-    grad_b = (brute_objective(h, y, w_ls, lam, b_ls + eb, k, M, False) - brute_objective(h, y, w_ls, lam, b_ls - eb, k, M, False)) / (2 * step)
-    assert abs(grad_b) < 1e-8
+        grad = (j_of(w_ls + e[:, :p], b_ls + e[:, p]) - j_of(w_ls - e[:, :p], b_ls - e[:, p])) / (2 * step)
+        assert abs(grad) < 1e-8, (c, j)
     d = mse_decomposition(acc, w_ls, lam, bias=b_ls, decay_bias=False, k=k, M=M)
     assert abs(d["mse_perp"]) < 1e-14 and d["ls_distance"] < 1e-12
     assert d["mse_nc1"] + d["mse_nc23"] == pytest.approx(d["mse_total"], rel=1e-12)
