@@ -1,14 +1,42 @@
 """sqloss-nc: deep classifiers trained with the square loss — ρ dynamics, margins, neural collapse.
 
-Importing the package registers its Keras custom objects (initializer, optimizer, schedules,
-trainer), so a saved `model.keras` loads with `keras.saving.load_model` after `import sqloss_nc`.
+Importing the package registers its Keras custom objects (initializer, constraint, layers,
+optimizer, schedules, trainer), so a saved `model.keras` loads with `keras.saving.load_model`
+after `import sqloss_nc`, whichever Keras backend saved it.
+
+The Keras backend is Keras' own choice (`KERAS_BACKEND`, else `~/.keras/keras.json`, else
+TensorFlow). One convenience: when neither says anything and TensorFlow is not installed but JAX
+is (the TF-free install, `pip install -e ".[jax]"`), the package selects JAX instead of letting
+Keras fail on a missing TensorFlow. Both backends give the same numbers (SPEC §11).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+import importlib.util as _util
+import json as _json
 import os as _os
+from pathlib import Path as _Path
 
-# TensorFlow's C++ INFO lines drown the CLI's own output; users can still raise the level.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log level, decided before anything imports TensorFlow: quiet where there is no
+# NVIDIA driver (the cuInit line is no failure there), errors visible where there is one.
+from .startup import apply_startup_environment as _apply_startup  # noqa: E402
 
-from . import initializers, optimizers, training  # noqa: E402,F401  (registers custom objects)
+_apply_startup()
+# JAX would otherwise reserve 75% of GPU memory at start: several runs could not share a GPU.
+_os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _backend_configured() -> bool:
+    if "KERAS_BACKEND" in _os.environ:
+        return True
+    config = _Path(_os.environ.get("KERAS_HOME", _Path.home() / ".keras")) / "keras.json"
+    try:
+        return "backend" in _json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+if not _backend_configured() and _util.find_spec("tensorflow") is None and _util.find_spec("jax") is not None:
+    _os.environ["KERAS_BACKEND"] = "jax"
+
+from . import initializers, normalization, optimizers, training  # noqa: E402,F401  (registers custom objects)

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from . import measures
+from . import backend, measures
 from .models import feature_extractor, weight_layers
 from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
 from .losses import np_accuracy, np_loss
@@ -72,6 +71,7 @@ class Tracker:
         normalization: the hidden normalization (decides which norm is ρ).
         decayed: the decayed variables (default: every kernel).
         loss, output: the loss kind and output mode (`losses.py`).
+        loss_k, loss_M: the rescaled square loss's parameters.
         batch_size: inference batch size (memory and speed only; results do not depend on it).
         jit_compile: compile the inference passes with XLA (speed only).
         nc_test: also measure neural collapse on the test set (columns prefixed `test_`).
@@ -97,12 +97,14 @@ class Tracker:
         loss: str = "square",
         output: str = "onehot",
         jit_compile: bool = False,
+        loss_k: float = 1.0,
+        loss_M: float = 1.0,
     ):
         self.network, self.data = network, data
         self.weight_decay, self.mode = float(weight_decay), rho_mode(normalization)
         self.layers = weight_layers(network)
         self.decayed = list(decayed) if decayed is not None else [layer.kernel for layer in self.layers]
-        self.loss, self.output = loss, output
+        self.loss, self.output, self.loss_k, self.loss_M = loss, output, float(loss_k), float(loss_M)
         self.bn_layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
         self.batch_size, self.nc_test = batch_size, nc_test
         self.num_classes = data.num_classes
@@ -117,7 +119,7 @@ class Tracker:
         )
 
         def compiled(model):
-            return tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=bool(jit_compile))
+            return backend.compile_inference(model, jit_compile=jit_compile)
 
         self._predict, self._probe, self._features = compiled(network), compiled(probe), compiled(feature_extractor(network))
 
@@ -126,7 +128,11 @@ class Tracker:
             yield i, x[i : i + self.batch_size]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._predict(xb).numpy() for _, xb in self._batches(x)])
+        return np.concatenate([self._predict(xb)[0] for _, xb in self._batches(x)])
+
+    def loss_value(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        """The training loss of these outputs, float64 (`losses.np_loss`)."""
+        return np_loss(self.loss, self.output, outputs, labels, k=self.loss_k, M=self.loss_M)
 
     def norms(self) -> dict[str, float]:
         return {layer.name: measures.frobenius(np.asarray(effective_kernel(layer))) for layer in self.layers}
@@ -144,7 +150,7 @@ class Tracker:
         light = {n: NCAccumulator(self.num_classes, full=False) for n in self.probe_names if n != "features"}
         outputs, finite = [], True
         for i, xb in self._batches(x):
-            *hidden, h, f = [t.numpy() for t in self._probe(xb)]
+            *hidden, h, f = self._probe(xb)
             f = self._class_scores(f)
             outputs.append(f)
             # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
@@ -161,10 +167,10 @@ class Tracker:
             nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34"), float("nan"))
             return outputs, nc, [{"layer": n, "measure": k, "value": float("nan")} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
         full.nc4_pass(
-            (h.numpy(), y[i : i + len(xb)], self._class_scores(f.numpy())) for i, xb in self._batches(x) for h, f in [self._features(xb)]
+            (h, y[i : i + len(xb)], self._class_scores(f)) for i, xb in self._batches(x) for h, f in [self._features(xb)]
         )
         # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
-        w = self.network.get_layer("classifier").kernel.numpy().T if self.output == "onehot" else None
+        w = np.asarray(self.network.get_layer("classifier").kernel).T if self.output == "onehot" else None
         nc = full.finalize(classifier_weights=w)
         nc["w_norm_sq_eq34"] = predicted_w_norm_sq(nc["eps_gap"], self.weight_decay, self.num_classes)
         layers = []
@@ -190,15 +196,15 @@ class Tracker:
         else:
             f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
         norms = self.norms()
-        rho = measures.rho_values(norms, self.mode, [layer.moving_variance.numpy() for layer in self.bn_layers])
-        train_loss = np_loss(self.loss, self.output, f_train, d.y_train)
-        penalty = 0.5 * self.weight_decay * sum(measures.frobenius(v.numpy()) ** 2 for v in self.decayed)
+        rho = measures.rho_values(norms, self.mode, [np.asarray(layer.moving_variance) for layer in self.bn_layers])
+        train_loss = self.loss_value(f_train, d.y_train)
+        penalty = 0.5 * self.weight_decay * sum(measures.frobenius(np.asarray(v)) ** 2 for v in self.decayed)
         m = measures.margins(f_train, d.y_train)
         row = {
             "train_loss": train_loss,
             "train_objective": train_loss + penalty,
             "train_acc": np_accuracy(f_train, d.y_train),
-            "test_loss": np_loss(self.loss, self.output, f_test, d.y_test),
+            "test_loss": self.loss_value(f_test, d.y_test),
             "test_acc": np_accuracy(f_test, d.y_test),
             **rho,
             **{f"norm_{k}": v for k, v in norms.items()},
@@ -338,18 +344,18 @@ class StepLogger(keras.callbacks.Callback):
         m = measures.margins(f, d.y_train)
         epoch = 0 if step == 0 else (step - 1) // self.spe + 1
         row = {"epoch": epoch, "step": step, "rho": rho["rho"], "rho_product": rho["rho_product"]}
-        row.update(train_loss=np_loss(self.tracker.loss, self.tracker.output, f, d.y_train), train_acc=np_accuracy(f, d.y_train))
+        row.update(train_loss=self.tracker.loss_value(f, d.y_train), train_acc=np_accuracy(f, d.y_train))
         row.update(measures.margin_stats(m, rho["rho"]))
         self.steps_csv.write({k: row[k] for k in STEPS_CSV_COLUMNS})
         n = len(m)
         self.margins_csv.write_array(zip([epoch] * n, [step] * n, range(n), d.y_train.tolist(), m.tolist(), (m / rho["rho"]).tolist()))
 
     def on_train_begin(self, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == 0:
+        if int(np.asarray(self.model.optimizer.iterations)) == 0:
             self.record(0)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = int(np.asarray(self.model.optimizer.iterations))
         if step <= self.until and step % self.every == 0:
             self.record(step)
 

@@ -133,8 +133,12 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    kind: Literal["square", "cross_entropy", "exponential"] = "square"
+    """`square_rescaled` (SPEC §9, Hui & Belkin): 1/(N·C) Σ_n [k·(f_y − M)² + Σ_{c≠y} f_c²]."""
+
+    kind: Literal["square", "square_rescaled", "cross_entropy", "exponential"] = "square"
     finite_step_correction: bool = False
+    k: float = Field(1.0, gt=0)  # square_rescaled: weight of the true class
+    M: float = Field(1.0, gt=0)  # square_rescaled: target of the true class
 
 
 class OptimConfig(_Strict):
@@ -231,7 +235,7 @@ class Config(_Strict):
     """The fully resolved configuration of one run (or of a sweep, before expansion)."""
 
     name: str = "quickstart"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -256,8 +260,8 @@ class Config(_Strict):
             raise ValueError("compute.steps_per_execution: per-step tracking (track.step_margins_until) needs 1")
         if loss.kind == "exponential" and m.output != "scalar":
             raise ValueError("loss.kind: 'exponential' needs model.output 'scalar' (binary)")
-        if loss.kind == "cross_entropy" and m.output == "scalar":
-            raise ValueError("loss.kind: 'cross_entropy' needs model.output 'onehot'")
+        if loss.kind in ("cross_entropy", "square_rescaled") and m.output == "scalar":
+            raise ValueError(f"loss.kind: '{loss.kind}' needs model.output 'onehot'")
         return self
 
     def to_dict(self) -> dict:

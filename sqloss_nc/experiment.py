@@ -36,26 +36,22 @@ class RunDirError(UserError):
     """The run directory conflicts with the request (different config, not writable): one line."""
 
 
-def configure_tensorflow() -> None:
+def configure_device() -> None:
     """Let several runs share a GPU: allocate GPU memory on demand instead of all at once."""
-    import tensorflow as tf
+    from . import backend
 
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialized: nothing to do
-            pass
+    backend.configure_device()
 
 
 def check_compatible(cfg: Config, data: Dataset) -> None:
     """Config checks that need the data (raised before anything is written)."""
-    from .training import steps_per_epoch
+    from .batches import steps_per_epoch
+    from .models import check_input_shape
 
     n = len(data.y_train)
     if cfg.optim.batch_size > n:
         raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} is larger than the {n} training samples")
-    if cfg.model.arch == "convnet" and data.x_train.ndim != 4:
-        raise ConfigError(f"model.arch: convnet needs image inputs, the data has shape {data.x_train.shape[1:]}")
+    check_input_shape(cfg.model, data.x_train.shape[1:])
     resolve_steps_per_execution(cfg.compute, steps_per_epoch(n, cfg.optim.batch_size))
 
 
@@ -118,7 +114,7 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
 def save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
     """Weights (all, incl. BatchNorm statistics) and optimizer state after `epoch`, atomically."""
     arrays = {f"w{i}": w for i, w in enumerate(network.get_weights())}
-    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
     arrays["epoch"] = np.asarray(epoch)
     tmp = rundir.path / ".checkpoint.tmp.npz"
     with open(tmp, "wb") as fh:
@@ -231,14 +227,14 @@ def build_training(cfg: Config, ds: Dataset):
     """(network, trainer, optimizer) exactly as a run builds them: seeded network, the trainer
     with this normalization's decayed variables, loss and output, compiled with the optimizer and
     the `compute` settings (XLA, steps per execution)."""
-    import keras
-
+    from . import backend
+    from .batches import steps_per_epoch
     from .models import build_network
     from .normalization import decayed_variables
     from .optimizers import make_optimizer
-    from .training import SquareLossTrainer, steps_per_epoch
+    from .training import SquareLossTrainer
 
-    keras.utils.set_random_seed(cfg.seed)
+    backend.seed_everything(cfg.seed)
     network = build_network(cfg.model, ds.x_train.shape[1:], ds.num_classes, seed=cfg.seed)
     trainer = SquareLossTrainer(
         network,
@@ -247,12 +243,14 @@ def build_training(cfg: Config, ds: Dataset):
         loss=cfg.loss.kind,
         output=cfg.model.output,
         finite_step_correction=cfg.loss.finite_step_correction,
+        loss_k=cfg.loss.k,
+        loss_M=cfg.loss.M,
     )
     spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
     optimizer = make_optimizer(cfg.optim, spe)
-    trainer.compile(
-        optimizer=optimizer, jit_compile=cfg.compute.jit_compile, steps_per_execution=resolve_steps_per_execution(cfg.compute, spe)
-    )
+    # On JAX the step is always XLA-compiled (an uncompiled JAX step runs op by op).
+    jit_compile = cfg.compute.jit_compile or backend.NAME == "jax"
+    trainer.compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=resolve_steps_per_execution(cfg.compute, spe))
     optimizer.build(network.trainable_variables)
     return network, trainer, optimizer
 
@@ -272,15 +270,18 @@ def build_tracker(cfg: Config, ds: Dataset, network, trainer):
         output=cfg.model.output,
         batch_size=cfg.compute.inference_batch,
         jit_compile=cfg.compute.jit_compile,
+        loss_k=cfg.loss.k,
+        loss_M=cfg.loss.M,
     )
 
 
 def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+    from . import backend
+    from .batches import array_batches, steps_per_epoch
     from .callbacks import RichProgress, RunLogger, StepLogger
     from .optimizers import lr_at_epoch
-    from .training import epoch_batches, steps_per_epoch
 
-    configure_tensorflow()
+    configure_device()
     network, trainer, optimizer = build_training(cfg, ds)
     spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
 
@@ -304,7 +305,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     epochs = cfg.optim.epochs
 
     def probe():
-        return trainer.probe_grad_norm_sq(epoch_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, 1, 1))
+        return trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, 1, 1))
 
     logger = RunLogger(
         rundir,
@@ -326,7 +327,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     try:
         if first_epoch <= epochs:
             trainer.fit(
-                epoch_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, first_epoch, epochs),
+                backend.epoch_dataset(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, first_epoch, epochs),
                 epochs=epochs,
                 initial_epoch=first_epoch - 1,
                 steps_per_epoch=spe,

@@ -2,9 +2,14 @@
 
 Every weight tensor is drawn i.i.d. N(0, 1) and rescaled so that ||W||_F equals `norm` exactly,
 which is how the paper sets the initial scale ρ(0) = prod_k ||W_k||_F = init_scale^L.
+
+The draw comes from numpy's generator (PCG64 seeded with `seed`), not `keras.random`, whose
+streams differ between Keras backends: a seed means the same weights on TensorFlow and JAX. The
+rescaling is done in float64, then the tensor is cast to the variable's dtype.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -14,7 +19,8 @@ class FrobeniusNormal(keras.initializers.Initializer):
 
     Args:
         norm: the Frobenius norm of the returned tensor (> 0).
-        seed: integer seed; the same seed gives the same tensor.
+        seed: integer seed (>= 0); the same seed gives the same tensor on every backend. None
+            draws fresh entropy.
 
     Example:
 
@@ -30,10 +36,13 @@ class FrobeniusNormal(keras.initializers.Initializer):
         self.norm = float(norm)
         self.seed = seed
 
+    def numpy(self, shape) -> np.ndarray:
+        """The float64 tensor before the cast (what every backend receives)."""
+        w = np.random.default_rng(self.seed).standard_normal(tuple(shape))
+        return w * (self.norm / np.sqrt(np.sum(np.square(w))))
+
     def __call__(self, shape, dtype=None):
-        w = keras.random.normal(shape, dtype="float32", seed=self.seed)
-        w = w * (self.norm / ops.sqrt(ops.sum(ops.square(w))))
-        return ops.cast(w, dtype or "float32")
+        return ops.convert_to_tensor(self.numpy(shape), dtype=dtype or "float32")
 
     def get_config(self):
         return {"norm": self.norm, "seed": self.seed}

@@ -202,7 +202,9 @@ def effective_kernel(layer):
 
 def decayed_variables(network, kind: str) -> list:
     """The variables under coupled weight decay: every weight (kernels, and weight-norm gains)
-    except the Lagrange-normalized hidden kernels, whose scale is fixed."""
+    except the Lagrange-normalized hidden kernels, whose scale is fixed; with `model.bias: true`
+    also every bias and BatchNorm's affine γ/β, as PyTorch's `SGD(weight_decay=λ)` decays every
+    parameter it is given (the canonical neural-collapse runs train that way)."""
     from .models import weight_layers
 
     out = []
@@ -212,6 +214,11 @@ def decayed_variables(network, kind: str) -> list:
         out.append(layer.kernel)
         if getattr(layer, "mode", None) == "weightnorm":
             out.append(layer.g)
+        if getattr(layer, "bias", None) is not None:
+            out.append(layer.bias)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            out += [v for v in (layer.gamma, layer.beta) if v is not None]
     return out
 
 

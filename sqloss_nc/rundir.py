@@ -97,17 +97,16 @@ class CSVAppender:
 def environment() -> dict[str, Any]:
     """Versions and device, recorded in `status.json` so numbers can be traced to a setup."""
     import keras
-    import tensorflow as tf
 
-    from . import __version__
+    from . import __version__, backend
 
-    gpus = tf.config.list_physical_devices("GPU")
     return {
         "sqloss_nc": __version__,
-        "tensorflow": tf.__version__,
+        "backend": backend.NAME,
+        **backend.versions(),
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "device": ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)",
+        "device": backend.devices(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }

@@ -153,12 +153,11 @@ def _guarded(fn, spec: RunSpec, path) -> dict:
 
 
 def _limit_threads(threads: int) -> None:
-    """Called first thing in a worker: TensorFlow reads its thread pools' sizes once."""
+    """Called first thing in a worker: the backends read their thread pools' sizes once."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    import tensorflow as tf
+    from . import backend
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    backend.limit_threads(threads)
 
 
 @functools.lru_cache(maxsize=4)
@@ -357,7 +356,7 @@ class SweepProgress:
 def _ray_task(config_dict, run_id, path, data_dir):
     from . import experiment
 
-    experiment.configure_tensorflow()  # memory growth before TensorFlow touches the GPU
+    experiment.configure_device()  # GPU memory on demand, before the backend touches the GPU
     return run_one(config_dict, run_id, path, data_dir)
 
 

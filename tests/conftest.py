@@ -1,4 +1,6 @@
+import contextlib
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the suite is CPU-only and deterministic
@@ -20,3 +22,32 @@ def synthetic_overrides():
         "optim.batch_size=32",
         "optim.epochs=3",
     ]
+
+
+@contextlib.contextmanager
+def float64_backend():
+    """Real float64 inside the block: JAX truncates float64 to float32 unless x64 is enabled
+    (TensorFlow computes in float64 whenever asked)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def assert_runs_equal(dir_a, dir_b, rtol=2e-4, atol=1e-6, csvs=("metrics.csv", "nc.csv", "margins.csv", "nc_layers.csv")):
+    """Every numeric column of every CSV of two run directories agrees (wall time aside)."""
+    import numpy as np
+    import pandas as pd
+
+    for csv in csvs:
+        a, b = pd.read_csv(Path(dir_a) / csv), pd.read_csv(Path(dir_b) / csv)
+        assert list(a.columns) == list(b.columns) and len(a) == len(b), csv
+        for col in a.columns:
+            if col == "elapsed_s" or not pd.api.types.is_numeric_dtype(a[col]):
+                continue
+            np.testing.assert_allclose(b[col], a[col], rtol=rtol, atol=atol, err_msg=f"{csv}:{col}")

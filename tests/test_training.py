@@ -1,13 +1,13 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from sqloss_nc.losses import np_loss
 from sqloss_nc.config import load_config
 from sqloss_nc.models import build_network
 from sqloss_nc.optimizers import EpochStepSchedule, TorchSGD, lr_at_epoch, make_optimizer
-from sqloss_nc.training import SquareLossTrainer, epoch_batches, epoch_permutation, steps_per_epoch
+from sqloss_nc.batches import array_batches, batch_indices, epoch_order, steps_per_epoch
+from sqloss_nc.training import SquareLossTrainer
 
 
 def identity_classifier(c=2):
@@ -23,13 +23,13 @@ def test_loss_and_objective_follow_pytorch_mseloss():
     y = np.array([0, 1], dtype=np.int32)
     assert np_loss("square", "onehot", f, y) == pytest.approx(0.2475, rel=1e-7)  # f is float32
     trainer = SquareLossTrainer(identity_classifier(), weight_decay=0.1)
-    _, loss, objective, grads, grad_sq, _ = trainer._objective_and_grads(tf.constant(f), tf.constant(y))
+    _, loss, objective, grads, grad_sq, _ = trainer.gradients(f, y)
     assert float(loss) == pytest.approx(0.2475, rel=1e-6)
     # ||I||_F^2 = 2, so lambda/2 * 2 = 0.1.
     assert float(objective) == pytest.approx(0.2475 + 0.1, rel=1e-6)
     # dL/dW for f = x W: x^T (2 (f - Y) / (N C)) + lambda W.
     expected = f.T @ (2 * (f - np.eye(2)[y]) / 4) + 0.1 * np.eye(2)
-    np.testing.assert_allclose(grads[0].numpy(), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads[0], expected, rtol=1e-5, atol=1e-7)
     assert float(grad_sq) == pytest.approx(np.sum(expected**2), rel=1e-5)
 
 
@@ -53,8 +53,8 @@ def test_sgd_steps_match_torch_rule_with_momentum_and_coupled_weight_decay():
     trainer = SquareLossTrainer(network, weight_decay=wd)
     trainer.compile(optimizer=TorchSGD(learning_rate=lr, momentum=mu))
     rng = np.random.default_rng(0)
-    w1 = network.get_layer("dense1").kernel.numpy().astype(np.float64)
-    w2 = network.get_layer("classifier").kernel.numpy().astype(np.float64)
+    w1 = np.asarray(network.get_layer("dense1").kernel, dtype=np.float64)
+    w2 = np.asarray(network.get_layer("classifier").kernel, dtype=np.float64)
     v1, v2 = np.zeros_like(w1), np.zeros_like(w2)
     for _ in range(3):
         x = rng.normal(size=(8, 5)).astype(np.float32)
@@ -63,9 +63,9 @@ def test_sgd_steps_match_torch_rule_with_momentum_and_coupled_weight_decay():
         v1 = mu * v1 + g1 + wd * w1
         v2 = mu * v2 + g2 + wd * w2
         w1, w2 = w1 - lr * v1, w2 - lr * v2
-        trainer.train_step((tf.constant(x), tf.constant(y)))
-    np.testing.assert_allclose(network.get_layer("dense1").kernel.numpy(), w1, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(network.get_layer("classifier").kernel.numpy(), w2, rtol=1e-5, atol=1e-6)
+        trainer.train_on_batch(x, y)
+    np.testing.assert_allclose(np.asarray(network.get_layer("dense1").kernel), w1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(network.get_layer("classifier").kernel), w2, rtol=1e-5, atol=1e-6)
 
 
 def test_torch_sgd_differs_from_keras_sgd_after_a_learning_rate_change():
@@ -74,8 +74,8 @@ def test_torch_sgd_differs_from_keras_sgd_after_a_learning_rate_change():
     def run(opt):
         w = keras.Variable(np.array([1.0], dtype=np.float32))
         for step in range(4):
-            opt.apply([tf.constant([1.0])], [w])
-        return float(w.numpy()[0])
+            opt.apply([keras.ops.ones((1,))], [w])
+        return float(np.asarray(w)[0])
 
     sched = EpochStepSchedule(0.1, [2], 0.1, steps_per_epoch=1)
     torch_w = run(TorchSGD(learning_rate=sched, momentum=0.9))
@@ -97,26 +97,38 @@ def test_step_schedule_matches_multisteplr_per_epoch():
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
-    a = epoch_permutation(100, 0, 1).numpy()
+    a = epoch_order(100, 0, 1)
     assert sorted(a.tolist()) == list(range(100))
-    assert np.array_equal(a, epoch_permutation(100, 0, 1).numpy())
-    assert not np.array_equal(a, epoch_permutation(100, 0, 2).numpy())
-    assert not np.array_equal(a, epoch_permutation(100, 1, 1).numpy())
+    assert np.array_equal(a, epoch_order(100, 0, 1))
+    assert not np.array_equal(a, epoch_order(100, 0, 2))
+    assert not np.array_equal(a, epoch_order(100, 1, 1))
     x = np.arange(10, dtype=np.float32).reshape(10, 1)
-    batches = list(epoch_batches(x, np.arange(10), 4, seed=0, first_epoch=1, last_epoch=2))
+    batches = list(array_batches(x, np.arange(10), 4, seed=0, first_epoch=1, last_epoch=2))
     assert [len(b[1]) for b in batches] == [4, 4, 2, 4, 4, 2] == [4, 4, 2] * 2 and steps_per_epoch(10, 4) == 3
-    resumed = list(epoch_batches(x, np.arange(10), 4, seed=0, first_epoch=2, last_epoch=2))
+    resumed = list(array_batches(x, np.arange(10), 4, seed=0, first_epoch=2, last_epoch=2))
     assert all(np.array_equal(p[1], q[1]) for p, q in zip(batches[3:], resumed))
+    # Every epoch is a permutation, split into consecutive batches.
+    assert np.array_equal(np.concatenate([b[1] for b in batches[:3]]), epoch_order(10, 0, 1))
+
+
+def test_fit_consumes_exactly_the_batches_of_the_epoch_order():
+    """What the backend's dataset feeds `fit` is the numpy order (checked through the values the
+    trainer sees: x = index, so the batches' contents are the indices themselves)."""
+    from sqloss_nc import backend
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    fed = [np.asarray(xb)[:, 0].astype(int) for xb, _ in backend.epoch_dataset(x, np.zeros(10), 4, 3, 1, 2)]
+    assert [b.tolist() for b in fed] == [b.tolist() for b in batch_indices(10, 4, 3, 1, 2)]
 
 
 def test_grad_probe_leaves_batchnorm_statistics_untouched():
     cfg = load_config(None, ["model.arch=mlp", "model.widths=[8]", "model.normalization=batchnorm"])
     network = build_network(cfg.model, (5,), 2, seed=0)
     trainer = SquareLossTrainer(network, weight_decay=0.01)
-    before = [v.numpy().copy() for v in network.non_trainable_variables]
+    before = [np.array(v) for v in network.non_trainable_variables]
     x = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
     y = (np.arange(20) % 2).astype(np.int32)
-    value = trainer.probe_grad_norm_sq(epoch_batches(x, y, 8, 0, 1, 1))
+    value = trainer.probe_grad_norm_sq(array_batches(x, y, 8, 0, 1, 1))
     assert value > 0 and np.isfinite(value)
     for a, b in zip(before, network.non_trainable_variables):
-        np.testing.assert_array_equal(a, b.numpy())
+        np.testing.assert_array_equal(a, np.asarray(b))

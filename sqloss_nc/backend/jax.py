@@ -1,0 +1,176 @@
+"""JAX edges of training (see `sqloss_nc.backend`): the stateless train step with the finite-step
+correction's double backprop (`jax.value_and_grad` of a function that itself takes a gradient),
+`jax.jit` inference over `stateless_call`, generator feeding, devices.
+
+Follows Keras' guide "Customizing what happens in fit() with JAX": `train_step(state, data)`
+receives `(trainable, non_trainable, optimizer, metrics)` variable values, returns
+`(logs, new_state)`, and touches no Keras variable (Keras jits it and writes the state back).
+On JAX the train step and the inference passes are always compiled with XLA, JAX's only
+compiler: `compute.jit_compile` chooses XLA only on TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import keras
+import numpy as np
+
+from ..batches import array_batches
+
+
+def _sum_of_squares(arrays):
+    return sum(jax.numpy.sum(jax.numpy.square(a)) for a in arrays)
+
+
+class TrainStep:
+    """`train_step` and `gradients` for `SquareLossTrainer` on JAX (a mixin: the trainer provides
+    `network`, `decayed`, `objective`, `step_values`, `finite_step_correction`)."""
+
+    def _decayed_index(self) -> list[int]:
+        # The penalty needs the decayed variables' *values* in the stateless state: their
+        # positions among the trainable variables (plain Python, resolved while tracing).
+        position = {id(v): i for i, v in enumerate(self.network.trainable_variables)}
+        return [position[id(v)] for v in self.decayed]
+
+    def _reorder(self, values, source, target) -> list:
+        """`values` listed in the order of variables `source`, re-listed in the order of `target`
+        (Keras' trainer state follows the trainer's variable order, `stateless_call` the
+        network's; the two may differ)."""
+        by_id = {id(v): value for v, value in zip(source, values)}
+        return [by_id[id(v)] for v in target]
+
+    def _objective_and_grads(self, trainable, non_trainable, x, y, training=True, eta=None):
+        """(f, loss, L_tot, gradient of the minimized objective, ||∇L_tot||², correction, new
+        non-trainable values). With `eta` the minimized objective is L_tot + (η/4)||∇L_tot||²,
+        differentiated exactly through the inner gradient (double backprop)."""
+        index = self._decayed_index()
+
+        def objective_fn(tv):
+            f, new_non_trainable = self.network.stateless_call(tv, non_trainable, x, training=training)
+            loss, objective = self.objective(y, f, [tv[i] for i in index])
+            return objective, (f, loss, new_non_trainable)
+
+        value_and_grad = jax.value_and_grad(objective_fn, has_aux=True)
+        if eta is None:
+            (objective, (f, loss, new_nt)), grads = value_and_grad(trainable)
+            grad_sq = _sum_of_squares(grads)
+            correction = jax.numpy.zeros((), grad_sq.dtype)
+        else:
+
+            def corrected_fn(tv):
+                (objective, aux), g = value_and_grad(tv)
+                grad_sq = _sum_of_squares(g)
+                correction = 0.25 * jax.numpy.asarray(eta, grad_sq.dtype) * grad_sq
+                return objective + correction, (objective, aux, grad_sq, correction)
+
+            (_, (objective, (f, loss, new_nt), grad_sq, correction)), grads = jax.value_and_grad(corrected_fn, has_aux=True)(trainable)
+        return f, loss, objective, grads, grad_sq, correction, new_nt
+
+    def _learning_rate(self, optimizer_variables):
+        """The optimizer's current rate (schedules read `iterations`) from the stateless state."""
+        with keras.StatelessScope(state_mapping=list(zip(self.optimizer.variables, optimizer_variables))):
+            return keras.ops.convert_to_tensor(self.optimizer.learning_rate)
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        net = self.network
+        eta = self._learning_rate(optimizer_vars) if self.finite_step_correction else None
+        f, loss, objective, grads, grad_sq, correction, new_non_trainable = self._objective_and_grads(
+            self._reorder(trainable, self.trainable_variables, net.trainable_variables),
+            self._reorder(non_trainable, self.non_trainable_variables, net.non_trainable_variables),
+            x,
+            y,
+            eta=eta,
+        )
+        non_trainable = self._reorder(new_non_trainable, net.non_trainable_variables, self.non_trainable_variables)
+        # stateless_apply lists variables in the order the optimizer was built with.
+        opt_order = self.optimizer._trainable_variables
+        updated, optimizer_vars = self.optimizer.stateless_apply(
+            optimizer_vars,
+            self._reorder(grads, net.trainable_variables, opt_order),
+            self._reorder(trainable, self.trainable_variables, opt_order),
+        )
+        trainable = self._reorder(updated, opt_order, self.trainable_variables)
+        values = self.step_values(f, y, loss, objective, grad_sq, correction)
+        logs, new_metrics_vars = {}, []
+        for metric in self.metrics:
+            n = len(metric.variables)
+            mv = metric.stateless_update_state(metrics_vars[len(new_metrics_vars) : len(new_metrics_vars) + n], values[metric.name])
+            logs[metric.name] = metric.stateless_result(mv)
+            new_metrics_vars += mv
+        return logs, (trainable, non_trainable, optimizer_vars, new_metrics_vars)
+
+    def gradients(self, x, y, eta=None, training=True):
+        """The step's quantities at the current weights, changing nothing: (f, loss, L_tot,
+        gradients of the minimized objective, ||∇L_tot||², correction), as numpy."""
+        cache = self.__dict__.setdefault("_gradients_fns", {})
+        key = (bool(training), eta is None)
+        if key not in cache:
+            cache[key] = jax.jit(
+                lambda tv, ntv, x, y, eta: self._objective_and_grads(tv, ntv, x, y, training=training, eta=eta)[:6]
+            )
+        tv = [v.value for v in self.network.trainable_variables]
+        ntv = [v.value for v in self.network.non_trainable_variables]
+        out = cache[key](tv, ntv, x, np.asarray(y, dtype=np.int32), eta)
+        f, loss, objective, grads, grad_sq, correction = out
+        return np.asarray(f), float(loss), float(objective), [np.asarray(g) for g in grads], float(grad_sq), float(correction)
+
+
+def compile_inference(model, jit_compile: bool = True):
+    """x (numpy batch) -> list of numpy outputs of `model(x, training=False)`: `jax.jit` of
+    `stateless_call` on the variables' current values (always XLA; `jit_compile` is ignored)."""
+    fn = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+
+    def run(x):
+        out = fn([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], x)
+        return [np.asarray(t) for t in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+    return run
+
+
+def epoch_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
+    """The batches of `batches.batch_indices` as a Python generator of numpy arrays (Keras' JAX
+    trainer moves each batch to the device, one batch ahead on accelerators)."""
+    return array_batches(x, y, batch_size, seed, first_epoch, last_epoch)
+
+
+def seed_everything(seed: int) -> None:
+    """`keras.utils.set_random_seed` without its side trip: it imports TensorFlow whenever TF is
+    installed, even on the JAX backend (seconds and hundreds of MB per process). The run's own
+    draws are seeded explicitly; this covers anything that reads the global seeds."""
+    import random
+
+    from keras.src.backend.common import global_state
+
+    random.seed(seed)
+    np.random.seed(seed)
+    global_state.set_global_attribute("global_random_seed", seed)
+
+
+def configure_device() -> None:
+    """Nothing to do: `sqloss_nc/__init__.py` turns JAX's GPU preallocation off before import."""
+
+
+def limit_threads(threads: int) -> None:
+    """Best effort: XLA's CPU client reads its flags when JAX first runs something, so a worker
+    that calls this before any computation gets single-threaded Eigen kernels for threads == 1."""
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+
+
+def devices() -> str:
+    devs = jax.devices()
+    if devs and devs[0].platform != "cpu":
+        return ", ".join(f"{d.platform}:{d.id} ({d.device_kind})" for d in devs)
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def versions() -> dict:
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
