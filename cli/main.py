@@ -7,6 +7,7 @@ is written; environment faults (disk full, permissions during a run) with exit c
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,21 +16,33 @@ import typer
 from rich.console import Console
 
 
+# TensorFlow's C++ runtime writes these at import whatever TF_CPP_MIN_LOG_LEVEL says (absl INFO and
+# WARNING lines, the pre-absl banner, the CPU-feature notice): noise, not news.
+_IMPORT_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)")
+
+
 def _import_library_quietly() -> None:
-    """Import TensorFlow (through sqloss_nc) with the process's stderr muted: its C++ runtime
-    prints absl and CUDA-probe lines at import that would bury our one-line error messages.
-    Python-level import errors still raise, after stderr is restored."""
+    """Import the library (and with it the Keras backend) with the process's stderr captured: the
+    backend's C++ runtime prints absl lines at import that would bury our one-line messages.
+    Everything else it printed (an E-level line of a broken CUDA install, say) is passed on after
+    the import; a Python-level import error still raises, after stderr is restored."""
     if "sqloss_nc" in sys.modules:
         return
+    import tempfile
+
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import sqloss_nc  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import sqloss_nc  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines() if line.strip() and not _IMPORT_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Square-loss dynamics and neural collapse: train, analyze, draw.")

@@ -7,6 +7,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the suite is CPU-only and d
 
 import pytest  # noqa: E402
 
+import sqloss_nc  # noqa: E402,F401  (first: it picks the Keras backend before a test module imports keras)
+
 
 @pytest.fixture
 def synthetic_overrides():

@@ -97,7 +97,7 @@ def test_run_on_shipped_sample_writes_the_contract(tmp_path):
     independent = np.where(ds.y_train == 0, f[:, 0] - f[:, 1], f[:, 1] - f[:, 0])  # y(f0 - f1), y = +-1
     np.testing.assert_array_equal(last["label"], ds.y_train)
     np.testing.assert_allclose(last["margin"], independent, rtol=1e-4, atol=1e-6)
-    rho = np.linalg.norm(model.get_layer("classifier").kernel.numpy().astype(np.float64))
+    rho = np.linalg.norm(np.asarray(model.get_layer("classifier").kernel).astype(np.float64))
     np.testing.assert_allclose(last["margin_normalized"], independent / rho, rtol=1e-4, atol=1e-6)
     assert m["rho"].iloc[-1] == pytest.approx(rho, rel=1e-6)
     assert m["margin_mean"].iloc[-1] == pytest.approx(np.mean(independent / rho), rel=1e-4, abs=1e-7)

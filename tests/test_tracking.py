@@ -57,7 +57,7 @@ def test_nc_csv_matches_recomputation_from_saved_model(tmp_path, synthetic_overr
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     feats = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
     h, f = (t.astype(np.float64) for t in feats.predict(ds.x_train, verbose=0))
-    w = model.get_layer("classifier").kernel.numpy().astype(np.float64).T
+    w = np.asarray(model.get_layer("classifier").kernel).astype(np.float64).T
     nc1, nc3, nearest, trace_ratio = brute_nc(h, ds.y_train, w)
     assert last["nc1"] == pytest.approx(nc1, rel=1e-4)
     assert last["nc3"] == pytest.approx(nc3, rel=1e-4, abs=1e-9)

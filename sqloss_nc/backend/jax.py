@@ -20,6 +20,23 @@ import numpy as np
 from ..batches import array_batches
 
 
+def _keep_tensorflow_unloaded() -> None:
+    """Keras' serializer asks `tf.available` (importing TensorFlow when it is installed) to
+    recognize TF shapes and dtypes, even on the JAX backend: seconds and hundreds of MB per run,
+    plus TF's import banner. A JAX run holds no TF objects, so unless TF is already loaded, tell
+    Keras' lazy module it is absent (private attribute; harmless if Keras changes it)."""
+    import sys
+
+    from keras.src.utils import module_utils
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "_available", True) is None and "tensorflow" not in sys.modules:
+        lazy._available = False
+
+
+_keep_tensorflow_unloaded()
+
+
 def _sum_of_squares(arrays):
     return sum(jax.numpy.sum(jax.numpy.square(a)) for a in arrays)
 
