@@ -3,7 +3,8 @@
 and a run resumed at epoch e sees the batches an uninterrupted run would.
 
 The last batch of an epoch is partial (PyTorch `drop_last=False`) and batches never straddle two
-epochs. The backends only differ in how these index arrays are fed to `fit` (a `tf.data`
+epochs. Full-batch gradient descent (`optim.full_batch`) is the case batch size = N: one batch
+per epoch, the whole permutation (`train_batch_size`). The backends only differ in how these index arrays are fed to `fit` (a `tf.data`
 pipeline on TensorFlow, a Python generator on JAX: `backend.epoch_dataset`).
 
 Example:
@@ -23,6 +24,19 @@ import numpy as np
 
 # Its own stream, so the order draw is independent of the label-noise and init draws.
 _ORDER_STREAM = 0x0DE7
+
+
+def train_batch_size(optim, n: int) -> int:
+    """The training batch size of a run: N for full-batch gradient descent (`optim.full_batch`),
+    else `optim.batch_size`.
+
+    Args:
+        optim: the run's `OptimConfig`.
+        n: number of training samples.
+
+    Example: `train_batch_size(OptimConfig(full_batch=True), 600)` == 600.
+    """
+    return int(n) if optim.full_batch else int(optim.batch_size)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -5,23 +5,59 @@ them into a metrics row (losses, accuracies, norms, ρ, margin statistics) plus 
 margins. `RunLogger` calls it at epoch 0 (before any step) and after every epoch, appends the row
 to `metrics.csv`, the margins to `margins.csv` at the scheduled epochs, saves a resume
 checkpoint, and keeps `status.json` true. `RichProgress` shows a progress bar.
+
+What the NC epochs add (issues 13, 14; SPEC §9, §10), and which matrix each measure reads:
+
+* `spectra.csv` (`spectra.SPECTRA_COLUMNS`): the singular values, `rank` (of W/||W||_F at
+  `track.rank_tol`) and `stable_rank` of every weight tensor, as `spectra.weight_matrix` reads
+  it (out x fan_in), of the weights the layer computes with (`normalization.effective_kernel`,
+  the tensor of `norm_<layer>`). For BatchNorm nets that is the conv/dense kernel itself, not
+  the map diag(1/sqrt(var + eps))·W that BatchNorm composes with it.
+* `nc.csv`: the MSE decomposition (`decomposition.DECOMPOSITION_KEYS`) of the classifier at the
+  inference-mode training features, from the same streaming pass that feeds NC (float64, the
+  p x p second moment: 8p² bytes, 32 MiB at p = 2048, plus O(N p²) work per NC epoch). Square
+  losses: their own k, M, so `mse_total` = `train_loss` + λ/2·||W_L||² (+ λ/2·||b||² for a
+  decayed bias) up to float32 rounding of the network. `cross_entropy`: the decomposition of
+  the plain one-hot square loss (k = M = 1) at the CE-trained features and classifier:
+  `mse_nc1`/`mse_nc23` depend on the features only and compare across losses, while
+  `mse_total` is then not the training objective and `mse_perp`/`ls_distance` say how far the
+  CE classifier is from the least-squares one. NaN for a scalar head and with
+  `track.mse_decomposition: false`. λ is the classifier kernel's weight decay; the bias is in the
+  penalty exactly when it is among the trainer's decayed variables.
+* `eps_gap` is relative to the true-class target M: 1 − mean_n f_{y_n}(x_n)/M (the plain loss'
+  1 − mean f_y for M = 1, unchanged); `w_norm_sq_eq34` is `theory.predicted_w_norm_sq` with the
+  loss' k, M (NaN for cross-entropy and exponential losses, for which Eq. 34 is not derived).
+* `nc_layers.csv` adds, for every probed representation (`Tracker.probe_names`), `ncc_accuracy`
+  on the train split and on the test split (the fraction of samples whose nearest *train* class
+  mean of that layer's flattened activation is their label; a second streaming pass, O(C·p) per
+  layer), and, on the train split for every hidden representation (not the outputs),
+  `alignment` (`spectra.alignment` with the next weight layer's kernel; NaN where that kernel is
+  a convolution or does not act on the flattened representation: every conv-to-conv step).
+* `metrics.csv` adds `update_norm_<layer>` = ||W_e − W_{e−1}||_F/||W_{e−1}||_F of the same
+  effective kernels, every epoch (empty at epoch 0). A resumed run reads W_{e−1} from the
+  checkpoint it resumes from, so its values are those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from . import backend, measures
+from .decomposition import DECOMPOSITION_KEYS, decomposition_accumulator, mse_decomposition
 from .models import feature_extractor, weight_layers
 from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
 from .losses import np_accuracy, np_loss
 from .normalization import effective_kernel, rho_mode
-from .rundir import CSVAppender, RunDir
+from .rundir import CSVAppender, RunDir, atomic_write_text
+from .spectra import DEFAULT_RANK_TOL, SPECTRA_COLUMNS, alignment, spectra_rows, update_norms
 from .theory import predicted_w_norm_sq
 
 MARGIN_COLUMNS = ["margin_mean", "margin_sq_mean", "margin_std", "margin_min", "margin_p05", "margin_p50", "margin_p95"]
@@ -40,6 +76,7 @@ def metrics_columns(layer_names: list[str]) -> list[str]:
         + RAW_MARGIN_COLUMNS
         + ["grad_norm_sq", "elapsed_s"]
         + ["fsc_term"]  # beyond SPEC §6: the finite-step correction term (0 when off)
+        + [f"update_norm_{n}" for n in layer_names]  # SPEC §10; last, so older columns keep their place
     )
 
 
@@ -59,10 +96,13 @@ class Tracker:
     Every epoch: one forward pass over the training set and one over the test set give the
     losses, accuracies and margins; the norms come from the weights. On neural-collapse epochs the
     training pass also returns the hidden activations and feeds the streaming accumulators of
-    `nc.py` (NC2, NC3, the theory links, and the trace ratio and CDNV of every hidden layer), and a
-    second pass over the features gives the exact NC4 and NC1 (both need the final class means:
-    NC1 from the projections of h − μ_y on Σ_B's top C−1 directions). Memory stays O(C·p) per
-    measured layer whatever N.
+    `nc.py` (NC2, NC3, the theory links, the trace ratio and CDNV of every hidden layer, and the
+    MSE decomposition's second moment of the features), and a second pass over the activations
+    gives the exact NC4 and NC1 (both need the final class means: NC1 from the projections of
+    h − μ_y on Σ_B's top C−1 directions) and every layer's NCC accuracy; the test pass classifies
+    the test samples by the train class means. Memory stays O(C·p) per measured layer whatever
+    N, plus the features' p x p second moment when the decomposition is on. What each column
+    means: the module docstring.
 
     Args:
         network: the functional network (weight layers named, classifier last).
@@ -75,13 +115,15 @@ class Tracker:
         batch_size: inference batch size (memory and speed only; results do not depend on it).
         jit_compile: compile the inference passes with XLA (speed only).
         nc_test: also measure neural collapse on the test set (columns prefixed `test_`).
+        rank_tol: `spectra.csv`'s rank threshold (`track.rank_tol`).
+        mse_decomposition: add the MSE decomposition to `nc.csv` (one-hot heads only).
 
     Example:
 
     ```python
     t = Tracker(net, ds, weight_decay=0.01, normalization="batchnorm")
     out = t.measure(nc=True)
-    out.row["rho"], out.nc["nc1"], out.margins.shape
+    out.row["rho"], out.nc["nc1"], out.nc["mse_perp"], out.margins.shape
     ```
     """
 
@@ -99,6 +141,8 @@ class Tracker:
         jit_compile: bool = False,
         loss_k: float = 1.0,
         loss_M: float = 1.0,
+        rank_tol: float = DEFAULT_RANK_TOL,
+        mse_decomposition: bool = True,
     ):
         self.network, self.data = network, data
         self.weight_decay, self.mode = float(weight_decay), rho_mode(normalization)
@@ -108,12 +152,32 @@ class Tracker:
         self.bn_layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
         self.batch_size, self.nc_test = batch_size, nc_test
         self.num_classes = data.num_classes
+        self.rank_tol = float(rank_tol)
         # Hidden representations whose collapse is tracked: every activation before the features
         # (the convnet's last ReLU is the features, reshaped), the features, and the outputs.
         names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
         if isinstance(network.get_layer("features"), keras.layers.Flatten):
             names = names[:-1]  # the convnet's features are its last ReLU, flattened
         self.probe_names = names + ["features", "classifier"]
+        # The weight layer after each hidden representation (first kernel later in the layer
+        # order), for the alignment; `spectra.alignment` is NaN unless it is a Dense kernel on
+        # exactly the flattened representation.
+        order = [layer.name for layer in network.layers]
+        self._next_layer = {}
+        for name in self.probe_names[:-1]:
+            later = network.layers[order.index(name) + 1 :]
+            self._next_layer[name] = next((layer for layer in later if getattr(layer, "kernel", None) is not None), None)
+        # The targets' scale M (eps_gap, Eq. 34) and the decomposition's loss: the training
+        # loss' own for the square losses, the plain one-hot square loss for cross-entropy.
+        rescaled = loss == "square_rescaled"
+        self._target = self.loss_M if rescaled else 1.0
+        self._dec_k, self._dec_M = (self.loss_k, self.loss_M) if rescaled else (1.0, 1.0)
+        self.decompose = bool(mse_decomposition) and output == "onehot"
+        classifier = network.get_layer("classifier")
+        self._classifier = classifier
+        self._classifier_bias = getattr(classifier, "bias", None)
+        self._kernel_decayed = any(v is classifier.kernel for v in self.decayed)
+        self._bias_decayed = self._classifier_bias is not None and any(v is self._classifier_bias for v in self.decayed)
         probe = keras.Model(
             network.inputs, [network.get_layer(n).output for n in names] + [network.get_layer("features").output, network.output]
         )
@@ -137,62 +201,153 @@ class Tracker:
     def norms(self) -> dict[str, float]:
         return {layer.name: measures.frobenius(np.asarray(effective_kernel(layer))) for layer in self.layers}
 
+    def kernels(self) -> dict[str, np.ndarray]:
+        """Copies of the weight tensors the layers compute with (those of `norm_<layer>`), by layer."""
+        return {layer.name: np.array(effective_kernel(layer), copy=True) for layer in self.layers}
+
+    def spectra(self, epoch: int, kernels: dict | None = None) -> list[dict]:
+        """`spectra.csv` rows of every weight tensor at this epoch (one NaN row for a non-finite
+        tensor: a diverged network has no spectrum, and an SVD of NaNs raises)."""
+        kernels = self.kernels() if kernels is None else kernels
+        finite = {k: v for k, v in kernels.items() if np.isfinite(v).all()}
+        rows = spectra_rows(epoch, finite, self.rank_tol)
+        nan = float("nan")
+        rows += [dict(zip(SPECTRA_COLUMNS, (epoch, k, 0, nan, nan, nan))) for k in kernels if k not in finite]
+        return rows
+
     def _class_scores(self, f: np.ndarray) -> np.ndarray:
         """Per-class scores for the NC measures: the outputs, or (−f, f) for a scalar head, whose
         argmax is the sign decision and whose `eps_gap` is 1 − mean y·f."""
         return np.concatenate([-f, f], axis=1) if self.output == "scalar" else f
 
-    def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
-        """Outputs f, the NC metrics of the features, and per-layer (trace ratio, CDNV) rows."""
-        # nc1 comes from the second pass (projections on Sigma_B's top directions), so no
-        # p x p scatter matrix is kept.
-        full = NCAccumulator(self.num_classes, full=False)
-        light = {n: NCAccumulator(self.num_classes, full=False) for n in self.probe_names if n != "features"}
-        outputs, finite = [], True
+    def _probe_pass(self, x):
+        """(first index, representations in `probe_names` order, class scores) per batch."""
         for i, xb in self._batches(x):
-            *hidden, h, f = self._probe(xb)
+            *reps, f = self._probe(xb)
             f = self._class_scores(f)
-            outputs.append(f)
-            # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
-            finite = finite and bool(np.isfinite(h).all() and np.isfinite(f).all())
-            if finite:
-                yb = y[i : i + len(xb)]
-                full.update(h, yb, f)
-                for name, act in zip(self.probe_names[:-2], hidden):
-                    light[name].update(act, yb)
-                light["classifier"].update(f, yb)
-        outputs = np.concatenate(outputs)
-        outputs = outputs[:, 1:] if self.output == "scalar" else outputs  # back from (-f, f) to f
-        if not finite:
-            nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34"), float("nan"))
-            return outputs, nc, [{"layer": n, "measure": k, "value": float("nan")} for n in self.probe_names for k in FEATURE_COLLAPSE_KEYS]
-        full.nc4_pass(
-            (h, y[i : i + len(xb)], self._class_scores(f)) for i, xb in self._batches(x) for h, f in [self._features(xb)]
-        )
-        # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
-        w = np.asarray(self.network.get_layer("classifier").kernel).T if self.output == "onehot" else None
-        nc = full.finalize(classifier_weights=w)
-        nc["w_norm_sq_eq34"] = predicted_w_norm_sq(nc["eps_gap"], self.weight_decay, self.num_classes)
-        layers = []
-        for name in self.probe_names:
-            res = nc if name == "features" else light[name].finalize()
-            layers += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
+            yield i, [*reps, f], f
+
+    def _outputs(self, scores: list[np.ndarray]) -> np.ndarray:
+        outputs = np.concatenate(scores)
+        return outputs[:, 1:] if self.output == "scalar" else outputs  # back from (-f, f) to f
+
+    def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
+        """Outputs f, the NC metrics of the features, and the per-layer rows (this split's own
+        class means: trace ratio, CDNV, NCC accuracy; alignment)."""
+        outputs, nc, layers, _ = self._collapse(x, y)
         return outputs, nc, layers
+
+    def _collapse(self, x, y, train: list | None = None):
+        """(outputs, nc row, layer rows, per-layer accumulators or None if not finite).
+
+        `train`: the train split's accumulators; given, this is the test split, whose NCC
+        accuracy uses the train means (counted in the first pass) and which gets no
+        decomposition and no alignment."""
+        C, feat = self.num_classes, self.probe_names.index("features")
+        decompose = self.decompose and train is None
+        # nc1 comes from the second pass (projections on Sigma_B's top directions), so no p x p
+        # scatter matrix is kept unless the decomposition needs the second moment.
+        accs = [NCAccumulator(C, full=False) for _ in self.probe_names]
+        if decompose:
+            accs[feat] = decomposition_accumulator(C, k=self._dec_k)
+        counters = [a.ncc() for a in train] if train is not None else None
+        scores, finite = [], True
+        for i, reps, f in self._probe_pass(x):
+            scores.append(f)
+            # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
+            finite = finite and all(bool(np.isfinite(r).all()) for r in reps)
+            if finite:
+                yb = y[i : i + len(f)]
+                for j, (acc, rep) in enumerate(zip(accs, reps)):
+                    acc.update(rep, yb, f if j == feat else None)
+                    if counters is not None:
+                        counters[j].update(rep, yb)
+        outputs = self._outputs(scores)
+        if not finite:
+            nan = float("nan")
+            nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34", *(DECOMPOSITION_KEYS if train is None else ())), nan)
+            rows = [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in (*FEATURE_COLLAPSE_KEYS, "ncc_accuracy")]
+            if train is None:
+                rows += [{"layer": n, "measure": "alignment", "value": nan} for n in self.probe_names[:-1]]
+            return outputs, nc, rows, None
+        if train is None:
+            # Second pass over all representations: NC4 and NC1 of the features, and every
+            # layer's NCC accuracy against the final train means.
+            counters = [a.ncc() for a in accs]
+
+            def second():
+                for i, reps, f in self._probe_pass(x):
+                    yb = y[i : i + len(f)]
+                    for counter, rep in zip(counters, reps):
+                        counter.update(rep, yb)
+                    yield reps[feat], yb, f
+
+            accs[feat].nc4_pass(second())
+        else:
+            accs[feat].nc4_pass(
+                (h, y[i : i + len(xb)], self._class_scores(f)) for i, xb in self._batches(x) for h, f in [self._features(xb)]
+            )
+        # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
+        w = np.asarray(self._classifier.kernel).T if self.output == "onehot" else None
+        nc = accs[feat].finalize(classifier_weights=w)
+        self._scale_to_target(nc)
+        if train is None:
+            nc.update(self._decomposition(accs[feat], w))
+        rows = []
+        for j, name in enumerate(self.probe_names):
+            res = nc if name == "features" else accs[j].finalize()
+            rows += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
+            rows.append({"layer": name, "measure": "ncc_accuracy", "value": counters[j].accuracy})
+            if train is None and name in self._next_layer:
+                nxt = self._next_layer[name]
+                value = alignment(accs[j].means, np.asarray(effective_kernel(nxt))) if nxt is not None else float("nan")
+                rows.append({"layer": name, "measure": "alignment", "value": value})
+        return outputs, nc, rows, accs
+
+    def _scale_to_target(self, nc: dict) -> None:
+        """`eps_gap` relative to the target M and Eq. 34 for this loss (module docstring)."""
+        if self._target != 1.0:  # the plain loss' numbers stay bit for bit
+            nc["eps_gap"] = 1.0 - (1.0 - nc["eps_gap"]) / self._target
+        if self.loss in ("square", "square_rescaled"):
+            k = self.loss_k if self.loss == "square_rescaled" else 1.0
+            nc["w_norm_sq_eq34"] = predicted_w_norm_sq(nc["eps_gap"], self.weight_decay, self.num_classes, k=k, M=self._target)
+        else:
+            nc["w_norm_sq_eq34"] = float("nan")
+
+    def _decomposition(self, stats, w) -> dict:
+        if not self.decompose:
+            return dict.fromkeys(DECOMPOSITION_KEYS, float("nan"))
+        bias = None if self._classifier_bias is None else np.asarray(self._classifier_bias)
+        lam = self.weight_decay if self._kernel_decayed else 0.0
+        return mse_decomposition(stats, w, lam, bias=bias, decay_bias=self._bias_decayed, k=self._dec_k, M=self._dec_M)
+
+    def _ncc_pass(self, x, y, train: list | None):
+        """Test outputs and the test split's NCC accuracy rows (train means), one probe pass."""
+        if train is None:  # the train pass diverged
+            return self.predict(x), [{"layer": n, "measure": "ncc_accuracy", "value": float("nan")} for n in self.probe_names]
+        counters = [a.ncc() for a in train]
+        scores = []
+        for i, reps, f in self._probe_pass(x):
+            scores.append(f)
+            for counter, rep in zip(counters, reps):
+                counter.update(rep, y[i : i + len(f)])
+        rows = [{"layer": n, "measure": "ncc_accuracy", "value": c.accuracy} for n, c in zip(self.probe_names, counters)]
+        return self._outputs(scores), rows
 
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
         d = self.data
         nc_row, layer_rows = None, []
         if nc:
-            f_train, nc_row, layer_rows = self.collapse(d.x_train, d.y_train)
+            f_train, nc_row, layer_rows, train_accs = self._collapse(d.x_train, d.y_train)
             for r in layer_rows:
                 r["split"] = "train"
-            if self.nc_test:
-                f_test, nc_test, test_layers = self.collapse(d.x_test, d.y_test)
+            if self.nc_test and train_accs is not None:
+                f_test, nc_test, test_layers, _ = self._collapse(d.x_test, d.y_test, train=train_accs)
                 nc_row.update({f"test_{k}": v for k, v in nc_test.items()})
-                layer_rows += [dict(r, split="test") for r in test_layers]
             else:
-                f_test = self.predict(d.x_test)
+                f_test, test_layers = self._ncc_pass(d.x_test, d.y_test, train_accs)
+            layer_rows += [dict(r, split="test") for r in test_layers]
         else:
             f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
         norms = self.norms()
@@ -214,7 +369,30 @@ class Tracker:
 
     def nc_columns(self) -> list[str]:
         keys = list(NC_KEYS) + ["w_norm_sq_eq34"]
-        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else [])
+        # The decomposition (train split) comes last, so older columns keep their place.
+        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else []) + list(DECOMPOSITION_KEYS)
+
+
+SPECTRA_CSV = "spectra.csv"
+
+
+def _appender(path, columns: list[str]) -> CSVAppender:
+    """A `CSVAppender`, after widening the header of a file written by an older version (a run
+    resumed across an upgrade): when its columns are a subset of `columns`, the rows are
+    rewritten under the new header with the new columns empty, so no row is misaligned."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header and header != list(columns) and set(header) <= set(columns):
+            with open(path, newline="") as fh:
+                old = list(csv.DictReader(fh))
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(columns), restval="")
+            writer.writeheader()
+            writer.writerows(old)
+            atomic_write_text(path, buf.getvalue())
+    return CSVAppender(path, columns)
 
 
 def diverged(row: dict) -> str | None:
@@ -260,10 +438,14 @@ class RunLogger(keras.callbacks.Callback):
         self.first_epoch, self.elapsed_offset = first_epoch, elapsed_offset
         self.initial_grad_norm_sq, self.checkpoint = initial_grad_norm_sq, checkpoint
         self.columns = metrics_columns([layer.name for layer in tracker.layers])
-        self.metrics_csv = CSVAppender(rundir.metrics_path, self.columns)
+        self.metrics_csv = _appender(rundir.metrics_path, self.columns)
         self.margins_csv = CSVAppender(rundir.margins_path, MARGINS_CSV_COLUMNS)
-        self.nc_csv = CSVAppender(rundir.nc_path, tracker.nc_columns()) if self.nc_epochs else None
+        self.nc_csv = _appender(rundir.nc_path, tracker.nc_columns()) if self.nc_epochs else None
         self.nc_layers_csv = CSVAppender(rundir.nc_layers_path, NC_LAYERS_CSV_COLUMNS) if self.nc_epochs else None
+        self.spectra_csv = CSVAppender(rundir.path / SPECTRA_CSV, list(SPECTRA_COLUMNS)) if self.nc_epochs else None
+        # W_{e-1} for update_norm: taken when epoch e-1 is recorded, or, resuming, from the
+        # weights the checkpoint restored (read at on_train_begin, before any step).
+        self._prev_kernels: dict | None = None
         self.last_row: dict | None = None
         self.divergence: str | None = None
         self._t0 = time.perf_counter()
@@ -274,11 +456,16 @@ class RunLogger(keras.callbacks.Callback):
     def record(self, epoch: int, grad_norm_sq: float, fsc_term: float = float("nan")) -> dict:
         out = self.tracker.measure(nc=epoch in self.nc_epochs)
         row, m = out.row, out.margins
+        kernels = self.tracker.kernels()
+        if self._prev_kernels is not None:
+            row.update(update_norms(self._prev_kernels, kernels))
+        self._prev_kernels = kernels
         row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, fsc_term=fsc_term, elapsed_s=self.elapsed())
         self.metrics_csv.write(row)
         if out.nc is not None:
             self.nc_csv.write({"epoch": epoch, **out.nc})
             self.nc_layers_csv.write_many({"epoch": epoch, **r} for r in out.layers)
+            self.spectra_csv.write_many(self.tracker.spectra(epoch, kernels))
         if epoch in self.margin_epochs:
             labels = self.tracker.data.y_train
             block = zip([epoch] * len(m), range(len(m)), labels.tolist(), m.tolist(), (m / row["rho"]).tolist())
@@ -299,6 +486,8 @@ class RunLogger(keras.callbacks.Callback):
         if self.first_epoch == 1 and self.last_row is None:
             grad = self.initial_grad_norm_sq() if self.initial_grad_norm_sq else float("nan")
             self.record(0, grad)
+        elif self._prev_kernels is None:
+            self._prev_kernels = self.tracker.kernels()  # resumed: the checkpoint's epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if self.divergence:  # epoch 0 already diverged
@@ -309,7 +498,7 @@ class RunLogger(keras.callbacks.Callback):
         logs.update(row)
 
     def close(self):
-        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv):
+        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv, self.spectra_csv):
             if f is not None:
                 f.close()
 

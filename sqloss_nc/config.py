@@ -142,17 +142,36 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
+    """`optim:` (SPEC §4). `full_batch: true` is full-batch gradient descent: one step per epoch
+    on all N training samples (BatchNorm's batch statistics over all N, the epoch's order still
+    the (seed, epoch) permutation, which a full-batch step does not depend on beyond float32
+    summation order). `batch_size` is then ignored and written as null in the resolved
+    config, so a sweep over `optim.full_batch: [false, true]` compares SGD with GD directly
+    (`batches.train_batch_size` gives the batch a run uses)."""
+
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    batch_size: int = Field(128, gt=0)
+    batch_size: Optional[int] = Field(128, gt=0)
+    full_batch: bool = False
     epochs: int = Field(1000, gt=0)
     schedule: Literal["constant", "step"] = "constant"
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(0.1, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _full_batch(cls, data):
+        # Normalized before validation so config.yaml says what ran (no batch size) and a run
+        # resumed or compared through the schema sees the same dict.
+        if isinstance(data, dict) and data.get("full_batch") is True:
+            data = {**data, "batch_size": None}
+        return data
+
     @model_validator(mode="after")
     def _milestones(self) -> "OptimConfig":
+        if self.batch_size is None and not self.full_batch:
+            raise ValueError("optim.batch_size: null needs optim.full_batch true (full-batch gradient descent)")
         if self.schedule == "step":
             if not self.milestones:
                 raise ValueError("schedule 'step' needs optim.milestones (epochs where lr *= gamma)")
@@ -172,6 +191,11 @@ class TrackConfig(_Strict):
     step_margins_until: int = Field(0, ge=0)
     step_margins_every: int = Field(10, gt=0)
     log_points: int = Field(20, gt=0)
+    # Beyond SPEC §7, on NC epochs (issues 13, 14): the threshold of spectra.csv's `rank` on the
+    # singular values of W/||W||_F, and the MSE decomposition columns of nc.csv (the p x p
+    # second moment of the features; NaN for a scalar head or when off).
+    rank_tol: float = Field(1e-3, ge=0, lt=1)
+    mse_decomposition: bool = True
 
     @field_validator("margin_epochs", "nc_epochs")
     @classmethod

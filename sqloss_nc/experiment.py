@@ -45,14 +45,14 @@ def configure_device() -> None:
 
 def check_compatible(cfg: Config, data: Dataset) -> None:
     """Config checks that need the data (raised before anything is written)."""
-    from .batches import steps_per_epoch
+    from .batches import steps_per_epoch, train_batch_size
     from .models import check_input_shape
 
     n = len(data.y_train)
-    if cfg.optim.batch_size > n:
+    if not cfg.optim.full_batch and cfg.optim.batch_size > n:
         raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} is larger than the {n} training samples")
     check_input_shape(cfg.model, data.x_train.shape[1:])
-    resolve_steps_per_execution(cfg.compute, steps_per_epoch(n, cfg.optim.batch_size))
+    resolve_steps_per_execution(cfg.compute, steps_per_epoch(n, train_batch_size(cfg.optim, n)))
 
 
 FINISHED = ("done", "diverged")  # rerunning would only repeat them
@@ -228,7 +228,7 @@ def build_training(cfg: Config, ds: Dataset):
     with this normalization's decayed variables, loss and output, compiled with the optimizer and
     the `compute` settings (XLA, steps per execution)."""
     from . import backend
-    from .batches import steps_per_epoch
+    from .batches import steps_per_epoch, train_batch_size
     from .models import build_network
     from .normalization import decayed_variables
     from .optimizers import make_optimizer
@@ -246,7 +246,7 @@ def build_training(cfg: Config, ds: Dataset):
         loss_k=cfg.loss.k,
         loss_M=cfg.loss.M,
     )
-    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
+    spe = steps_per_epoch(len(ds.y_train), train_batch_size(cfg.optim, len(ds.y_train)))
     optimizer = make_optimizer(cfg.optim, spe)
     # On JAX the step is always XLA-compiled (an uncompiled JAX step runs op by op).
     jit_compile = cfg.compute.jit_compile or backend.NAME == "jax"
@@ -272,18 +272,21 @@ def build_tracker(cfg: Config, ds: Dataset, network, trainer):
         jit_compile=cfg.compute.jit_compile,
         loss_k=cfg.loss.k,
         loss_M=cfg.loss.M,
+        rank_tol=cfg.track.rank_tol,
+        mse_decomposition=cfg.track.mse_decomposition,
     )
 
 
 def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
     from . import backend
-    from .batches import array_batches, steps_per_epoch
+    from .batches import array_batches, steps_per_epoch, train_batch_size
     from .callbacks import RichProgress, RunLogger, StepLogger
     from .optimizers import lr_at_epoch
 
     configure_device()
     network, trainer, optimizer = build_training(cfg, ds)
-    spe = steps_per_epoch(len(ds.y_train), cfg.optim.batch_size)
+    batch_size = train_batch_size(cfg.optim, len(ds.y_train))
+    spe = steps_per_epoch(len(ds.y_train), batch_size)
 
     first_epoch, elapsed = 1, 0.0
     if state == "resume":
@@ -305,7 +308,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     epochs = cfg.optim.epochs
 
     def probe():
-        return trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, 1, 1))
+        return trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, batch_size, cfg.seed, 1, 1))
 
     logger = RunLogger(
         rundir,
@@ -327,7 +330,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     try:
         if first_epoch <= epochs:
             trainer.fit(
-                backend.epoch_dataset(ds.x_train, ds.y_train, cfg.optim.batch_size, cfg.seed, first_epoch, epochs),
+                backend.epoch_dataset(ds.x_train, ds.y_train, batch_size, cfg.seed, first_epoch, epochs),
                 epochs=epochs,
                 initial_epoch=first_epoch - 1,
                 steps_per_epoch=spe,

@@ -21,6 +21,22 @@ f^c = 1 − ε on class c, f^{c'} = ε/(C−1) on the others), the N samples of 
 using N/λ' = (N_tot/C)/(λ N_tot C/2) = 2/(λ C²). With unbalanced classes the mean over c of
 ||w_c||² gives the same expression (Σ_c N_c/N_tot = 1). Eq. 35, <w_c, μ_G> = 1/C, is unchanged
 by the rescaling of λ.
+
+The rescaled square loss (Hui & Belkin, `loss.kind: square_rescaled`, SPEC §9),
+L = 1/(N_tot·C) Σ_n [k(f^{y_n}_n − M)² + Σ_{c≠y_n} (f^c_n)²], has per-sample weights ω_nc = k on the
+true class (1 elsewhere) and targets t_nc = M·δ_{c y_n}. The same dot product gives
+λ||w_c||² = 2/(N_tot·C) Σ_n ω_nc (t_nc − f^c_n) f^c_n. Assumption 1 scaled to the target M
+(f^c = M(1 − ε) on class c, f^{c'} = Mε/(C−1) on the others, so the outputs sum to M as the
+targets do, and ε = 1 − mean_n f_{y_n}/M is the *relative* gap, `eps_gap`) gives kM²ε(1 − ε)
+per sample of class c and −M²ε²/(C−1)² per other sample:
+
+    mean_c ||w_c||² = 2M²/(λC²) · (kε − (k(C−1) + 1)ε²/(C−1))                 (Eq. 34, rescaled)
+
+which is the plain formula at k = M = 1 (k(C−1) + 1 = C). Eq. 35 becomes <w_c, μ_G> = M/C (the
+mean over c' of f^c(μ_{c'}) under Assumption 1, bias-free). What assumes M = k = 1: every
+toy-model check of `theory_checks` (ρ_eq of Eq. 11, the loss identity, Lemma 2's gaps, the ρ flow)
+is derived for targets 1 and is computed for `loss.kind: square` only; a `square_rescaled` run
+gets the Eq. 34 and Eq. 35 rows alone.
 """
 
 from __future__ import annotations
@@ -40,18 +56,25 @@ def effective_weight_decay(weight_decay: float, n_train: int, num_classes: int) 
     return weight_decay * n_train * num_classes / 2.0
 
 
-def predicted_w_norm_sq(eps: float, weight_decay: float, num_classes: int) -> float:
-    """Eq. 34 in this project's normalization: mean_c ||w_c||² = 2/(λC²)·(ε − Cε²/(C−1)).
+def predicted_w_norm_sq(eps: float, weight_decay: float, num_classes: int, k: float = 1.0, M: float = 1.0) -> float:
+    """Eq. 34 in this project's normalization: mean_c ||w_c||² = 2/(λC²)·(ε − Cε²/(C−1)); for
+    the rescaled square loss 2M²/(λC²)·(kε − (k(C−1)+1)ε²/(C−1)) (module docstring).
 
     Args:
-        eps: the interpolation gap ε = 1 − mean_n f_{y_n}(x_n) (`eps_gap`).
+        eps: the relative interpolation gap ε = 1 − mean_n f_{y_n}(x_n)/M (`eps_gap`).
         weight_decay: λ of the coupled weight decay (NaN is returned for λ = 0: no prediction).
         num_classes: C.
+        k, M: the rescaled loss' true-class weight and target (1, 1: the plain square loss,
+            whose value is unchanged bit for bit).
+
+    Example:
+        >>> predicted_w_norm_sq(0.1, 0.01, 2) == predicted_w_norm_sq(0.1, 0.01, 2, k=1.0, M=1.0)
+        True
     """
     if weight_decay <= 0 or not math.isfinite(eps):
         return float("nan")
     c = num_classes
-    return 2.0 / (weight_decay * c * c) * (eps - c * eps * eps / (c - 1))
+    return M * M * 2.0 / (weight_decay * c * c) * (k * eps - (k * (c - 1) + 1) * eps * eps / (c - 1))
 
 
 # =============================================================================================
@@ -465,7 +488,8 @@ def compare_rho_flow(
     n = _n_train(config, n_train)
     if n is None or n <= 0:
         raise ValueError("number of training samples unknown: pass n_train, or a config with data.n_train")
-    spe = -(-n // int(_cfg(config, "optim.batch_size", 128)))
+    # Full-batch gradient descent (optim.full_batch) takes one step per epoch.
+    spe = 1 if _cfg(config, "optim.full_batch", False) else -(-n // int(_cfg(config, "optim.batch_size", 128)))
     momentum = float(_cfg(config, "optim.momentum", 0.0))
     lam = float(_cfg(config, "optim.weight_decay", 0.0))
     m = metrics.sort_values("epoch").reset_index(drop=True)
@@ -775,6 +799,36 @@ def _rel(measured: float, predicted: float) -> float:
     return abs(measured - predicted) / abs(predicted)
 
 
+def _check_row(check: str, measured: float, predicted: float, note: str) -> dict:
+    return {"check": check, "measured": float(measured), "predicted": float(predicted), "rel_error": _rel(measured, predicted), "note": note}
+
+
+def _classifier_checks(nc: Optional[pd.DataFrame], c: int, target: float) -> list[dict]:
+    """The Eq. 34 and Eq. 35 rows from the last `nc` row that has them (target M of the true
+    class: 1 for the plain square loss)."""
+    rows: list[dict] = []
+    cols = set(getattr(nc, "columns", []))
+    if nc is None:
+        return rows
+    if {"w_norm_sq_mean", "w_norm_sq_eq34"} <= cols:
+        nc_w = nc.dropna(subset=["w_norm_sq_mean", "w_norm_sq_eq34"]).sort_values("epoch")
+        if not nc_w.empty:
+            r = nc_w.iloc[-1]
+            form = "2/(λC²)(ε − Cε²/(C−1))" if target == 1.0 else "2M²/(λC²)(kε − (k(C−1)+1)ε²/(C−1))"
+            rows.append(
+                _check_row(
+                    "w_norm_sq_eq34", r["w_norm_sq_mean"], r["w_norm_sq_eq34"], f"Eq. 34 (project units) at epoch {int(r['epoch'])}: mean_c ||w_c||² vs {form}"
+                )
+            )
+    if "w_dot_muG" in cols:
+        nc_g = nc.dropna(subset=["w_dot_muG"]).sort_values("epoch")
+        if not nc_g.empty:
+            r = nc_g.iloc[-1]
+            note = f"Eq. 35 at epoch {int(r['epoch'])}: mean_c <w_c, μ_G> vs M/C (M = {target:g}; bias-free classifier, Assumption 1)"
+            rows.append(_check_row("w_dot_muG_eq35", r["w_dot_muG"], target / c, note))
+    return rows
+
+
 def theory_checks(
     metrics: pd.DataFrame,
     config: Optional[Mapping[str, Any]] = None,
@@ -800,6 +854,9 @@ def theory_checks(
       row) against g·λ′ρ_0²/(1 + λ′ρ_0²), g = (C−1)/C (Assumption 1: ε = g(1 − m) when the
       outputs sum to 1).
     * `w_norm_sq_eq34` — Eq. 34 in project units (`nc`'s `w_norm_sq_mean` vs `w_norm_sq_eq34`).
+    * `w_dot_muG_eq35` — Eq. 35: `nc`'s `w_dot_muG` vs M/C (1/C for the plain loss).
+
+    `square_rescaled` runs get only the last two rows (the others assume targets 1, k = 1).
     * `rho_flow` / `rho_flow_late` — `compare_rho_flow` from epoch 0 / from the middle epoch:
       final ρ_L recorded vs integrated (the note gives the max relative error over the stretch);
       only when N is known (`n_train`, or `data.n_train` / `data.train_per_class` in `config`).
@@ -820,9 +877,12 @@ def theory_checks(
         >>> checks = theory_checks(metrics, config, nc, n_train=600)  # doctest: +SKIP
         >>> checks.to_csv(rundir / "theory.csv", index=False)  # doctest: +SKIP
     """
-    if _cfg(config, "loss.kind", "square") != "square" or metrics is None or metrics.empty:
+    kind = _cfg(config, "loss.kind", "square")
+    if kind not in ("square", "square_rescaled") or metrics is None or metrics.empty:
         return pd.DataFrame(columns=THEORY_COLUMNS)
     output, c = _head(config)
+    if kind == "square_rescaled":  # the toy-model checks assume targets 1 (module docstring)
+        return pd.DataFrame(_classifier_checks(nc, c, float(_cfg(config, "loss.M", 1.0))), columns=THEORY_COLUMNS)
     lam = float(_cfg(config, "optim.weight_decay", 0.0))
     lam_p = toy_weight_decay(lam, output, c)
     g = 1.0 if output == "scalar" else (c - 1) / c
@@ -832,15 +892,7 @@ def theory_checks(
     rows: list[dict] = []
 
     def add(check: str, measured: float, predicted: float, note: str) -> None:
-        rows.append(
-            {
-                "check": check,
-                "measured": float(measured),
-                "predicted": float(predicted),
-                "rel_error": _rel(measured, predicted),
-                "note": note,
-            }
-        )
+        rows.append(_check_row(check, measured, predicted, note))
 
     if finite.empty:
         return pd.DataFrame(columns=THEORY_COLUMNS)
@@ -907,16 +959,7 @@ def theory_checks(
                 f"the margin alone gives g(1 − ρμ) = {g * (1.0 - r_e * mu_e):.3g}, the rest is the common mode f_0 + f_1 ≠ 1",
             )
 
-    if nc is not None and {"w_norm_sq_mean", "w_norm_sq_eq34"} <= set(getattr(nc, "columns", [])):
-        nc_w = nc.dropna(subset=["w_norm_sq_mean", "w_norm_sq_eq34"]).sort_values("epoch")
-        if not nc_w.empty:
-            r = nc_w.iloc[-1]
-            add(
-                "w_norm_sq_eq34",
-                r["w_norm_sq_mean"],
-                r["w_norm_sq_eq34"],
-                f"Eq. 34 (project units) at epoch {int(r['epoch'])}: mean_c ||w_c||² vs 2/(λC²)(ε − Cε²/(C−1))",
-            )
+    rows += _classifier_checks(nc, c, 1.0)
 
     if _n_train(config, n_train) is not None and len(finite) >= 2:
         e0, e1 = float(finite["epoch"].iloc[0]), float(finite["epoch"].iloc[-1])

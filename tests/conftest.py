@@ -53,3 +53,26 @@ def assert_runs_equal(dir_a, dir_b, rtol=2e-4, atol=1e-6, csvs=("metrics.csv", "
             if col == "elapsed_s" or not pd.api.types.is_numeric_dtype(a[col]):
                 continue
             np.testing.assert_allclose(b[col], a[col], rtol=rtol, atol=atol, err_msg=f"{csv}:{col}")
+
+
+@pytest.fixture
+def interrupt_after_epoch(monkeypatch):
+    """`interrupt_after_epoch(e)`: the next in-process run raises KeyboardInterrupt right after
+    checkpointing epoch e (a resumable interruption); `interrupt_after_epoch(None)` undoes it."""
+    import sqloss_nc.experiment as experiment
+
+    real = experiment.save_checkpoint
+
+    def arm(epoch):
+        if epoch is None:
+            monkeypatch.setattr(experiment, "save_checkpoint", real)
+            return
+
+        def interrupt(rundir, network, optimizer, done):
+            real(rundir, network, optimizer, done)
+            if done == epoch:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(experiment, "save_checkpoint", interrupt)
+
+    return arm
