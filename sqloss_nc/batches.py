@@ -18,7 +18,7 @@ batches = list(batch_indices(10, 4, seed=0, first_epoch=1, last_epoch=2))
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_runs_equal
-from sqloss_nc import backend, experiment
+from sqloss_nc import backend
 from sqloss_nc.config import load_config
 from sqloss_nc.experiment import train_and_evaluate
 
@@ -93,27 +93,47 @@ def test_the_same_run_on_both_backends_writes_the_same_numbers(tmp_path, variant
         assert status["environment"][name] == importlib.import_module(name).__version__ if name == THIS else True
 
 
+INTERRUPT_AT_EPOCH_2 = """
+import sys
+from sqloss_nc import experiment
+from sqloss_nc.config import load_config
+
+real = experiment.save_checkpoint
+
+def interrupt(rundir, network, optimizer, epoch):
+    real(rundir, network, optimizer, epoch)
+    if epoch == 2:
+        raise KeyboardInterrupt
+
+experiment.save_checkpoint = interrupt
+try:
+    experiment.train_and_evaluate(load_config(None, sys.argv[2:]), sys.argv[1])
+except KeyboardInterrupt:
+    pass
+"""
+
+
 @needs_other
-def test_a_checkpoint_written_on_one_backend_resumes_on_the_other(tmp_path, monkeypatch):
+@pytest.mark.parametrize("first", ["here", "there"])
+def test_a_checkpoint_written_on_one_backend_resumes_on_the_other(tmp_path, first):
+    """Interrupted after epoch 2 on one backend (checkpoint written), resumed on the other."""
     over = [*BASE, *VARIANTS["batchnorm"]]
     straight = tmp_path / "straight" / "quickstart" / "seed=0"
     assert train_and_evaluate(load_config(None, over), straight)["state"] == "done"
-
-    real = experiment.save_checkpoint
-
-    def interrupt(rundir, network, optimizer, epoch):
-        real(rundir, network, optimizer, epoch)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(experiment, "save_checkpoint", interrupt)
     split = tmp_path / "split" / "quickstart" / "seed=0"
-    with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(load_config(None, over), split)
-    assert json.loads((split / "status.json").read_text())["state"] == "interrupted"
-    sqnc_other("run", "--no-progress", "--out", str(tmp_path / "split"), *sets(over))
+    if first == "here":
+        on_this_backend_interrupted = [sys.executable, "-c", INTERRUPT_AT_EPOCH_2, str(split), *over]
+        subprocess.run(on_this_backend_interrupted, env={**os.environ, "KERAS_BACKEND": THIS}, check=True, timeout=600)
+        assert json.loads((split / "status.json").read_text())["state"] == "interrupted"
+        sqnc_other("run", "--no-progress", "--out", str(tmp_path / "split"), *sets(over))
+        resumed_on = OTHER
+    else:
+        on_other_backend(["-c", INTERRUPT_AT_EPOCH_2, str(split), *over])
+        assert json.loads((split / "status.json").read_text())["state"] == "interrupted"
+        assert train_and_evaluate(load_config(None, over), split)["state"] == "done"
+        resumed_on = THIS
     status = json.loads((split / "status.json").read_text())
-    assert status["state"] == "done" and status["environment"]["backend"] == OTHER
+    assert status["state"] == "done" and status["environment"]["backend"] == resumed_on
     assert pd.read_csv(split / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
     assert_runs_equal(straight, split)
 
