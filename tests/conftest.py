@@ -10,6 +10,25 @@ import pytest  # noqa: E402
 import sqloss_nc  # noqa: E402,F401  (first: it picks the Keras backend before a test module imports keras)
 
 
+# The equality tests' run (compute settings, backends, stacking): 2 x 60 images of 8x8x3, batch
+# 32, so 4 steps per epoch and the last one partial (24 samples): a group of steps that ran past
+# the epoch's end, or a batch order that differs, would shift every later epoch's batches.
+SIXTEEN_STEP_CONVNET = [
+    "data.source=synthetic",
+    "data.synthetic.shape=[8,8,3]",
+    "data.train_per_class=60",
+    "data.test_per_class=10",
+    "model.arch=convnet",
+    "model.widths=[4,8]",
+    "model.init_scale=1.0",
+    "optim.batch_size=32",
+    "optim.epochs=4",
+    "optim.lr=0.05",
+    "track.nc_epochs=all",
+    "track.margin_epochs=[0,4]",
+]
+
+
 @pytest.fixture
 def synthetic_overrides():
     """A tiny, fast synthetic run (MLP on 8x8x3 inputs)."""

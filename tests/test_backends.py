@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_runs_equal
+from conftest import SIXTEEN_STEP_CONVNET, assert_runs_equal
 from sqloss_nc import backend
 from sqloss_nc.config import load_config
 from sqloss_nc.experiment import train_and_evaluate
@@ -27,22 +27,7 @@ THIS = backend.NAME
 OTHER = {"tensorflow": "jax", "jax": "tensorflow"}[THIS]
 needs_other = pytest.mark.skipif(importlib.util.find_spec(OTHER) is None, reason=f"the {OTHER} backend is not installed")
 
-# 2 x 60 images of 8x8x3, batch 32: 4 steps per epoch, the last one partial (24 samples).
-BASE = [
-    "data.source=synthetic",
-    "data.synthetic.shape=[8,8,3]",
-    "data.train_per_class=60",
-    "data.test_per_class=10",
-    "model.arch=convnet",
-    "model.widths=[4,8]",
-    "model.init_scale=1.0",
-    "optim.batch_size=32",
-    "optim.epochs=4",
-    "optim.lr=0.05",
-    "track.nc_epochs=all",
-    "track.nc_test=true",
-    "track.margin_epochs=[0,4]",
-]
+BASE = [*SIXTEEN_STEP_CONVNET, "track.nc_test=true"]
 VARIANTS = {
     "batchnorm": ["model.normalization=batchnorm"],
     # The tangent step, the double backprop and a learning-rate step inside the run.

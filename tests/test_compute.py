@@ -6,28 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_runs_equal
+from conftest import SIXTEEN_STEP_CONVNET, assert_runs_equal
 from sqloss_nc import backend, experiment
 from sqloss_nc.config import ComputeConfig, ConfigError, load_config, resolve_steps_per_execution
 from sqloss_nc.experiment import check_rundir, train_and_evaluate
 from sqloss_nc.rundir import RunDir
 
-# 2 x 60 images of 8x8x3, batch 32: 4 steps per epoch, the last one partial (24 samples), so a
-# group of steps that ran past the epoch's end would shift every later epoch's batches.
-BASE = [
-    "data.source=synthetic",
-    "data.synthetic.shape=[8,8,3]",
-    "data.train_per_class=60",
-    "data.test_per_class=10",
-    "model.arch=convnet",
-    "model.widths=[4,8]",
-    "model.init_scale=1.0",
-    "optim.batch_size=32",
-    "optim.epochs=4",
-    "optim.lr=0.05",
-    "track.nc_epochs=all",
-    "track.margin_epochs=[0,4]",
-]
+BASE = SIXTEEN_STEP_CONVNET
 UNTUNED = ["compute.jit_compile=false", "compute.steps_per_execution=1", "compute.inference_batch=1000"]
 TUNED = ["compute.jit_compile=true", "compute.steps_per_execution=epoch", "compute.inference_batch=7"]
 BUILD_TRAINING = experiment.build_training
