@@ -80,17 +80,23 @@ def run(
     gpus_per_run: Optional[float] = typer.Option(
         None, "--gpus-per-run", help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)."
     ),
+    stack: Optional[str] = typer.Option(
+        None, "--stack", help="Train up to K stackable sweep points as one vmapped step (JAX backend); 'auto' (default) = 1 on CPU."
+    ),
 ) -> None:
     """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
     _import_library_quietly()
     from sqloss_nc.errors import UserError
-    from sqloss_nc.sweep import plan_runs, run_config, run_states, states_table
+    from sqloss_nc.sweep import plan_runs, run_config, run_states, stacks_plan, states_table
 
     if config is None:
         config = DEFAULT_CONFIG
+    if stack is not None:
+        set_ = [*set_, f"compute.stack={stack}"]  # the same key as in a config, validated there
     try:
         if dry_run:
-            console.print(states_table(run_states(plan_runs(config, set_, out))))
+            plan = plan_runs(config, set_, out)
+            console.print(states_table(run_states(plan), stacks=stacks_plan(plan)))
             return
         results = run_config(
             config,

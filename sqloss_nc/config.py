@@ -223,11 +223,16 @@ class ComputeConfig(_Strict):
       tracking (`track.step_margins_until`) needs 1.
     - `inference_batch`: batch size of the inference passes that measure the network (memory
       and speed only).
+    - `stack`: train up to K sweep points that differ only in shape-free values (seed, init
+      scale, lr, weight decay, label noise, lr schedule) as one `jax.vmap`-ed step over K stacked
+      parameter sets (`sqloss_nc/stacking.py`; JAX backend only). `auto` (default): 1 on a CPU,
+      where stacking measured slower, and on a GPU the K that fits its free memory (cap 64).
     """
 
     jit_compile: bool = False
     steps_per_execution: Union[Literal["epoch"], int] = 1
     inference_batch: int = Field(1000, gt=0)
+    stack: Union[Literal["auto"], int] = "auto"
 
     @field_validator("steps_per_execution", mode="before")
     @classmethod
@@ -237,6 +242,13 @@ class ComputeConfig(_Strict):
         if v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"must be an integer >= 1 or 'epoch', got {v!r}")
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be an integer >= 1 or 'auto', got {v!r}")
 
 
 def resolve_steps_per_execution(compute: ComputeConfig, steps_per_epoch: int) -> int:
@@ -282,6 +294,8 @@ class Config(_Strict):
             raise ValueError("model.output: 'scalar' needs exactly 2 classes")
         if self.track.step_margins_until > 0 and self.compute.steps_per_execution != 1:
             raise ValueError("compute.steps_per_execution: per-step tracking (track.step_margins_until) needs 1")
+        if self.track.step_margins_until > 0 and self.compute.stack not in (1, "auto"):
+            raise ValueError("compute.stack: per-step tracking (track.step_margins_until) needs unstacked runs (compute.stack 1)")
         if loss.kind == "exponential" and m.output != "scalar":
             raise ValueError("loss.kind: 'exponential' needs model.output 'scalar' (binary)")
         if loss.kind in ("cross_entropy", "square_rescaled") and m.output == "scalar":

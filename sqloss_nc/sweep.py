@@ -15,6 +15,11 @@ Executors:
   (`address`); the output folder must be on a filesystem all nodes share. A task's worker process
   exits after its run (`max_calls=1`) so its GPU memory is returned.
 
+With `compute.stack` K > 1 (`--stack K`; JAX backend) the unit of work is a stack: up to K runs
+that differ only in shape-free values, trained together by `stacking.train_stack` (one stack per
+worker process or Ray task; a lone run takes the plain path). `stacking.choose_stack` turns `auto`
+into a K (1 on a CPU); on Ray it decides inside a task, where the GPU is.
+
 Example:
 
 ```python
@@ -36,6 +41,7 @@ from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
 from .experiment import check_compatible, check_rundir, check_writable, train_and_evaluate
 from .rundir import RunDir
+from .stacking import train_stack
 
 
 def plan_runs(config_path, overrides, out) -> list[tuple[RunSpec, Path]]:
@@ -107,17 +113,25 @@ def run_config(
     gpus_per_run: float | None = None,
 ) -> list[dict]:
     """Validate everything, then train each run of the config; returns one result per run."""
+    from .stacking import check_stack_backend, choose_stack, requested_stack
+
     plan = plan_runs(config_path, overrides, out)
+    check_stack_backend(requested_stack(plan))
     datasets = validate_plan(plan, data_dir)
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend: unknown backend {backend!r} (local or ray)")
     if backend == "ray":
         return _run_ray(plan, data_dir, address, gpus_per_run, console)
-    if backend != "local":
-        raise UserError(f"--backend: unknown backend {backend!r} (local or ray)")
-    if jobs > 1 and len(plan) > 1:
+    units = plan_units(plan, choose_stack(plan, datasets, console)[0])
+    if jobs > 1 and len(units) > 1:
         del datasets  # workers load their own copy
-        return _run_processes(plan, data_dir, jobs, console)
+        return _run_processes(plan, units, data_dir, jobs, console)
     results = []
-    for spec, path in plan:
+    for unit in units:
+        if len(unit) > 1:
+            results += _guarded_stack(lambda: train_stack(unit, datasets, data_dir, console), unit)
+            continue
+        spec, path = unit[0]
         res = _guarded(
             lambda: train_and_evaluate(
                 spec.config, path, data=datasets[_data_key(spec.config)], data_dir=data_dir, progress=progress, console=console
@@ -129,6 +143,27 @@ def run_config(
     return results
 
 
+def plan_units(plan, k: int) -> list[list]:
+    """The units of work: stacks of up to `k` stackable runs (`stacking.stack_groups`), or every
+    run alone when k == 1, in plan order within a group.
+
+    Example: `plan_units(plan, 1) == [[item] for item in plan]`.
+    """
+    from .stacking import stack_groups
+
+    return stack_groups(plan, k) if k > 1 else [[item] for item in plan]
+
+
+def _guarded_stack(fn, unit) -> list[dict]:
+    """`_guarded` for a stack: a crash outside the stack's own recording fails each of its runs."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as err:  # noqa: BLE001
+        return [dict(_failed(path, err), run_id=spec.run_id) for spec, path in unit]
+
+
 def _guarded(fn, spec: RunSpec, path) -> dict:
     """Run one training; a crash of this run is recorded and the sweep continues."""
     try:
@@ -136,17 +171,22 @@ def _guarded(fn, spec: RunSpec, path) -> dict:
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as err:  # noqa: BLE001 - the run's status.json already says "failed"
-        res = {
-            "state": "failed",
-            "skipped": False,
-            "epoch": (RunDir(path).read_status() or {}).get("epoch", 0),
-            "reason": f"{type(err).__name__}: {err}",
-            "final": None,
-            "rundir": str(path),
-            "seconds": 0.0,
-        }
+        res = _failed(path, err)
     res["run_id"] = spec.run_id
     return res
+
+
+def _failed(path, err: Exception) -> dict:
+    """The result of a run whose training raised `err`."""
+    return {
+        "state": "failed",
+        "skipped": False,
+        "epoch": (RunDir(path).read_status() or {}).get("epoch", 0),
+        "reason": f"{type(err).__name__}: {err}",
+        "final": None,
+        "rundir": str(path),
+        "seconds": 0.0,
+    }
 
 
 # ----------------------------------------------------------------------------- worker processes
@@ -176,7 +216,24 @@ def run_one(config_dict: dict, run_id: str, path: str, data_dir: str | None = No
     return res
 
 
-def _run_processes(plan, data_dir, jobs: int, console=None) -> list[dict]:
+def run_unit(items: list[tuple[dict, str, str]], data_dir: str | None = None) -> list[dict]:
+    """Train one unit of work in this process: a lone run (`run_one`) or a stack, given as
+    (config dict, run id, run directory) per run (picklable, for worker processes and Ray)."""
+    if len(items) == 1:
+        return [run_one(*items[0], data_dir=data_dir)]
+    unit = [(RunSpec(run_id, Config.model_validate(c)), Path(path)) for c, run_id, path in items]
+    datasets = {_data_key(unit[0][0].config): _worker_dataset(_data_key(unit[0][0].config), data_dir)}
+    results = _guarded_stack(lambda: train_stack(unit, datasets, data_dir), unit)
+    for res in results:
+        res["final"] = {k: float(v) for k, v in (res.get("final") or {}).items()}
+    return results
+
+
+def _unit_items(unit, resolve: bool = False) -> list[tuple[dict, str, str]]:
+    return [(spec.config.to_dict(), spec.run_id, str(Path(path).resolve() if resolve else path)) for spec, path in unit]
+
+
+def _run_processes(plan, units, data_dir, jobs: int, console=None) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -185,12 +242,12 @@ def _run_processes(plan, data_dir, jobs: int, console=None) -> list[dict]:
     ctx = mp.get_context("spawn")
     results = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)) as pool:
-        futures = {pool.submit(run_one, spec.config.to_dict(), spec.run_id, str(path), data_dir): spec.run_id for spec, path in plan}
+        futures = [pool.submit(run_unit, _unit_items(unit), data_dir) for unit in units]
         for fut in as_completed(futures):
-            res = fut.result()
-            results[futures[fut]] = res
-            if console is not None:
-                console.print(f"{res['run_id']}: {res['state']}" + (" (skipped)" if res.get("skipped") else ""), highlight=False)
+            for res in fut.result():
+                results[res["run_id"]] = res
+                if console is not None:
+                    console.print(f"{res['run_id']}: {res['state']}" + (" (skipped)" if res.get("skipped") else ""), highlight=False)
     return [results[spec.run_id] for spec, _ in plan]
 
 
@@ -214,23 +271,33 @@ def _run_ray(plan, data_dir, address: str | None, gpus_per_run: float | None, co
     try:
         if gpus_per_run is None:
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        # `auto` is decided where the GPU is: in a task like the ones that will train.
+        from .stacking import requested_stack
+
+        k, note = requested_stack(plan), None
+        if k == "auto" and gpus_per_run > 0:
+            probe = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_calls=1)(_ray_choose_stack)
+            k, note = ray.get(probe.remote(_unit_items(plan), data_dir))
+        units = plan_units(plan, 1 if k == "auto" else k)  # auto without GPUs: a CPU cluster, no stacking
+        if console is not None:
+            for line in ([note] if note else []) + ([f"{len(plan)} runs in {len(units)} stack(s) of up to {k}"] if len(units) < len(plan) else []):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
         # A worker killed mid-run (OOM killer, preempted node) is retried by Ray (max_retries);
-        # the retry resumes the run from its checkpoint, so its numbers are those of an
-        # uninterrupted run.
+        # the retry resumes the run (every run of the stack) from its checkpoint, so its numbers
+        # are those of an uninterrupted run. A stack is one task with the same GPU share as a run.
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_calls=1)(_ray_task)
         progress = SweepProgress(plan, console)
-        refs = {task.remote(spec.config.to_dict(), spec.run_id, str(Path(path).resolve()), data_dir): (spec, path) for spec, path in plan}
+        refs = {task.remote(_unit_items(unit, resolve=True), data_dir): unit for unit in units}
         pending, results = list(refs), {}
         with progress:
             while pending:
                 # Returns when all are done or after RAY_POLL_S with those finished so far.
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=RAY_POLL_S)
                 for ref in ready:
-                    spec, path = refs[ref]
                     # A task that still fails after Ray's retries is recorded as failed; the sweep goes on.
-                    res = _guarded(lambda: ray.get(ref), spec, path)
-                    results[spec.run_id] = res
-                    progress.finished(res)
+                    for res in _guarded_stack(lambda: ray.get(ref), refs[ref]):
+                        results[res["run_id"]] = res
+                        progress.finished(res)
                 progress.poll()
         return [results[spec.run_id] for spec, _ in plan]
     finally:
@@ -353,11 +420,20 @@ class SweepProgress:
         self._say(f"{run_id}: {what}  [{self.counts()}]")
 
 
-def _ray_task(config_dict, run_id, path, data_dir):
+def _ray_task(items, data_dir):
     from . import experiment
 
     experiment.configure_device()  # GPU memory on demand, before the backend touches the GPU
-    return run_one(config_dict, run_id, path, data_dir)
+    return run_unit(items, data_dir)
+
+
+def _ray_choose_stack(items, data_dir) -> tuple[int, str | None]:
+    from . import experiment
+    from .stacking import choose_stack
+
+    experiment.configure_device()
+    plan = [(RunSpec(run_id, Config.model_validate(c)), Path(path)) for c, run_id, path in items]
+    return choose_stack(plan, data_dir=data_dir)
 
 
 # ----------------------------------------------------------------------------- display
@@ -491,12 +567,13 @@ def summary_table(results: list[dict]) -> FitTable:
     return FitTable("runs", SUMMARY_COLUMNS, summary_rows(results), notes)
 
 
-def states_table(states: list[dict]) -> FitTable:
+def states_table(states: list[dict], stacks: tuple[dict, str] | None = None) -> FitTable:
     """What `--dry-run` shows: each run's plan (new / resume / done / conflict) and last epoch.
     A conflict's message (prose, with a path) goes under the table, not into a cell.
 
     Args:
         states: what `run_states` returns.
+        stacks: `stacks_plan(plan)`: each run's stack (a column) and a note on how they stack.
 
     Example: `rich.console.Console().print(states_table(run_states(plan_runs(cfg, [], "outputs"))))`.
     """
@@ -509,4 +586,39 @@ def states_table(states: list[dict]) -> FitTable:
         epoch = f"{s['epoch']}/{s['epochs']}" if s["epoch"] != "" else f"-/{s['epochs']}"
         rows.append({"run": s["run_id"], "would": plan, "state": s["state"], "epoch": epoch})
     columns = [("run", "run", "left"), ("would", "would", "left"), ("state", "state", "left"), ("epoch", "epoch", "right")]
+    if stacks is not None:
+        labels, note = stacks
+        for row in rows:
+            row["stack"] = labels.get(row["run"], "")
+        columns.append(("stack", "stack", "right"))
+        notes.append(note)
     return FitTable(f"{len(states)} run(s)", columns, rows, notes)
+
+
+def stacks_plan(plan) -> tuple[dict, str] | None:
+    """Which stack each run of `plan` trains in, for `--dry-run`: (run id -> stack number, a
+    note), or None when the runs train one by one (`compute.stack: 1`, or nothing can stack).
+    With `auto` the stackable groups are shown; their size K is chosen when training starts.
+
+    Args:
+        plan: `plan_runs(...)`.
+
+    Example: `stacks_plan(plan_runs(cfg, ["compute.stack=2", "sweep={seed: [0, 1, 2]}"], "out"))`
+    gives `({"seed=0": "1", "seed=1": "1", "seed=2": "2"}, "...")`.
+    """
+    from .stacking import check_stack_backend, requested_stack
+
+    k = requested_stack(plan)
+    check_stack_backend(k)
+    units = plan_units(plan, len(plan) if k == "auto" else k)
+    if k == 1 or all(len(u) == 1 for u in units):
+        return None
+    labels = {spec.run_id: str(i) for i, unit in enumerate(units, 1) for spec, _ in unit}
+    if k == "auto":
+        note = (
+            f"stack = group of stackable runs ({len(units)}); compute.stack auto picks the stack size when training starts "
+            "(1 on a CPU, on a GPU from its free memory, at most 64)"
+        )
+    else:
+        note = f"{len(plan)} runs in {len(units)} stack(s) of up to {k} (compute.stack), each trained as one vmapped step"
+    return labels, note

@@ -1,0 +1,631 @@
+"""Stacked runs (SPEC §11, `compute.stack`): K sweep points that differ only in shape-free values
+trained as one `jax.vmap`-ed step over K stacked parameter sets, each still a run of its own.
+
+A sweep of the paper's small nets leaves a GPU idle: one run's step costs launch overhead, not
+arithmetic. Here the stateless train step of `sqloss_nc.backend.jax` (`_objective_and_grads`,
+`TorchSGD.stateless_apply` with its tangent projection and constraints) is vmapped over K runs,
+and an epoch's full batches run as one `lax.scan`, so K runs cost about one launch per step.
+
+What stacks (`STACKABLE`): `seed`, `model.init_scale`, `optim.lr`, `optim.weight_decay`,
+`data.label_noise`, `optim.schedule`, `optim.milestones`, `optim.gamma`. Everything else (shapes,
+batch size, epochs, architecture, loss, tracking, compute) must be equal; `stack_groups` puts
+other points in other groups.
+
+Each run keeps what it would have alone:
+
+- initialization, trainer, optimizer and tracker are built per run by `experiment.build_training`
+  / `build_tracker` exactly as an unstacked run builds them; the stack gathers their variable
+  values into (K, ...) arrays and, after every epoch, writes run k's values back into run k's own
+  Keras network and optimizer, whose `RunLogger` then measures and writes that run's directory
+  (the same callback hooks `fit` calls, so every file and column is an unstacked run's);
+- data order (`batches.epoch_order(n, seed_k, epoch)`) and labels (label noise with seed_k): the
+  training set lives on the device once, the step gathers run k's batch by index;
+- optimizer state: each run's velocities and iteration count; its learning rate of the epoch is
+  read from its own optimizer (`TorchSGD.learning_rate`, schedules included) and fed to the
+  vmapped step through a float learning-rate slot of one template `TorchSGD`; the finite-step
+  correction uses that rate;
+- weight decay: λ_k enters the objective as a vmapped scalar (the penalty λ/2·Σ||θ||² is linear in λ);
+- BatchNorm statistics: the non-trainable values, stacked like the weights.
+
+A run whose tracker finds a NaN/Inf (`RunLogger` marks it `diverged`) is frozen: its lane's
+updates are masked (`jnp.where`) and it is measured no more; the others go on. Resume: every run
+loads its own `checkpoint.npz` (the same file an unstacked run writes, so either kind resumes the
+other); the stack starts at the earliest run's next epoch and a run that is ahead stays masked
+until the stack reaches it, so nobody's epochs are repeated or cut and every number is an
+uninterrupted run's. Finished runs (`done`, `diverged`) are not retrained; locks are per run.
+
+Tracking is per run (each run's `Tracker` over its own network: the tracker is not yet batched
+across the stack), so stacking speeds up training, not measurement.
+
+Example:
+
+```python
+from sqloss_nc.config import expand_sweep, load_config
+from sqloss_nc.stacking import train_stack
+specs = expand_sweep(load_config(None, ["sweep={seed: [0, 1, 2, 3]}"]))
+results = train_stack([(s, f"outputs/quickstart/{s.run_id}") for s in specs])
+[r["state"] for r in results]          # ['done', 'done', 'done', 'done']
+```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ConfigError
+
+STACKABLE = (
+    "seed",
+    "model.init_scale",
+    "optim.lr",
+    "optim.weight_decay",
+    "data.label_noise",
+    "optim.schedule",
+    "optim.milestones",
+    "optim.gamma",
+)
+AUTO_CAP = 64  # `compute.stack: auto` never stacks more runs than this
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def stack_key(config: Config) -> str:
+    """What must be equal for two runs to share a stack: the config without the `STACKABLE` keys
+    (and without `name`, which only names the folder).
+
+    Example: `stack_key(load_config(None, ["seed=1"])) == stack_key(load_config(None, ["seed=2"]))`.
+    """
+    d = config.to_dict()
+    d.pop("name", None)
+    for dotted in STACKABLE:
+        *parents, leaf = dotted.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        node.pop(leaf, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def stack_groups(plan: list, k: int) -> list[list]:
+    """`plan` ((spec, run directory) pairs) cut into stacks: runs with the same `stack_key`, in
+    plan order, at most `k` per stack; a group's remainder is a smaller stack.
+
+    Args:
+        plan: `sweep.plan_runs(...)`.
+        k: the largest stack (1: every run alone).
+
+    Example: 8 seeds with k = 3 give stacks of 3, 3 and 2 runs.
+    """
+    groups: dict[str, list] = {}
+    for item in plan:
+        groups.setdefault(stack_key(item[0].config), []).append(item)
+    return [g[i : i + k] for g in groups.values() for i in range(0, len(g), max(1, k))]
+
+
+def requested_stack(plan: list) -> int | str:
+    """The `compute.stack` the plan asks for (an int or `auto`); the first point's value (a sweep
+    over `compute.stack` itself is refused: it would not say how to stack)."""
+    values = {spec.config.compute.stack for spec, _ in plan}
+    if len(values) > 1:
+        raise ConfigError(f"compute.stack: one value per sweep, got {sorted(map(str, values))}")
+    return values.pop() if values else 1
+
+
+def check_stack_backend(k: int | str) -> None:
+    """An explicit `compute.stack` > 1 needs the JAX backend (the vmapped step): one line otherwise."""
+    from . import backend
+
+    if k != "auto" and k > 1 and backend.NAME != "jax":
+        raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
+
+
+def choose_stack(plan: list, datasets: dict | None = None, console=None, data_dir: str | None = None) -> tuple[int, str | None]:
+    """The stack size K for this plan and what to tell the user about it: `compute.stack` when it
+    is a number, else (`auto`) 1 on a CPU or a non-JAX backend, and on a GPU the K whose stacked
+    step fits in 80% of the free device memory (measured by compiling the step for one and two
+    runs of the largest group: XLA's memory analysis, nothing is run), capped at `AUTO_CAP` and at
+    the largest group. The note (None when no group could stack) is printed on `console`.
+
+    Args:
+        plan: `sweep.plan_runs(...)`.
+        datasets: the loaded clean datasets by `sweep._data_key` (loaded here when None).
+        console: a rich Console for the one-line note, or None.
+        data_dir: overrides `data.path` when the data is loaded here.
+
+    Example: `choose_stack(plan_runs(cfg, [], "outputs"))[0]` is 1 on this CPU.
+    """
+    k, note = _choose(plan, datasets, data_dir)
+    if note and console is not None:
+        console.print(f"compute.stack auto: {note}", highlight=False, markup=False, soft_wrap=True)
+    return k, note and f"compute.stack auto: {note}"
+
+
+def _choose(plan: list, datasets: dict | None, data_dir: str | None) -> tuple[int, str | None]:
+    from . import backend
+
+    k = requested_stack(plan)
+    check_stack_backend(k)
+    if k != "auto":
+        return int(k), None
+    largest = max(stack_groups(plan, len(plan) or 1), key=len, default=[])
+    if len(largest) < 2 or any(spec.config.track.step_margins_until > 0 for spec, _ in largest):
+        return 1, None
+    if backend.NAME != "jax":
+        return 1, f"1 (stacking needs the JAX backend; this is {backend.NAME})"
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return 1, "1 on a CPU, where stacked runs measured slower than one by one (--stack K forces K)"
+    spec = largest[0][0]
+    if datasets is None:
+        from .data import load_clean_dataset
+
+        ds = load_clean_dataset(spec.config, data_dir)
+    else:
+        from .sweep import _data_key
+
+        ds = datasets[_data_key(spec.config)]
+    one, two = (_step_bytes(spec.config, ds, k) for k in (1, 2))
+    stats = device.memory_stats() or {}
+    free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+    per_run = max(two - one, 1)
+    fit = int((0.8 * free - (one - per_run)) // per_run) if free > 0 else AUTO_CAP
+    chosen = max(1, min(AUTO_CAP, len(largest), fit))
+    return chosen, (
+        f"K={chosen} on {device.device_kind} (free {free / 2**30:.1f} GiB, ~{per_run / 2**20:.0f} MiB per stacked run, "
+        f"cap {AUTO_CAP}, largest group {len(largest)} runs)"
+    )
+
+
+def _step_bytes(cfg: Config, ds, k: int) -> int:
+    """Device bytes of the stacked epoch function for k copies of `cfg`'s run (arguments, outputs
+    and XLA temporaries), from compiling it, not running it."""
+    from .experiment import build_training
+
+    members = [_Member(None, None, cfg, ds, None, None, *build_training(cfg, ds)) for _ in range(k)]
+    stack = _Stack(members)
+    idx = np.zeros((1, k, stack.batch_size), np.int32)
+    compiled = stack.epoch_fn.lower(stack.state, stack.constants(), idx).compile()
+    mem = compiled.memory_analysis()
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+
+
+# ----------------------------------------------------------------------------- one run of a stack
+
+
+@dataclass
+class _Member:
+    """One run of a stack: its own config, data, run directory, lock, Keras objects and logger."""
+
+    spec: object
+    path: Path
+    config: Config
+    ds: object
+    rundir: object
+    lock: object
+    network: object = None
+    trainer: object = None
+    optimizer: object = None
+    logger: object = None
+    first_epoch: int = 1
+    elapsed: float = 0.0  # wall seconds of earlier sessions (resume)
+    stopped: bool = False  # diverged (frozen) or failed
+    result: dict | None = None
+    callbacks: list = field(default_factory=list)
+
+
+def _open_member(spec, path, ds, stack_ids: list[str]) -> _Member:
+    """Lock and prepare one run as `experiment._train` does (resume from its checkpoint, cut rows
+    written after it, config and status written); `result` is set when the run is not trained
+    (finished, or locked by another process)."""
+    from .experiment import FINISHED, _skipped, _truncate_csv, build_training, check_rundir, configure_device, load_checkpoint
+    from .rundir import EPOCH_CSVS, RunDir, RunLock, environment
+
+    cfg, rundir = spec.config, RunDir(path)
+    m = _Member(spec, Path(path), cfg, ds, rundir, RunLock(rundir.path))
+    state = check_rundir(cfg, rundir)
+    if state in FINISHED:
+        m.result = _skipped(rundir, state)
+        return m
+    rundir.create()
+    if not m.lock.acquire():
+        owner = m.lock.owner() or {}
+        m.result = dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on {owner.get('host')}")
+        return m
+    state = check_rundir(cfg, rundir)  # re-checked under the lock: another process may have finished it
+    if state in FINISHED:
+        m.lock.release()
+        m.result = _skipped(rundir, state)
+        return m
+    configure_device()
+    m.network, m.trainer, m.optimizer = build_training(cfg, ds)
+    elapsed = 0.0
+    done_epoch = load_checkpoint(rundir, m.network, m.optimizer) if state == "resume" else None
+    if done_epoch is not None:
+        m.first_epoch = done_epoch + 1
+        elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
+    for name in EPOCH_CSVS:
+        if done_epoch is None:
+            (rundir.path / name).unlink(missing_ok=True)  # nothing reusable: start clean
+        else:
+            _truncate_csv(rundir.path / name, done_epoch)
+    rundir.write_config(cfg.to_dict())
+    rundir.write_status(
+        "running",
+        m.first_epoch - 1,
+        reason=None,
+        data=ds.summary(),
+        environment=environment(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        stack=stack_ids,
+    )
+    m.elapsed = elapsed
+    return m
+
+
+def _attach_logger(m: _Member, probe) -> None:
+    """The run's `Tracker` and `RunLogger`, as an unstacked run builds them; `probe` gives its
+    epoch-0 grad_norm_sq (computed for the whole stack at once)."""
+    from .callbacks import RunLogger
+    from .config import epoch_schedule
+    from .experiment import build_tracker, save_checkpoint
+    from .optimizers import lr_at_epoch
+
+    cfg, epochs = m.config, m.config.optim.epochs
+    tracker = build_tracker(cfg, m.ds, m.network, m.trainer)
+    m.logger = RunLogger(
+        m.rundir,
+        tracker,
+        lambda e: lr_at_epoch(cfg.optim, e),
+        epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
+        nc_epochs=epoch_schedule(cfg.track.nc_epochs, epochs, cfg.track.log_points),
+        first_epoch=m.first_epoch,
+        elapsed_offset=m.elapsed,
+        initial_grad_norm_sq=probe,
+        checkpoint=lambda e: (save_checkpoint(m.rundir, m.network, m.optimizer, e), m.lock.heartbeat()),
+    )
+    m.logger.set_model(m.trainer)  # RunLogger sets `model.stop_training` on divergence
+    m.callbacks = [m.logger]
+
+
+# ----------------------------------------------------------------------------- the stacked step
+
+
+class _Stack:
+    """The K runs' variable values as stacked (K, ...) arrays and the vmapped, jitted epoch.
+
+    `state` = (trainable, non_trainable, optimizer) value lists, each entry (K, ...), in the
+    template (first) run's variable order; the optimizer list follows one template `TorchSGD`
+    with a float learning-rate variable (so each run's rate of the epoch can be fed in)."""
+
+    def __init__(self, members: list[_Member]):
+        import jax
+        import jax.numpy as jnp
+
+        from .backend import jax as jax_backend
+        from .batches import train_batch_size
+        from .optimizers import TorchSGD
+
+        self.members = members
+        first = members[0]
+        self.net, self.trainer = first.network, first.trainer
+        cfg, ds = first.config, first.ds
+        self.batch_size = train_batch_size(cfg.optim, len(ds.y_train))
+        self.template = TorchSGD(learning_rate=1.0, momentum=cfg.optim.momentum)
+        self.template.build(self.net.trainable_variables)
+        lr_var = [v for v in self.template.variables if v is not self.template.iterations and all(v is not s for s in self.template.velocities)]
+        assert len(lr_var) == 1, "TorchSGD's variables: iterations, learning_rate, velocities"
+        self.lr_slot = next(i for i, v in enumerate(self.template.variables) if v is lr_var[0])
+        self.state = self.gather()
+        # On the device once (an argument, not a constant baked into the program); every run's
+        # batches are gathered from it by index, its labels from its own row of `labels`.
+        self.x = jnp.asarray(ds.x_train)
+        self.labels = jnp.asarray(np.stack([np.asarray(m.ds.y_train, np.int32) for m in members]))
+        self.half_decay = jnp.asarray([0.5 * m.config.optim.weight_decay for m in members], jnp.float32)
+        self.metric_names = [mt.name for mt in self.trainer.metrics]
+        net, trainer, opt = self.net, self.trainer, self.template
+        fsc = trainer.finite_step_correction
+
+        class RunObjective(jax_backend.TrainStep):
+            """The trainer's step for one run of the stack: its loss plus this run's λ/2·Σ||θ||²
+            (a vmapped scalar; the trainer's own penalty holds one Python λ)."""
+
+            def __init__(self, half_decay):
+                self.network, self.decayed, self.finite_step_correction = net, trainer.decayed, fsc
+                self.half_decay = half_decay
+
+            def objective(self, y, f, decayed_values):
+                loss, _ = trainer.objective(y, f, [])  # loss only: no decayed variables, no penalty
+                # The same expression as SquareLossTrainer.penalty, with λ/2 a traced value.
+                return loss, loss + self.half_decay * sum(jnp.sum(jnp.square(w)) for w in decayed_values)
+
+        self.RunObjective = RunObjective
+
+        def run_step(tv, ntv, ov, x, y, half_decay, active, training=True, update=True):
+            step = RunObjective(half_decay)
+            eta = ov[self.lr_slot] if fsc and update else None
+            f, loss, objective, grads, grad_sq, correction, new_ntv = step._objective_and_grads(tv, ntv, x, y, training=training, eta=eta)
+            values = trainer.step_values(f, y, loss, objective, grad_sq, correction)
+            if not update:
+                return values
+            order = opt._trainable_variables  # stateless_apply's order (as in backend/jax.py)
+            updated, new_ov = opt.stateless_apply(ov, step._reorder(grads, net.trainable_variables, order), step._reorder(tv, net.trainable_variables, order))
+            new_tv = step._reorder(updated, order, net.trainable_variables)
+            # A frozen run (diverged, or ahead of the stack after a resume) keeps its state.
+            keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+            return (jax.tree.map(keep, new_tv, tv), jax.tree.map(keep, new_ntv, ntv), jax.tree.map(keep, new_ov, ov)), values
+
+        stacked_step = jax.vmap(run_step, in_axes=(0, 0, 0, 0, 0, 0, 0))
+
+        def epoch(state, constants, idx):
+            """`idx` (steps, K, b) batch indices -> (new state, per-run sums of the step values)."""
+            x_all, labels, half_decay, active = constants
+
+            def body(carry, batch):
+                st, sums = carry
+                x = x_all[batch]  # (K, b, ...)
+                y = jnp.take_along_axis(labels, batch, axis=1)
+                st, values = stacked_step(*st, x, y, half_decay, active)
+                # Keras' Mean metric: a float32 running total, divided by the count at the end.
+                sums = {k: sums[k] + values[k] for k in sums}
+                return (st, sums), None
+
+            zeros = {k: jnp.zeros((len(members),), jnp.float32) for k in self.metric_names}
+            (state, sums), _ = jax.lax.scan(body, (state, zeros), idx)
+            return state, sums
+
+        self.epoch_fn = jax.jit(epoch)
+
+        def probe(state, constants, batch):
+            x_all, labels, half_decay, active = constants
+            tv, ntv, ov = state
+            x, y = x_all[batch], jnp.take_along_axis(labels, batch, axis=1)
+            values = jax.vmap(lambda *a: run_step(*a, update=False))(tv, ntv, ov, x, y, half_decay, active)
+            return values["grad_norm_sq"]
+
+        self.probe_fn = jax.jit(probe)
+
+    # -- moving values between the stacked arrays and each run's own Keras objects
+
+    @staticmethod
+    def rate(m: _Member) -> np.ndarray:
+        """Run m's learning rate for its next step, read from its own optimizer (a schedule is
+        evaluated at its iteration count, as inside the unstacked step)."""
+        import warnings
+
+        with warnings.catch_warnings():  # EpochStepSchedule casts to int64, which JAX truncates (harmless)
+            warnings.simplefilter("ignore", UserWarning)
+            return np.asarray(m.optimizer.learning_rate, np.float32)
+
+    def _optimizer_values(self, m: _Member) -> list:
+        """Run m's optimizer state in the template's variable order (its rate goes in the lr slot)."""
+        out = []
+        for i, v in enumerate(self.template.variables):
+            if i == self.lr_slot:
+                out.append(self.rate(m))
+            elif v is self.template.iterations:
+                out.append(m.optimizer.iterations.value)
+            else:
+                out.append(m.optimizer.velocities[_position(self.template.velocities, v)].value)
+        return out
+
+    def gather(self):
+        import jax.numpy as jnp
+
+        def stacked(lists):
+            return [jnp.stack([jnp.asarray(a) for a in arrays]) for arrays in zip(*lists)]
+
+        ms = self.members
+        return (
+            stacked([[v.value for v in m.network.trainable_variables] for m in ms]),
+            stacked([[v.value for v in m.network.non_trainable_variables] for m in ms]),
+            stacked([self._optimizer_values(m) for m in ms]),
+        )
+
+    def scatter(self, k: int) -> None:
+        """Write run k's stacked values into its own network and optimizer."""
+        tv, ntv, ov = self.state
+        m = self.members[k]
+        for v, a in zip(m.network.trainable_variables, tv):
+            v.assign(a[k])
+        for v, a in zip(m.network.non_trainable_variables, ntv):
+            v.assign(a[k])
+        slots = self.template.variables
+        m.optimizer.iterations.assign(ov[_position(slots, self.template.iterations)][k])
+        for v, s in zip(m.optimizer.velocities, self.template.velocities):
+            v.assign(ov[_position(slots, s)][k])
+
+    def set_rates(self) -> None:
+        """Each run's learning rate for the coming epoch (read from its own optimizer)."""
+        tv, ntv, ov = self.state
+        import jax.numpy as jnp
+
+        rates = np.stack([self.rate(m) for m in self.members])
+        ov = list(ov)
+        ov[self.lr_slot] = jnp.asarray(rates)
+        self.state = (tv, ntv, ov)
+
+    def constants(self, active=None):
+        """The epoch function's inputs besides state and batches: data, labels, λ/2, active lanes."""
+        import jax.numpy as jnp
+
+        active = np.ones(len(self.members), bool) if active is None else np.asarray(active, bool)
+        return self.x, self.labels, self.half_decay, jnp.asarray(active)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This epoch's batch indices of every run: (steps, K, b) for the full batches, then
+        (1, K, b_last) for a partial last batch (its own compiled shape)."""
+        from .batches import epoch_order
+
+        ms, b = self.members, self.batch_size
+        orders = np.stack([epoch_order(len(m.ds.y_train), m.config.seed, epoch) for m in ms]).astype(np.int32)
+        n = orders.shape[1]
+        full = n // b * b
+        blocks = [orders[:, :full].reshape(len(ms), -1, b).transpose(1, 0, 2)] if full else []
+        if full < n:
+            blocks.append(orders[None, :, full:])
+        return blocks
+
+    def probe(self, active) -> np.ndarray:
+        """Epoch 0's grad_norm_sq of every run: the mean over the first epoch's batches of
+        ||∇L_tot||², training mode, nothing updated (`SquareLossTrainer.probe_grad_norm_sq`)."""
+        constants = self.constants(active)
+        values = [np.asarray(self.probe_fn(self.state, constants, block[i])) for block in self.batches(1) for i in range(len(block))]
+        return np.mean(np.asarray(values, np.float64), axis=0)
+
+    def train_epoch(self, epoch: int, active) -> dict[str, np.ndarray]:
+        """One epoch of every active run; returns the epoch means of the step values per run."""
+        self.set_rates()
+        constants = self.constants(active)
+        sums, steps = None, 0
+        for block in self.batches(epoch):
+            self.state, s = self.epoch_fn(self.state, constants, block)
+            sums = s if sums is None else {k: sums[k] + s[k] for k in sums}
+            steps += len(block)
+        return {k: np.asarray(v) / np.float32(steps) for k, v in sums.items()}
+
+
+# ----------------------------------------------------------------------------- training a stack
+
+
+def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None = None, console=None) -> list[dict]:
+    """Train the runs of `plan` as one stack; every run writes its own run directory, equal to
+    the run trained alone (within float32 summation order).
+
+    Args:
+        plan: (spec, run directory) pairs whose configs differ only in `STACKABLE` keys.
+        datasets: clean datasets by `sweep._data_key` (loaded here when None).
+        data_dir: overrides `data.path`.
+        console: where to say which runs train together (None: silent).
+
+    Returns:
+        One result per run, as `experiment.train_and_evaluate` returns it (plus `run_id`).
+
+    Raises:
+        ConfigError: the runs cannot share a stack, or the backend is not JAX.
+    """
+    from . import backend
+    from .data import load_clean_dataset, with_label_noise
+    from .experiment import check_compatible, check_writable
+    from .sweep import _data_key
+
+    if backend.NAME != "jax":
+        raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
+    if len({stack_key(spec.config) for spec, _ in plan}) > 1:
+        raise ConfigError("compute.stack: these runs differ in more than " + ", ".join(STACKABLE))
+    datasets = dict(datasets or {})
+    members = []
+    ids = [spec.run_id for spec, _ in plan]
+    try:
+        for spec, path in plan:
+            key = _data_key(spec.config)
+            if key not in datasets:
+                datasets[key] = load_clean_dataset(spec.config, data_dir)
+            ds = with_label_noise(datasets[key], spec.config.data.label_noise, spec.config.seed)
+            check_compatible(spec.config, ds)
+            check_writable(Path(path))
+            members.append(_open_member(spec, path, ds, ids))
+        live = [m for m in members if m.result is None]
+        if live:
+            if console is not None:
+                console.print(f"stack of {len(live)}: {', '.join(m.spec.run_id for m in live)}", highlight=False, markup=False, soft_wrap=True)
+            _train_members(live)
+    finally:
+        for m in members:
+            m.lock.release()
+    return [dict(m.result, run_id=m.spec.run_id) for m in members]
+
+
+def _train_members(members: list[_Member]) -> None:
+    """The epochs of a stack of opened runs; sets each member's `result`."""
+    from .experiment import _last_row
+
+    t0 = time.perf_counter()
+    start, epochs = min(m.first_epoch for m in members), members[0].config.optim.epochs
+    try:
+        stack = _Stack(members)
+        fresh = [m.first_epoch == 1 for m in members]
+        probes = stack.probe(fresh) if any(fresh) else None
+        for k, m in enumerate(members):
+            _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None)
+        for m in members:
+            m.logger.on_train_begin()  # epoch 0 of a fresh run
+            m.stopped = m.logger.divergence is not None
+        for epoch in range(start, epochs + 1):
+            # A run trains from its own first epoch on (ahead of the stack after a resume: frozen until then).
+            active = [not m.stopped and m.first_epoch <= epoch for m in members]
+            if not any(active):
+                break
+            for m, on in zip(members, active):
+                if on:
+                    m.logger.on_epoch_begin(epoch - 1)
+            means = stack.train_epoch(epoch, active)
+            for k, (m, on) in enumerate(zip(members, active)):
+                if on:
+                    stack.scatter(k)
+                    m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()})
+                    m.stopped = m.logger.divergence is not None
+    except KeyboardInterrupt:
+        for m in members:
+            m.rundir.write_status("interrupted", _epoch_of(m), reason="interrupted by the user (rerun the same command to resume)")
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded for every run of the stack; the sweep goes on
+        reason = f"{type(err).__name__}: {err}"
+        for m in members:
+            m.result = _result(m, "failed", reason, time.perf_counter() - t0)
+            m.rundir.write_status("failed", m.result["epoch"], reason=reason)
+        return
+    finally:
+        for m in members:
+            if m.logger is not None:
+                m.logger.close()
+    seconds = time.perf_counter() - t0
+    for m in members:
+        _finish(m, seconds, _last_row)
+
+
+def _position(items: list, obj) -> int:
+    """Index of `obj` in `items` by identity (`list.index` compares Keras variables by value)."""
+    return next(i for i, v in enumerate(items) if v is obj)
+
+
+def _epoch_of(m: _Member) -> int:
+    """The run's last finished epoch (before its logger exists: the one it resumed from)."""
+    from .experiment import _last_epoch
+
+    return _last_epoch(m.logger, m.first_epoch) if m.logger is not None else m.first_epoch - 1
+
+
+def _result(m: _Member, state: str, reason, seconds: float) -> dict:
+    return {
+        "state": state,
+        "skipped": False,
+        "epoch": _epoch_of(m),
+        "reason": reason,
+        "final": m.logger.last_row if m.logger is not None else None,
+        "rundir": str(m.rundir.path),
+        "seconds": seconds,
+    }
+
+
+def _finish(m: _Member, seconds: float, last_row) -> None:
+    """model.keras, theory.csv and the final status of one run, as `experiment._train` ends."""
+    from .experiment import _write_theory_checks
+
+    if m.logger.last_row is None:  # resumed after its last epoch: nothing trained in this session
+        m.logger.last_row = last_row(m.rundir)
+    m.rundir.save_model(m.network)
+    state, reason = ("diverged", m.logger.divergence) if m.logger.divergence else ("done", None)
+    m.result = _result(m, state, reason, seconds)
+    _write_theory_checks(m.rundir, m.ds)
+    m.rundir.write_status(state, m.result["epoch"], reason=reason, wall_time_s=m.logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack"]

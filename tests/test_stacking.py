@@ -1,0 +1,167 @@
+"""Stacked runs (`compute.stack`, SPEC §11): every run of a stack writes the run directory it would
+write alone, within float32 summation order (rtol 2e-4, atol 1e-6, as tests/test_backends.py:
+vmapped convolutions are grouped convolutions, another kernel), resumes per run, and a diverging
+run is frozen while the others go on. JAX backend; on TensorFlow `--stack K` is refused."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from conftest import SIXTEEN_STEP_CONVNET, assert_runs_equal
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="stacked runs are a JAX-backend feature")
+
+CSVS = ("metrics.csv", "nc.csv", "margins.csv", "nc_layers.csv")
+# conftest's 16-step convnet (last batch partial) with BatchNorm and label noise, cut to 3 epochs.
+BASE = [
+    *SIXTEEN_STEP_CONVNET,
+    "model.normalization=batchnorm",
+    "optim.epochs=3",
+    "data.label_noise=0.1",
+    "track.nc_test=true",
+    "track.margin_epochs=[0,3]",
+]
+# 8 points differing in seed, init scale and weight decay: two stacks of 4 with compute.stack=4.
+SWEEP = "sweep={seed: [0, 1], model.init_scale: [1.0, 0.5], optim.weight_decay: [0.01, 0]}"
+
+
+def run_ids(results):
+    return [r["run_id"] for r in results]
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """The 8 runs trained one by one (the reference every stacked run must equal)."""
+    from sqloss_nc.sweep import run_config
+
+    out = tmp_path_factory.mktemp("alone")
+    res = run_config(None, [*BASE, SWEEP, "compute.stack=1"], out)
+    assert all(r["state"] == "done" for r in res)
+    return out / "quickstart", res
+
+
+def test_a_stack_of_4_writes_every_run_as_if_trained_alone(tmp_path, alone):
+    from sqloss_nc.sweep import run_config
+
+    ref, ref_res = alone
+    res = run_config(None, [*BASE, SWEEP, "compute.stack=4"], tmp_path)
+    assert run_ids(res) == run_ids(ref_res) and all(r["state"] == "done" for r in res)
+    stacks = set()
+    for r in res:
+        here, there = tmp_path / "quickstart" / r["run_id"], ref / r["run_id"]
+        assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in there.iterdir())
+        assert_runs_equal(there, here, csvs=(*CSVS, "theory.csv") if (there / "theory.csv").exists() else CSVS)
+        status = json.loads((here / "status.json").read_text())
+        assert r["run_id"] in status["stack"] and status["state"] == "done"
+        stacks.add(tuple(status["stack"]))
+        a, b = (np.load(d / "checkpoint.npz") for d in (there, here))
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_allclose(b[name], a[name], rtol=2e-4, atol=1e-6, err_msg=name)
+        m = keras.saving.load_model(here / "model.keras")
+        assert len(m.get_weights()) == len(keras.saving.load_model(there / "model.keras").get_weights())
+    # Plan order, cut into stacks of 4 (all 8 points stack: they differ only in shape-free keys).
+    assert sorted(map(len, stacks)) == [4, 4] and {i for s in stacks for i in s} == set(run_ids(res))
+    # Training moved every run, and the runs differ from each other (no lane shared another's state).
+    finals = [pd.read_csv(tmp_path / "quickstart" / r["run_id"] / "metrics.csv")["rho"].iloc[-1] for r in res]
+    assert len({round(f, 6) for f in finals}) == len(finals)
+
+
+def test_a_diverging_run_is_frozen_and_the_others_go_on(tmp_path, alone):
+    from sqloss_nc.sweep import run_config
+
+    ref, _ = alone
+    over = [*BASE, "model.init_scale=1.0", "optim.weight_decay=0.01", "sweep={optim.lr: [0.05, 1.0e+30], seed: [0, 1]}"]
+    res = {r["run_id"]: r for r in run_config(None, [*over, "compute.stack=4"], tmp_path / "stack")}
+    lone = {r["run_id"]: r for r in run_config(None, [*over, "compute.stack=1"], tmp_path / "alone")}
+    for seed in (0, 1):
+        good, bad = f"lr=0.05_seed={seed}", f"lr=1e+30_seed={seed}"
+        assert res[good]["state"] == "done"
+        assert_runs_equal(ref / f"init=1_wd=0.01_seed={seed}", tmp_path / "stack" / "quickstart" / good)
+        # Diverged at the epoch, with the reason, an unstacked run gives; its rows end there.
+        assert lone[bad]["state"] == res[bad]["state"] == "diverged"
+        assert res[bad]["epoch"] == lone[bad]["epoch"] < 3 and res[bad]["reason"] == lone[bad]["reason"]
+        here, there = (pd.read_csv(root / "quickstart" / bad / "metrics.csv") for root in (tmp_path / "stack", tmp_path / "alone"))
+        assert here["epoch"].tolist() == there["epoch"].tolist()
+
+
+def test_an_interrupted_stack_resumes_to_the_uninterrupted_numbers(tmp_path, alone, monkeypatch):
+    from sqloss_nc import experiment
+    from sqloss_nc.sweep import plan_runs, run_config, run_states
+
+    ref, _ = alone
+    over = [*BASE, SWEEP, "compute.stack=4"]
+    real, saved = experiment.save_checkpoint, []
+
+    def interrupt(rundir, network, optimizer, epoch):
+        real(rundir, network, optimizer, epoch)
+        saved.append((rundir.path.name, epoch))
+        # Mid-stack in epoch 2: the runs written before this one are a checkpoint ahead.
+        if epoch == 2 and len([s for s in saved if s[1] == 2]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "save_checkpoint", interrupt)
+    # One run of the first stack is finished beforehand (trained alone): it is not retrained.
+    plan = plan_runs(None, over, tmp_path)
+    finished = plan[1][0]
+    experiment.train_and_evaluate(finished.config, plan[1][1])
+    done_mtime = (plan[1][1] / "status.json").stat().st_mtime
+    saved.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_config(None, over, tmp_path)
+    states = {s["run_id"]: s for s in run_states(plan)}
+    assert states[finished.run_id]["state"] == "done"
+    epochs = sorted({int(s["epoch"]) for rid, s in states.items() if s["state"] == "interrupted"})
+    assert epochs == [1, 2], states  # some runs of the stack are an epoch ahead of the others
+    monkeypatch.setattr(experiment, "save_checkpoint", real)
+    res = run_config(None, over, tmp_path)
+    assert all(r["state"] == "done" for r in res)
+    assert [r for r in res if r["run_id"] == finished.run_id][0]["skipped"]
+    assert (plan[1][1] / "status.json").stat().st_mtime == done_mtime
+    for spec, path in plan:
+        assert pd.read_csv(path / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3]
+        assert_runs_equal(ref / spec.run_id, path)
+
+
+def test_groups_and_dry_run_show_which_runs_stack(tmp_path):
+    from sqloss_nc.sweep import plan_runs
+    from sqloss_nc.stacking import stack_groups, stack_key
+
+    plan = plan_runs(None, [*BASE, "sweep={optim.batch_size: [16, 32], seed: [0, 1, 2], optim.lr: [0.1, 0.01]}"], tmp_path)
+    groups = stack_groups(plan, 4)
+    # Batch size changes shapes: two groups of 6, cut into stacks of 4 and 2.
+    assert [len(g) for g in groups] == [4, 2, 4, 2]
+    assert all(len({spec.config.optim.batch_size for spec, _ in g}) == 1 for g in groups)
+    assert len({stack_key(spec.config) for spec, _ in plan}) == 2
+    res = CliRunner().invoke(app, ["run", "--dry-run", "--out", str(tmp_path), "--stack", "4", *[a for o in BASE for a in ("--set", o)],
+                                   "--set", "sweep={optim.batch_size: [16, 32], seed: [0, 1]}"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "stack" in res.output and "4 runs in 2 stack(s) of up to 4" in res.output and not (tmp_path / "quickstart").exists()
+
+
+def test_auto_stack_is_1_on_a_cpu_and_says_so(tmp_path):
+    from sqloss_nc.stacking import choose_stack
+    from sqloss_nc.sweep import plan_runs
+
+    k, note = choose_stack(plan_runs(None, [*BASE, "sweep={seed: [0, 1]}"], tmp_path))
+    assert k == 1 and "CPU" in note
+    assert choose_stack(plan_runs(None, [*BASE, "compute.stack=3", "sweep={seed: [0, 1]}"], tmp_path)) == (3, None)
+    assert choose_stack(plan_runs(None, BASE, tmp_path)) == (1, None)  # nothing to stack: no note
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
+def test_tensorflow_refuses_an_explicit_stack_with_one_line(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = ["run", "--no-progress", "--out", str(tmp_path / "out"), "--stack", "2", "--set", "sweep={seed: [0, 1]}"]
+    res = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args], env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "compute.stack: stacked runs need the JAX backend" in lines[0], res.stderr
+    assert not (tmp_path / "out").exists()
