@@ -1,6 +1,9 @@
-"""`sqnc bench`: time one training epoch of the paper's experiment, arm by arm, in one process.
+"""`sqnc bench`: time one training epoch of the paper's experiment, arm by arm, each arm in its
+own fresh process.
 
-Thin: parse options, call `sqloss_nc.bench.run_bench`, print its tables, write the JSON.
+Thin: parse options, call `sqloss_nc.bench.run_bench`, print its tables, write the JSON. The
+library is imported bare (`sqloss_nc.bench.worker.bare_package`), so this process imports no
+framework: only the arms' processes do.
 Wire it into an app with `register(app)`:
 
 ```python
@@ -10,15 +13,17 @@ app = typer.Typer()
 register(app)
 ```
 
-    sqnc bench                                   # N = 10,000 synthetic images, 3 timed epochs per arm
-    sqnc bench --data-dir cifar10-jpeg.zip --torch --variants xla,epoch
+    sqnc bench                                   # N = 10,000 synthetic images, every installed framework
+    sqnc bench --data-dir cifar10-jpeg.zip --reps 5 --alone torch/b --variants xla,epoch
+    sqnc bench --backends jax --no-torch --stack 1,2,4,8,16
     sqnc bench --scaling --sizes 1000,5000,20000 --nc-dims 512,2048
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -34,7 +39,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _int_list(option: str, text: Optional[str]) -> Optional[tuple[int, ...]]:
+def _bench_package():
+    """`sqloss_nc.bench` without `sqloss_nc/__init__` (which imports Keras and its framework):
+    `bare_package` lives in `worker.py`, a file loadable by its path for exactly this."""
+    if "sqloss_nc" not in sys.modules:
+        root = Path(importlib.util.find_spec("sqloss_nc").submodule_search_locations[0])
+        spec = importlib.util.spec_from_file_location("_sqnc_bench_worker", root / "bench" / "worker.py")
+        worker = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(worker)
+        worker.bare_package()
+    from sqloss_nc import bench
+
+    return bench
+
+
+def _str_list(text: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
+
+
+def _int_list(option: str, text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
@@ -49,76 +72,94 @@ def _int_list(option: str, text: Optional[str]) -> Optional[tuple[int, ...]]:
 def bench_command(
     n: int = typer.Option(10_000, "--n", help="Training images per epoch."),
     n_test: int = typer.Option(2_000, "--n-test", help="Test images (the tracking passes measure them too)."),
-    reps: int = typer.Option(3, "--reps", help="Timed epochs per arm (medians and min/max are reported)."),
-    epochs_warmup: int = typer.Option(1, "--epochs-warmup", help="Untimed epochs first (tracing, compilation)."),
+    reps: int = typer.Option(3, "--reps", help="Timed rounds (one epoch of every arm each; medians and min/max are reported)."),
+    epochs_warmup: int = typer.Option(1, "--epochs-warmup", help="Untimed rounds first (tracing, compilation)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Minibatch size."),
-    data_dir: Optional[str] = typer.Option(
+    data_dir: str | None = typer.Option(
         None, "--data-dir", help="CIFAR-10 image folder or .zip (classes 1, 2); synthetic images if absent."
     ),
-    torch: bool = typer.Option(False, "--torch/--no-torch", help="Also time the PyTorch reference (pip install -e '.[bench]')."),
-    scaling: bool = typer.Option(False, "--scaling", help="Also measure how epoch time and NC cost grow with N and p."),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help="N values of --scaling (default 1000,2000,5000,10000,20000,50000)."),
-    nc_dims: Optional[str] = typer.Option(None, "--nc-dims", help="Feature widths p of --scaling (default 256,1024,2048,4096)."),
-    variants: Optional[str] = typer.Option(
+    backends: str | None = typer.Option(
+        None, "--backends", help="Keras backends whose arms (a), (b), (c) run, comma-separated (default: every one installed)."
+    ),
+    torch: bool | None = typer.Option(
+        None, "--torch/--no-torch", help="Time the PyTorch reference with and without tracking (default: when torch is installed)."
+    ),
+    variants: str | None = typer.Option(
         None,
         "--variants",
-        help="Extra (b) rows with other compute settings: xla, epoch (one call per epoch), spe<N> (N steps per call, a divisor of the epoch), joined by +; comma-separated.",
+        help="Extra (b) rows of the first backend with other compute settings: xla, epoch (one call per epoch), spe<N> (N steps per call, a divisor of the epoch), joined by +; comma-separated.",
     ),
+    stack: str | None = typer.Option(None, "--stack", help="K values of stacked-runs arms (sqloss_nc.stacking), e.g. 1,2,4,8,16."),
+    stack_backend: str = typer.Option("jax", "--stack-backend", help="Keras backend of the stacked arms."),
+    alone: str | None = typer.Option(
+        None, "--alone", help="Arms (e.g. torch/b) timed again afterwards alone in a fresh process, to compare with the bench."
+    ),
+    scaling: bool = typer.Option(False, "--scaling", help="Also measure how epoch time and NC cost grow with N and p."),
+    sizes: str | None = typer.Option(None, "--sizes", help="N values of --scaling (default 1000,2000,5000,10000,20000,50000)."),
+    nc_dims: str | None = typer.Option(None, "--nc-dims", help="Feature widths p of --scaling (default 256,1024,2048,4096)."),
     profile: bool = typer.Option(
-        False, "--profile", help="Break one (b) epoch into data, forward, backward and update, and time each kernel of a step alone."
+        False,
+        "--profile",
+        help="Break one TensorFlow (b) epoch into data, forward, backward and update, and time each kernel of a step alone.",
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for TensorFlow and torch (default: all cores)."),
-    matmul_size: int = typer.Option(2048, "--matmul-size", help="Side of the float32 matmul that sets the reference rate."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Intra-op threads for every arm's framework (default: each framework's own)."
+    ),
+    matmul_size: int = typer.Option(2048, "--matmul-size", help="Side of the float32 matmul that sets each framework's reference rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, weights and data order."),
     json_path: Path = typer.Option(Path("outputs/bench/bench.json"), "--json", help="Where to write the JSON result."),
 ) -> None:
-    """Time one epoch of the paper's convnet: plain Keras fit, the project's step, the project with
-    tracking (and PyTorch with --torch); GFLOP/s against the matmul rate; targets pass/fail."""
-    from cli.main import _import_library_quietly
-
-    sizes_t, dims_t = _int_list("--sizes", sizes), _int_list("--nc-dims", nc_dims)
-    variant_t = tuple(v.strip() for v in (variants or "").split(",") if v.strip())
-    _import_library_quietly()
-    from sqloss_nc.bench import DEFAULT_NC_DIMS, DEFAULT_SIZES, BenchOptions, results_tables, run_bench, write_json
+    """Time one epoch of the paper's convnet, every arm in its own process: plain Keras fit, the
+    project's step, the project with tracking (each Keras backend), PyTorch with and without
+    tracking, stacked runs; GFLOP/s against each framework's matmul rate; targets pass/fail."""
+    sizes_t, dims_t, stack_t = _int_list("--sizes", sizes), _int_list("--nc-dims", nc_dims), _int_list("--stack", stack)
+    bench = _bench_package()
     from sqloss_nc.errors import UserError
 
-    opts = BenchOptions(
+    opts = bench.BenchOptions(
         n=n,
         n_test=n_test,
         reps=reps,
         epochs_warmup=epochs_warmup,
         batch_size=batch_size,
         data_dir=data_dir,
+        backends=_str_list(backends),
         torch=torch,
+        variants=_str_list(variants),
+        stack=stack_t or (),
+        stack_backend=stack_backend,
+        alone=_str_list(alone),
         scaling=scaling,
-        sizes=sizes_t or DEFAULT_SIZES,
-        nc_dims=dims_t or DEFAULT_NC_DIMS,
-        variants=variant_t,
+        sizes=sizes_t or bench.DEFAULT_SIZES,
+        nc_dims=dims_t or bench.DEFAULT_NC_DIMS,
         profile=profile,
         threads=threads,
         matmul_size=matmul_size,
         seed=seed,
     )
     try:
-        opts.check()
-        result = run_bench(opts, log=lambda msg: err_console.print(f"[dim]bench:[/] {msg}", highlight=False))
-        path = write_json(result, json_path)
+        opts.resolved().check()
+        result = bench.run_bench(opts, log=lambda msg: err_console.print(f"[dim]bench:[/] {msg}", highlight=False))
+        path = bench.write_json(result, json_path)
     except UserError as err:
         _fail(str(err), 2)
     except KeyboardInterrupt:
         _fail("interrupted; nothing written", 130)
     except OSError as err:
         _fail(f"{type(err).__name__}: {err}", 1)
-    for table in results_tables(result):
+    for table in bench.results_tables(result):
         console.print(table)
-    load = result["environment"].get("load_average")
-    if load and load[0] > result["environment"]["tf_threads"]:
+    env = result["environment"]
+    load = env.get("load_average")
+    if load and load[0] > 0.5:
         console.print(
-            f"[yellow]note:[/] load average {load[0]:.1f} on {result['environment']['tf_threads']} threads: other work shares these cores, "
-            "so timings are noisy (and PyTorch's OpenMP threads spin-wait; OMP_WAIT_POLICY=PASSIVE avoids that)",
+            f"[yellow]note:[/] load average {load[0]:.1f} on {env['cores']} cores at the end: other work shared these cores, so timings are noisy",
             highlight=False,
             soft_wrap=True,
         )
+    set_env = {k: v for k, v in env["env"].items() if v is not None and k != "CUDA_VISIBLE_DEVICES"}
+    if set_env:
+        console.print(f"[yellow]note:[/] timing-relevant settings in the environment: {set_env}", highlight=False, soft_wrap=True)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
@@ -128,6 +169,6 @@ def register(app: typer.Typer) -> None:
     Args:
         app: the `sqnc` Typer app (or any Typer app, e.g. a fresh one in tests).
 
-    Example: `register(app)` in `cli/main.py`, then `sqnc bench --n 2000 --reps 2 --torch`.
+    Example: `register(app)` in `cli/main.py`, then `sqnc bench --n 2000 --reps 2 --alone torch/b`.
     """
     app.command("bench")(bench_command)

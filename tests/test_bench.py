@@ -1,4 +1,5 @@
-"""`sqnc bench` and the PyTorch reference: FLOP count, cross-framework equivalence, the CLI."""
+"""`sqnc bench` and the PyTorch reference: FLOP count, rounds and paired ratios, the arm worker
+processes and their protocol, cross-framework equivalence, the CLI."""
 
 import json
 
@@ -51,36 +52,172 @@ def test_spread_and_variants():
 
 
 def test_rounds_rotate_the_arms_and_wall_ratios_are_paired():
-    from sqloss_nc.bench import EpochArm, _ratios, run_rounds
+    from sqloss_nc.bench import paired_ratio, run_rounds
 
     calls = []
     times = {"a": [9, 2, 2, 2], "b": [9, 1, 2, 4], "c": [9, 3.0, 2.2, 4.4]}
 
-    def epoch(key):
-        def run(e):
-            calls.append((e, key))
-            return times[key][e], 2 * times[key][e]
+    class Fake:
+        def __init__(self, key):
+            self.key = key
 
-        return run
+        def __call__(self, e):
+            calls.append((e, self.key))
+            return times[self.key][e], 2 * times[self.key][e]
 
-    arms = [EpochArm(k, epoch(k)) for k in "abc"]
-    paired = run_rounds(arms, rounds=4, warmup=1)
+    paired, timed = run_rounds([Fake(k) for k in "abc"], rounds=4, warmup=1)
     assert [[k for e, k in calls if e == r] for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
-    assert arms[1].wall == [1, 2, 4] and arms[1].cpu == [2, 4, 8]  # the warm-up round is not kept
+    assert timed["b"] == {"wall": [1, 2, 4], "cpu": [2, 4, 8]}  # the warm-up round is not kept
     assert paired == [{"a": 2, "b": 1, "c": 3.0}, {"a": 2, "b": 2, "c": 2.2}, {"a": 2, "b": 4, "c": 4.4}]
-    result = {"arms": {arm.key: {"epoch_s": spread(arm.wall), "cpu_s": spread(arm.cpu)} for arm in arms}, "rounds": paired}
     # Per-round c/b = 3.0, 1.1, 1.1 -> median 1.1; the ratio of the medians (3.0 / 2) would say 1.5.
-    assert _ratios(result)["c_over_b"] == pytest.approx(1.1)
-    assert _ratios(result, "cpu_s")["c_over_b"] == pytest.approx(6.0 / 4.0)
+    r = paired_ratio(paired, "c", "b")
+    assert (r["median"], r["min"], r["max"], r["n"]) == (pytest.approx(1.1), pytest.approx(1.1), pytest.approx(3.0), 3)
+
+
+def _fake_arm(framework, kind, runs, wall, cpu):
+    from sqloss_nc.bench.timing import spread
+
+    med = float(np.median(wall))
+    return {
+        "framework": framework,
+        "kind": kind,
+        "runs": runs,
+        "epoch_s": spread(wall),
+        "cpu_s": spread(cpu),
+        "per_run_epoch_s": med / runs,
+        "run_epochs_per_s": runs / med,
+    }
+
+
+def test_ratios_are_per_run_and_paired_and_the_stacked_sweep_table():
+    from sqloss_nc.bench.runner import ratio_pairs, ratios, stacking_table, targets
+
+    arms = {
+        "jax/b": _fake_arm("jax", "b", 1, [2.0, 4.0, 3.0], [1.0, 1.0, 1.0]),
+        "jax/c": _fake_arm("jax", "c", 1, [2.4, 4.0, 3.9], [1.5, 1.5, 1.5]),
+        "jax/stack4": _fake_arm("jax", "stack4", 4, [4.0, 8.0, 4.8], [2.0, 2.0, 2.0]),
+        "torch/b": _fake_arm("torch", "b", 1, [1.0, 2.0, 3.0], [1.0, 1.0, 1.0]),
+    }
+    arms["jax/b"]["fraction_of_matmul"] = 0.5
+    rounds = [
+        {"jax/b": 2.0, "jax/c": 2.4, "jax/stack4": 4.0, "torch/b": 1.0},
+        {"jax/b": 4.0, "jax/c": 4.0, "jax/stack4": 8.0, "torch/b": 2.0},
+        {"jax/b": 3.0, "jax/c": 3.9, "jax/stack4": 4.8, "torch/b": 3.0},
+    ]
+    assert ratio_pairs(arms) == [("jax/c", "jax/b"), ("jax/stack4", "jax/b"), ("jax/b", "torch/b"), ("jax/c", "torch/b")]
+    r = ratios({"arms": arms, "rounds": rounds})
+    # c/b per round: 1.2, 1.0, 1.3 -> median 1.2, min 1.0, max 1.3.
+    assert (r["jax/c / jax/b"]["median"], r["jax/c / jax/b"]["min"], r["jax/c / jax/b"]["max"]) == pytest.approx((1.2, 1.0, 1.3))
+    # stack4 per run: 1.0, 2.0, 1.2 against b 2.0, 4.0, 3.0 -> 0.5, 0.5, 0.4: median 0.5.
+    assert r["jax/stack4 / jax/b"]["median"] == pytest.approx(0.5) and r["jax/stack4 / jax/b"]["min"] == pytest.approx(0.4)
+    # CPU: ratio of the medians of per-run CPU seconds, 0.5 / 1.0.
+    assert r["jax/stack4 / jax/b"]["cpu"] == pytest.approx(0.5)
+    assert r["jax/b / torch/b"]["median"] == pytest.approx(2.0)  # 2.0, 2.0, 1.0
+    table = stacking_table(arms)["jax"]
+    assert [row["k"] for row in table] == [1, 4]
+    # K = 4: median epoch 4.8 s = 1.2 s per run-epoch, 0.833 run-epochs/s, 3.0 / 1.2 = 2.5x per run.
+    assert table[1]["per_run_epoch_s"] == pytest.approx(1.2) and table[1]["run_epochs_per_s"] == pytest.approx(4 / 4.8)
+    assert table[1]["speedup_per_run"] == pytest.approx(2.5)
+    alone = {"torch/b": {"in_bench_over_alone": 1.2}}
+    t = {x["name"]: x for x in targets({"arms": arms, "ratios": r, "alone": alone})}
+    # c/torch per round: 2.4, 2.0, 1.3 -> 2.0.
+    assert t["jax/c / jax/b"]["pass"] is False and t["jax/a / jax/b"]["value"] is None
+    assert t["jax/c / torch/b"]["value"] == pytest.approx(2.0) and t["jax/b rate / matmul"]["pass"] is False
+    assert t["torch/b bench / alone"]["pass"] is False  # 1.2 > 1.15
+
+
+def test_arm_specs_and_keys():
+    from sqloss_nc.bench import ArmSpec, BenchOptions, arm_specs
+
+    opts = BenchOptions(backends=("tensorflow", "jax"), torch=True, variants=("xla",), stack=(2, 8)).resolved()
+    assert [s.key for s in arm_specs(opts)] == [
+        "tensorflow/a", "tensorflow/b", "tensorflow/c", "tensorflow/b+xla", "jax/a", "jax/b", "jax/c",
+        "torch/b", "torch/c", "jax/stack2", "jax/stack8",
+    ]  # fmt: skip
+    assert ArmSpec("jax", "stack8").runs == 8 and ArmSpec("jax", "b").runs == 1
+    assert ArmSpec("tensorflow", "b+xla+epoch").variant == {"jit_compile": True, "steps_per_execution": "epoch"}
+    assert ArmSpec("torch", "c").label == "PyTorch + tracking"
+
+
+def _run_python(code: str, env_extra: dict | None = None) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **(env_extra or {})}
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_bench_parent_imports_no_framework():
+    # What `sqnc bench`'s process holds after importing every parent-side module of the bench.
+    code = (
+        "import sys, json; from cli.bench import _bench_package; b = _bench_package(); "
+        "import sqloss_nc.bench.runner, sqloss_nc.bench.report, sqloss_nc.data, sqloss_nc.config; "
+        "b.bench_dataset(64, 16); print(json.dumps([m for m in ('tensorflow', 'jax', 'torch', 'keras') if m in sys.modules]))"
+    )
+    assert json.loads(_run_python(code)) == []
+
+
+def test_torch_reference_imports_no_keras():
+    pytest.importorskip("torch")
+    code = (
+        "import sys, json; from cli.bench import _bench_package; _bench_package(); "
+        "import sqloss_nc.bench.torch_reference, sqloss_nc.bench.arms; "
+        "print(json.dumps([m for m in ('tensorflow', 'jax', 'keras') if m in sys.modules]))"
+    )
+    assert json.loads(_run_python(code)) == []
+
+
+def _worker_framework() -> str:
+    try:
+        import torch  # noqa: F401
+
+        return "torch"  # the quickest process to start
+    except ImportError:
+        import keras
+
+        return keras.backend.backend()
+
+
+def test_worker_protocol_epochs_errors_finish_and_quit(tmp_path):
+    from sqloss_nc.bench import ArmSpec, BenchError, BenchOptions, bench_dataset
+    from sqloss_nc.bench.arms import save_dataset
+    from sqloss_nc.bench.runner import WorkerProcess
+
+    framework = _worker_framework()
+    opts = BenchOptions(n=64, n_test=16, batch_size=32, matmul_size=32, backends=(), torch=False)
+    data = save_dataset(bench_dataset(64, 16), tmp_path / "data.npz")
+    w = WorkerProcess(ArmSpec(framework, "b"), opts, data, tmp_path)
+    try:
+        info = w.ready()
+        assert info["framework"] == framework and info["pid"] != __import__("os").getpid()
+        walls = [w(e) for e in range(2)]
+        assert all(wall > 0 and cpu > 0 for wall, cpu in walls)
+        with pytest.raises(RuntimeError, match="unknown command 'dance'"):
+            w._send({"cmd": "dance"})
+        assert w(2)[0] > 0  # an error answered, the worker goes on
+        extra = w.finish(1)
+        assert extra["frameworks_loaded"] == [framework]  # its own framework, nothing else
+        assert extra["matmul"]["median"] > 0 and extra["matmul"]["size"] == 32
+    finally:
+        w.close()
+    assert w.proc.returncode == 0
+    # A worker whose arm cannot be built answers with the error, and the parent raises it.
+    bad = WorkerProcess(ArmSpec(framework, "nonsense"), opts, data, tmp_path)
+    with pytest.raises((BenchError, RuntimeError), match="nonsense"):
+        bad.ready()
+    bad.close()
 
 
 def test_torch_reference_matches_project_trainer_two_steps():
     torch = pytest.importorskip("torch")
-    import keras
-    import tensorflow as tf
+    from keras import ops
 
-    from sqloss_nc import torch_reference as tr
+    from sqloss_nc.bench import torch_reference as tr
     from sqloss_nc.config import load_config
+    from sqloss_nc.losses import np_accuracy, np_loss
     from sqloss_nc.models import build_network, weight_layers
     from sqloss_nc.optimizers import TorchSGD
     from sqloss_nc.training import SquareLossTrainer
@@ -91,60 +228,68 @@ def test_torch_reference_matches_project_trainer_two_steps():
     x = rng.standard_normal((64, 32, 32, 3)).astype(np.float32)
     x /= np.linalg.norm(x.reshape(64, -1), axis=1).reshape(-1, 1, 1, 1)
     y = rng.integers(0, 2, 64).astype(np.int32)
-    keras.utils.set_random_seed(0)
     net = build_network(cfg.model, (32, 32, 3), 2, seed=0)
     trainer = SquareLossTrainer(net, weight_decay=0.01)
     trainer.compile(optimizer=TorchSGD(0.01, momentum=0.9))
     tnet = tr.TorchConvNet((32, 64, 128), 3, 2, (32, 32))
     tr.copy_from_keras(tnet, net)
-    keras_init = [layer.kernel.numpy() for layer in weight_layers(net)]
+
+    def kernels():
+        return [ops.convert_to_numpy(layer.kernel) for layer in weight_layers(net)]
+
+    keras_init = kernels()
     for a, b in zip(keras_init, tr.torch_to_keras_weights(tnet)):
         np.testing.assert_array_equal(a, b)  # the layout conversion round-trips exactly
 
-    # Two SGD steps on two different minibatches of 32, in training mode (batch statistics).
-    history = trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=2, steps_per_epoch=1, verbose=0, shuffle=False)
+    # Two SGD steps on two different minibatches of 32, in training mode (batch statistics); one
+    # generator over both epochs, so epoch 2 gets the second batch on either Keras backend.
+    batches = ((x[i : i + 32], y[i : i + 32]) for i in (0, 32))
+    history = trainer.fit(batches, epochs=2, steps_per_epoch=1, verbose=0, shuffle=False)
     opt = tr.make_optimizer(tnet, lr=0.01, momentum=0.9, weight_decay=0.01)
     xt, yt = tr.to_torch_data(x, y)
     tnet.train()
     torch_losses = [float(tr.train_step(tnet, opt, xt[i : i + 32], yt[i : i + 32], 2)) for i in (0, 32)]
     np.testing.assert_allclose(history.history["batch_loss"], torch_losses, rtol=1e-5)
-    for layer, w_torch in zip(weight_layers(net), tr.torch_to_keras_weights(tnet)):
-        w = layer.kernel.numpy()
-        assert np.linalg.norm(w - w_torch) / np.linalg.norm(w) < 1e-5, layer.name
+    for w, w_torch, name in zip(kernels(), tr.torch_to_keras_weights(tnet), [layer.name for layer in weight_layers(net)]):
+        assert np.linalg.norm(w - w_torch) / np.linalg.norm(w) < 1e-5, name
     # The weights really moved (momentum and weight decay both acted), so the match means something.
-    assert all(np.linalg.norm(a - layer.kernel.numpy()) > 1e-3 * np.linalg.norm(a) for a, layer in zip(keras_init, weight_layers(net)))
+    assert all(np.linalg.norm(a - b) > 1e-3 * np.linalg.norm(a) for a, b in zip(keras_init, kernels()))
     # BatchNorm running means follow the same rule (momentum 0.1 in PyTorch's convention).
-    np.testing.assert_allclose(net.get_layer("norm1").moving_mean.numpy(), tnet.norms[0].running_mean.numpy(), rtol=1e-4, atol=1e-7)
+    moving = ops.convert_to_numpy(net.get_layer("norm1").moving_mean)
+    np.testing.assert_allclose(moving, tnet.norms[0].running_mean.numpy(), rtol=1e-4, atol=1e-7)
+    # The reference's Keras-free loss and accuracy are the project's float64 ones.
+    f = tr.predict(tnet, xt)
+    assert tr._square_loss(f, y) == pytest.approx(np_loss("square", "onehot", f, y), rel=1e-12)
+    assert tr._accuracy(f, y) == np_accuracy(f, y)
 
 
+@pytest.mark.slow  # ~30 s: three fresh Keras processes build and compile on this 2-core machine
 def test_bench_cli_tiny_writes_json_and_ratio_rows(tmp_path):
-    try:
-        import torch  # noqa: F401
+    import keras
 
-        with_torch = ["--torch"]
-    except ImportError:
-        with_torch = []
+    backend = keras.backend.backend()
     out = tmp_path / "bench.json"
-    args = ["bench", "--n", "256", "--n-test", "64", "--reps", "1", "--epochs-warmup", "1", "--matmul-size", "256", "--json", str(out)]
-    result = runner.invoke(_app(), args + with_torch, terminal_width=200)
+    args = ["bench", "--n", "256", "--n-test", "64", "--reps", "1", "--epochs-warmup", "1", "--matmul-size", "64"]
+    args += ["--backends", backend, "--no-torch", "--json", str(out)]
+    result = runner.invoke(_app(), args, terminal_width=200)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    for key in ("options", "environment", "flops", "matmul", "arms", "tracking", "ratios", "targets"):
+    for key in ("options", "environment", "flops", "arms", "tracking", "ratios", "targets", "rounds"):
         assert key in data
-    arms = {"a", "b", "c"} | ({"torch", "torch_tracked"} if with_torch else set())
-    assert arms <= set(data["arms"])
+    arms = {f"{backend}/{k}" for k in "abc"}
+    assert set(data["arms"]) == arms
     for arm in arms:
-        e = data["arms"][arm]["epoch_s"]
-        assert e["n"] == 1 and e["median"] > 0 and data["arms"][arm]["gflops"] > 0
-    assert data["matmul"]["median"] > 0 and data["flops"]["train"] == 15_065_088
-    assert data["tracking"]["nc_epochs_in_schedule"] == 20 and data["tracking"]["breakdown"]["measure_nc_s"]["median"] > 0
-    assert data["ratios"]["c_over_b"] > 0 and data["ratios"]["a_over_b"] > 0
+        a = data["arms"][arm]
+        assert a["epoch_s"]["n"] == 1 and a["epoch_s"]["median"] > 0 and a["gflops"] > 0 and a["matmul"]["median"] > 0
+        assert a["environment"]["frameworks_loaded"] == [backend]
+    assert data["flops"]["train"] == 15_065_088
+    tk = data["tracking"][f"{backend}/c"]
+    assert tk["nc_epochs_in_schedule"] == 20 and tk["breakdown"]["measure_nc_s"]["median"] > 0
+    assert data["ratios"][f"{backend}/c / {backend}/b"]["median"] > 0
     names = [t["name"] for t in data["targets"]]
-    assert names == ["c / b", "a / b", "c / torch", "(b) rate / matmul"]
+    assert names == [f"{backend}/c / {backend}/b", f"{backend}/a / {backend}/b", f"{backend}/c / torch/b", f"{backend}/b rate / matmul"]
     assert all(isinstance(t["pass"], bool) for t in data["targets"] if t["value"] is not None)
-    for row in ("c / b", "a / b", "(b) rate / matmul", "c / torch"):
-        assert row in result.output
-    assert ("pass" in result.output) or ("fail" in result.output)
+    assert f"{backend}/c / {backend}/b" in result.output and ("pass" in result.output or "fail" in result.output)
 
 
 @pytest.mark.parametrize(
@@ -155,6 +300,9 @@ def test_bench_cli_tiny_writes_json_and_ratio_rows(tmp_path):
         # 10,000 / 128 -> 79 steps per epoch: 8 steps per call would run past the epoch's end.
         (["--variants", "xla+spe8"], "do not divide the 79 steps of an epoch"),
         (["--sizes", "1000,x", "--scaling"], "--sizes: expected comma-separated positive integers"),
+        (["--backends", "torch"], "--backends: 'torch' is not a Keras backend"),
+        (["--stack", "0"], "--stack: expected comma-separated positive integers"),
+        (["--alone", "tensorflow/z"], "--alone: 'tensorflow/z' is not an arm of this bench"),
     ],
 )
 def test_bench_cli_bad_input_one_line(tmp_path, args, message):

@@ -1,4 +1,4 @@
-"""A PyTorch reference of the paper's experiment, for `sqnc bench --torch` and cross-checks.
+"""A PyTorch reference of the paper's experiment, for `sqnc bench` (arms `torch/b`, `torch/c`) and cross-checks.
 
 The same network, objective and optimizer as the project (SPEC §3–§4), written the way the
 paper's authors would in PyTorch: 3x3 stride-2 convs without bias, `BatchNorm2d(affine=False)`
@@ -15,13 +15,14 @@ same function; `padding="symmetric"` is the authors' `Conv2d(padding=1)`. Both c
 FLOPs (the output size is identical).
 
 torch is an optional dependency (`pip install -e ".[bench]"`); this module imports it at import
-time, so import it only when torch is wanted.
+time, so import it only when torch is wanted. It imports no Keras: the bench's PyTorch process
+loads it with `sqloss_nc` bare (`worker.bare_package`), so that process holds PyTorch alone.
 
 Example:
 
 ```python
 import numpy as np
-from sqloss_nc.torch_reference import TorchConvNet, copy_from_keras, make_optimizer, train_epoch
+from sqloss_nc.bench.torch_reference import TorchConvNet, copy_from_keras, make_optimizer, train_epoch
 net = TorchConvNet(widths=(32, 64, 128), in_channels=3, num_classes=2, input_hw=(32, 32))
 copy_from_keras(net, keras_network)           # same initial weights as the project's model
 opt = make_optimizer(net, lr=0.01, momentum=0.9, weight_decay=0.01)
@@ -33,16 +34,13 @@ train_epoch(net, opt, x, y, batch_size=128, generator=torch.Generator().manual_s
 from __future__ import annotations
 
 import math
-import os
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import measures
-from .losses import np_accuracy, np_loss
+from .. import measures
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -176,9 +174,11 @@ def copy_from_keras(net: TorchConvNet, keras_network) -> None:
         net: the PyTorch network, changed in place.
         keras_network: the project's `convnet` (from `sqloss_nc.models.build_network`).
     """
-    from .models import weight_layers
+    from keras import ops
 
-    kernels = [layer.kernel.numpy() for layer in weight_layers(keras_network)]
+    from ..models import weight_layers
+
+    kernels = [ops.convert_to_numpy(layer.kernel) for layer in weight_layers(keras_network)]
     with torch.no_grad():
         for w, value in zip(net.kernels(), keras_to_torch_weights(kernels, net.feature_shape)):
             if tuple(w.shape) != value.shape:
@@ -225,6 +225,17 @@ def train_epoch(net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, batch_siz
     return float(total) / math.ceil(n / batch_size)
 
 
+def _square_loss(f: np.ndarray, y: np.ndarray) -> float:
+    # `losses.np_loss("square", "onehot", ...)` in float64; that module imports Keras, which this
+    # process must not (the tests check the two agree).
+    f = np.asarray(f, dtype=np.float64)
+    return float(np.mean(np.square(f - np.eye(f.shape[1])[y])))
+
+
+def _accuracy(f: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(f, axis=1) == y))
+
+
 @torch.no_grad()
 def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
     """Outputs f(x) in inference mode (BatchNorm with moving statistics), as float32 numpy."""
@@ -235,7 +246,7 @@ def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarr
 def track(net: TorchConvNet, x_train, y_train, x_test, y_test, weight_decay: float, batch_size: int = 1000) -> dict:
     """The per-epoch tracking the project does, in PyTorch: inference passes over the training
     and test sets, norms, ρ (classifier norm: the BN net is scale invariant below it), losses,
-    accuracies and the margin statistics (with the project's float64 `measures` and `losses`
+    accuracies and the margin statistics (with the project's float64 `measures`
     functions, so the post-processing cost is identical). No files are written.
 
     Args:
@@ -250,39 +261,14 @@ def track(net: TorchConvNet, x_train, y_train, x_test, y_test, weight_decay: flo
     y_tr, y_te = y_train.numpy(), y_test.numpy()
     norms = [measures.frobenius(w.detach().numpy()) for w in net.kernels()]
     rho = norms[-1]
-    loss = np_loss("square", "onehot", f_train, y_tr)
+    loss = _square_loss(f_train, y_tr)
     m = measures.margins(f_train, y_tr)
     return {
         "train_loss": loss,
         "train_objective": loss + 0.5 * weight_decay * sum(v * v for v in norms),
-        "train_acc": np_accuracy(f_train, y_tr),
-        "test_loss": np_loss("square", "onehot", f_test, y_te),
-        "test_acc": np_accuracy(f_test, y_te),
+        "train_acc": _accuracy(f_train, y_tr),
+        "test_loss": _square_loss(f_test, y_te),
+        "test_acc": _accuracy(f_test, y_te),
         "rho": rho,
         **measures.margin_stats(m, rho),
     }
-
-
-def set_threads(threads: int) -> None:
-    """Use `threads` intra-op threads (match TensorFlow's for a fair comparison)."""
-    torch.set_num_threads(max(int(threads), 1))
-
-
-def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
-    """torch's float32 matmul rate (median GFLOP/s over `reps`, after one warm-up product)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2.0 * size**3 / float(np.median(times)) / 1e9
-
-
-def default_threads() -> int:
-    """The cores this process may use (what TensorFlow's default thread pool sizes itself to)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

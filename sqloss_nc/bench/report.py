@@ -1,0 +1,209 @@
+"""The bench's output: the JSON file and the rich tables `sqnc bench` prints. No framework.
+
+Example:
+
+```python
+from rich.console import Console
+from sqloss_nc.bench.report import results_tables, write_json
+write_json(result, "outputs/bench/bench.json")
+for table in results_tables(result):
+    Console().print(table)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def write_json(result: dict, path) -> Path:
+    """Write the result as indented JSON (atomically; NaN as null). Returns the path.
+
+    Args:
+        result: a `run_bench` result. path: the file.
+    """
+    from ..rundir import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(_jsonable(result), indent=2) + "\n")
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _s(s: float) -> str:
+    return f"{s:.3f}" if s < 10 else f"{s:.1f}"
+
+
+def _table(title: str, columns: list[str], left: int = 1):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i < left else "right")
+    return t
+
+
+def results_tables(result: dict) -> list:
+    """Rich tables: the arms (epoch time, spread, per-run time, throughput, GFLOP/s against the
+    arm's own framework's matmul rate), the paired ratios and the targets, the stacked sweep, the
+    arms timed alone, the tracking breakdown, and (when measured) the profile and the scaling.
+
+    Args:
+        result: a `run_bench` result (or its JSON read back).
+    """
+    out = []
+    d, o = result["data"], result["options"]
+    arms = _table(
+        f"one epoch per arm, each arm in its own process; N = {d['n_train']} ({d['source']}), batch {o['batch_size']}, "
+        f"{o['reps']} timed rounds after {o['epochs_warmup']} untimed",
+        ["arm", "what", "epoch s (median)", "min–max", "CPU s", "per-run s", "run-epochs/s", "GFLOP/s", "% of own matmul", "threads"],
+        left=2,
+    )
+    for key, a in result["arms"].items():
+        e = a["epoch_s"]
+        frac = a.get("fraction_of_matmul")
+        arms.add_row(
+            key,
+            a["label"],
+            _s(e["median"]),
+            f"{_s(e['min'])}–{_s(e['max'])}",
+            _s(a["cpu_s"]["median"]),
+            _s(a["per_run_epoch_s"]),
+            f"{a['run_epochs_per_s']:.3f}",
+            f"{a['gflops']:.1f}",
+            "" if frac is None else f"{100 * frac:.0f}%",
+            str((a.get("environment") or {}).get("threads", "")),
+        )
+    out.append(arms)
+
+    ratios = _table(
+        "ratios of per-run epoch times (wall: median over rounds of each round's ratio, with its min–max; CPU: ratio of medians)",
+        ["ratio", "wall", "min–max", "CPU"],
+    )
+    for name, v in result["ratios"].items():
+        ratios.add_row(name, f"{v['median']:.3f}", f"{v['min']:.2f}–{v['max']:.2f}", f"{v['cpu']:.3f}")
+    out.append(ratios)
+
+    tg = _table("targets", ["target", "what", "value", "goal", "result"], left=2)
+    for t in result["targets"]:
+        if t["value"] is None:
+            tg.add_row(t["name"], t["what"], "—", f"{t['op']} {t['threshold']:.2f}", "[dim]not measured[/]")
+        else:
+            tg.add_row(
+                t["name"],
+                t["what"],
+                f"{t['value']:.3f}",
+                f"{t['op']} {t['threshold']:.2f}",
+                "[green]pass[/]" if t["pass"] else "[red]fail[/]",
+            )
+    out.append(tg)
+
+    for backend, rows in (result.get("stacking") or {}).items():
+        st = _table(
+            f"stacked sweep on {backend}: K runs as one step",
+            ["K", "arm", "epoch s", "per-run epoch s", "run-epochs/s", "per-run speed-up"],
+        )
+        for row in rows:
+            sp = row.get("speedup_per_run")
+            st.add_row(
+                str(row["k"]),
+                row["arm"],
+                _s(row["epoch_s"]),
+                _s(row["per_run_epoch_s"]),
+                f"{row['run_epochs_per_s']:.3f}",
+                "" if sp is None else f"{sp:.2f}x",
+            )
+        out.append(st)
+
+    if result.get("alone"):
+        al = _table(
+            "the same arm alone in a fresh process (plain loop, nothing else running) against the bench",
+            ["arm", "alone s (median)", "min–max", "in bench s", "bench / alone"],
+        )
+        for key, a in result["alone"].items():
+            e = a["epoch_s"]
+            al.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", _s(a["in_bench_epoch_s"]), f"{a['in_bench_over_alone']:.3f}")
+        out.append(al)
+
+    for key, tk in (result.get("tracking") or {}).items():
+        b = tk["breakdown"]
+        track = _table(f"tracking cost of {key} (median seconds per call, trained weights)", ["piece", "s"])
+        for name, k in (
+            ("inference pass, training set", "predict_train_s"),
+            ("inference pass, test set", "predict_test_s"),
+            ("Tracker.measure (all metrics)", "measure_s"),
+            ("RunLogger.record (+ CSV, status, checkpoint)", "record_s"),
+            ("Tracker.measure(nc=True)", "measure_nc_s"),
+            ("record on an NC + margins epoch", "record_nc_s"),
+        ):
+            track.add_row(name, f"{b[k]['median']:.3f}")
+        track.add_row(
+            f"NC + margins amortized ({tk['special_epochs_in_schedule']} of {tk['nc_horizon']} epochs)",
+            f"{tk['nc_amortized_per_epoch_s']:.4f}",
+        )
+        out.append(track)
+
+    out += _profile_tables(result)
+    out += _scaling_tables(result.get("scaling"))
+    return out
+
+
+def _profile_tables(result: dict) -> list:
+    p = result.get("profile")
+    if not p:
+        return []
+    b = next(k for k in result["arms"] if k.endswith("/b") and result["arms"][k]["framework"] == "tensorflow")
+    prof = _table(f"profile of one {b} epoch (median seconds per epoch, pre-built batches)", ["stage", "s"])
+    for name, v in p.items():
+        if name != "kernels":
+            prof.add_row(name, f"{v['median']:.3f}")
+    prof.add_row(f"fit epoch ({b})", f"{result['arms'][b]['epoch_s']['median']:.3f}")
+    out = [prof]
+    if p.get("kernels"):
+        mm = result["arms"][b]["matmul"]["median"]
+        kt = _table(
+            f"kernels of one training step, alone (median ms; matmul {mm:.0f} GFLOP/s)",
+            ["layer", "kernel", "ms", "GFLOP/s", "% of matmul"],
+            left=2,
+        )
+        for row in p["kernels"]:
+            g = row["gflops"]
+            kt.add_row(
+                row["layer"],
+                row["kernel"],
+                f"{row['ms']:.2f}",
+                "" if g is None else f"{g:.0f}",
+                "" if g is None else f"{100 * g / mm:.0f}%",
+            )
+        steps = -(-result["data"]["n_train"] // result["options"]["batch_size"])
+        kt.add_row("sum", f"x {steps} steps = s per epoch", f"{sum(r['ms'] for r in p['kernels']) * steps / 1e3:.3f}", "", "")
+        out.append(kt)
+    return out
+
+
+def _scaling_tables(sc: dict | None) -> list:
+    if not sc:
+        return []
+    tr = _table("scaling: (b) epoch time against N (synthetic)", ["N", "epoch s", "µs / sample"], left=0)
+    for row in sc["train"]:
+        tr.add_row(str(row["n"]), _s(row["epoch_s"]["median"]), f"{row['us_per_sample']:.0f}")
+    nc = _table("scaling: one NC measurement (both passes, float64)", ["N", "p", "s", "peak MiB"], left=0)
+    for row in sc["nc"]["vs_n"] + sc["nc"]["vs_p"]:
+        nc.add_row(str(row["n"]), str(row["p"]), f"{row['seconds']:.3f}", f"{row['peak_mb']:.1f}")
+    return [tr, nc]
