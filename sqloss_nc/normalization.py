@@ -8,7 +8,14 @@ The classifier is never normalized (Figure 1B of the paper); these apply to laye
   eps 1e-5, i.e. Keras `momentum=0.9, epsilon=1e-5`). The hidden layers become scale invariant,
   so the classifier norm carries the scale: ρ = ||W_L||_F. Keras normalizes with the biased batch
   variance and also tracks the *biased* moving variance, where PyTorch tracks the unbiased one
-  (factor n/(n−1) on `moving_variance`, which only enters `rho_bn`).
+  (a factor (n−1)/n on `moving_variance`, n the training batch size). Inference mode divides by
+  sqrt(moving_variance + eps), so every inference-mode number differs from PyTorch's, not only
+  `rho_bn`: each BatchNorm layer's centred output is larger by about sqrt(n/(n−1)) (1.0039 at
+  n = 128; exactly that for eps → 0 and converged statistics), and the deviations compound
+  through the later layers (whose moving statistics were gathered on training-mode inputs, so
+  not as an exact product) into the outputs f and so into the losses, margins, accuracies near
+  ties and the NC measures of every layer after the first BatchNorm. Training-mode steps use the
+  batch statistics and are unaffected. Full-batch runs (n = N) make the factor negligible.
 - `lagrange` (LN, section 3.4, Eq. 5): hidden layers compute with V_k/||V_k||_F and V_k is kept on
   the unit sphere. Gradient flow with the Lagrange multiplier ν_k moves V_k only tangentially; the
   discrete version here: the optimizer removes the radial component of the update

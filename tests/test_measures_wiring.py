@@ -175,3 +175,20 @@ def test_a_resumed_run_writes_the_new_columns_of_an_uninterrupted_one(tmp_path, 
     assert_runs_equal(whole, resumed, rtol=0, atol=0, csvs=("metrics.csv", "nc.csv", "nc_layers.csv", "spectra.csv"))
     m = pd.read_csv(resumed / "metrics.csv")
     assert m["update_norm_conv1"].iloc[1:].notna().all() and m["update_norm_conv1"].iloc[0] != m["update_norm_conv1"].iloc[0]
+
+
+def test_resuming_a_run_written_before_the_new_columns_widens_its_csvs(tmp_path, synthetic_overrides, interrupt_after_epoch):
+    over = [*synthetic_overrides, "optim.epochs=2", "track.nc_epochs=all"]
+    interrupt_after_epoch(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(load_config(None, over), tmp_path / "run")
+    interrupt_after_epoch(None)
+    for name, prefix in (("metrics.csv", "update_norm_"), ("nc.csv", "mse_")):  # as an older version wrote them
+        df = pd.read_csv(tmp_path / "run" / name)
+        df.drop(columns=[c for c in df.columns if c.startswith(prefix) or c == "ls_distance"]).to_csv(tmp_path / "run" / name, index=False)
+    _, run = _run(tmp_path, "run", over)
+    m, nc = pd.read_csv(run / "metrics.csv"), pd.read_csv(run / "nc.csv")
+    assert m["epoch"].tolist() == [0, 1, 2] and nc["epoch"].tolist() == [0, 1, 2]
+    assert m["update_norm_classifier"].isna().tolist() == [True, True, False]  # epoch 2 is new
+    assert m["train_loss"].notna().all() and m["rho"].gt(0).all() and nc["nc1"].notna().all()
+    assert nc["mse_total"].isna().tolist() == [True, True, False]
