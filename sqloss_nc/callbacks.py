@@ -540,13 +540,18 @@ class StepLogger(keras.callbacks.Callback):
         self.margins_csv.write_array(zip([epoch] * n, [step] * n, range(n), d.y_train.tolist(), m.tolist(), (m / rho["rho"]).tolist()))
 
     def on_train_begin(self, logs=None):
-        if int(np.asarray(self.model.optimizer.iterations)) == 0:
+        self._step = int(np.asarray(self.model.optimizer.iterations))
+        if self._step == 0:
             self.record(0)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(np.asarray(self.model.optimizer.iterations))
-        if step <= self.until and step % self.every == 0:
-            self.record(step)
+        # Count steps here rather than reading the optimizer: on JAX, touching `self.model`
+        # writes the whole training state back into the variables, which every step of a long
+        # run would pay for. Per-step tracking runs with one step per execution (config check).
+        self._step += 1
+        if self._step <= self.until and self._step % self.every == 0:
+            _ = self.model  # on JAX: sync the state into the variables the tracker reads
+            self.record(self._step)
 
     def close(self):
         self.steps_csv.close()
