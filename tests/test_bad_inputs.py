@@ -111,6 +111,20 @@ CASES = [
         lambda t: (None, [*SYN, "compute.steps_per_execution=epoch", "track.step_margins_until=5"], []),
         "compute.steps_per_execution: per-step tracking",
     ),
+    ("stack-zero", lambda t: (None, SYN, ["--stack", "0"]), "compute.stack: must be an integer >= 1 or 'auto', got 0"),
+    ("stack-not-a-number", lambda t: (None, SYN, ["--stack", "many"]), "compute.stack"),
+    (
+        "stack-with-step-tracking",
+        lambda t: (None, [*SYN, "track.step_margins_until=5"], ["--stack", "4"]),
+        "compute.stack: per-step tracking (track.step_margins_until) needs unstacked runs",
+    ),
+    # Stacking is a JAX feature: on TensorFlow an explicit K > 1 is refused (tests/test_stacking.py
+    # runs this case on TensorFlow from the JAX suite).
+    *(
+        [("stack-on-tensorflow", lambda t: (None, SYN, ["--stack", "2"]), "compute.stack: stacked runs need the JAX backend")]
+        if __import__("keras").backend.backend() == "tensorflow"
+        else []
+    ),
 ]
 
 
