@@ -1,8 +1,8 @@
 """Run directories -> tables (the library behind `sqnc analyze OUT`).
 
 This module reads only what SPEC §6 puts in a run directory (`config.yaml`, `status.json`,
-`metrics.csv`, `nc.csv`, `nc_layers.csv`, `margins.csv`, and the optional `theory.csv`,
-`steps.csv`, `margins_steps.csv`); it never imports the training code, so it works on runs made by
+`metrics.csv`, `nc.csv`, `nc_layers.csv`, `margins.csv`, `spectra.csv`, and the optional
+`theory.csv`, `steps.csv`, `margins_steps.csv`, `class_gram.csv`); it never imports the training code, so it works on runs made by
 older versions of the tool or on other machines, and on runs still in progress.
 
 A run directory is any folder under OUT holding `config.yaml`, `status.json` or `metrics.csv`
@@ -17,7 +17,13 @@ What goes where (all under `OUT/analysis/`, each written atomically):
 | `summary.csv` | setting (experiment + every config key but `seed`) | experiment, setting, n_seeds, seeds, the config, epochs_min, epochs_max, `<metric>_mean`, `<metric>_std` of the final values |
 | `epochs.csv` | setting x epoch | experiment, setting, epoch, n_runs, `<metric>_mean`, `<metric>_std` of `metrics.csv` |
 | `nc_epochs.csv` | setting x NC epoch | the same for `nc.csv` |
-| `nc_layers_epochs.csv` | setting x epoch x split x layer x measure | mean, std, n_runs of `nc_layers.csv` |
+| `nc_layers_epochs.csv` | setting x epoch x split x layer x measure | depth (the layer's position in the run's `nc_layers.csv`, 0 = first), n_runs, mean, std of `nc_layers.csv` (`trace_ratio`, `cdnv`, `ncc_accuracy`, `alignment`) |
+| `nc_layers_final.csv` | setting x split x layer x measure | the same at each run's last NC epoch (`epoch`): the layer-wise collapse against depth |
+| `spectra_epochs.csv` | setting x epoch x layer x index | depth, n_runs, `singular_value_mean/std`, `sv_normalized_mean/std` (σ_i/σ_1 of each run, then over seeds) of `spectra.csv` |
+| `rank_epochs.csv` | setting x epoch x layer | depth, n_singular (min(out, fan_in)), n_runs, `rank_mean/std`, `stable_rank_mean/std` |
+| `rank_final.csv` | setting x layer | the same at each run's last spectra epoch, with the axes of "rank against batch size and weight decay": `batch` (`optim.batch_size`, or `full` for `optim.full_batch`), `batch_size_numeric` (the batch size; N for full batch), `full_batch`, `optim.weight_decay` |
+| `update_norms.csv` | setting x layer (and `all layers`) | `epoch_first`, `epoch_last` of the tail window (the last 10% of the epochs, at least 1), n_runs, mean/std over seeds of `tail` (mean of `update_norm_<layer>` over the window), `tail_min` (its minimum there) and `first` (epoch 1): is the SGD noise bounded away from zero at the end? |
+| `class_gram_final.csv` | setting x split x i x j | the C x C Gram matrix of the normalized centred class means (runs' `class_gram.csv`) at each run's last epoch: epoch, n_runs, mean, std |
 | `margins_hist.csv` | setting x margin epoch x quantity x bin | histograms of the per-sample train margins (`normalized` = m/ρ, `raw` = m) pooled over seeds: bin edges, pooled count and density, per-seed density mean/std |
 | `steps.csv`, `margins_steps_hist.csv` | the same per SGD step | only when runs hold per-step files |
 | `theory.csv`, `rho_flow.csv` | row of a run's `theory.csv` / `rho_flow.csv` | experiment, run_id, setting, state, its columns |
@@ -30,7 +36,13 @@ with a config and a complete `metrics.csv`; failed, diverged and unfinished runs
 aggregates running/interrupted runs, for a look at runs in flight). Standard deviations are the
 sample std over seeds (ddof=1; empty with one seed). Three derived columns are added to every
 metrics row: `train_error = 1 - train_acc`, `test_error = 1 - test_acc`, `inv_rho = 1/rho`
-(so the mean of 1/ρ over seeds, the paper's Figs 11-12, is exact, not 1/mean ρ).
+(so the mean of 1/ρ over seeds, the paper's Figs 11-12, is exact, not 1/mean ρ), and with
+`update_norm_<layer>` columns `update_norm_layer_mean` (their mean over layers, per epoch); runs and
+summary rows get `update_norm_tail` (that mean over the tail window of `update_norms.csv`).
+
+A run's `class_gram.csv` (long: `epoch, split, i, j, value`, the Gram matrix
+G_ij = cos(μ_i − μ_G, μ_j − μ_G) of its features' class means, split `train` and optionally `test`)
+is read when present; the simplex ETF has G_ii = 1, G_ij = −1/(C−1).
 
 Example:
 
@@ -69,6 +81,8 @@ DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
 HIST_BINS = 60
 IGNORED_FOR_SETTING = ("seed",)
+UPDATE_TAIL_FRACTION = 0.1  # the "end of training" window of update_norms.csv: the last 10% of epochs
+ALL_LAYERS = "all layers"  # the layer label of update_norm_layer_mean in update_norms.csv
 
 
 # Per-epoch tables of 1,000-epoch sweeps run to megabytes at full precision; 12 significant
@@ -77,6 +91,12 @@ _FLOAT_FORMAT = {
     "epochs.csv": "%.12g",
     "nc_epochs.csv": "%.12g",
     "nc_layers_epochs.csv": "%.12g",
+    "nc_layers_final.csv": "%.12g",
+    "spectra_epochs.csv": "%.12g",
+    "rank_epochs.csv": "%.12g",
+    "rank_final.csv": "%.12g",
+    "update_norms.csv": "%.12g",
+    "class_gram_final.csv": "%.12g",
     "steps.csv": "%.12g",
     "margins_hist.csv": "%.7g",
     "margins_steps_hist.csv": "%.7g",
@@ -88,6 +108,12 @@ TABLES = (
     "epochs.csv",
     "nc_epochs.csv",
     "nc_layers_epochs.csv",
+    "nc_layers_final.csv",
+    "spectra_epochs.csv",
+    "rank_epochs.csv",
+    "rank_final.csv",
+    "update_norms.csv",
+    "class_gram_final.csv",
     "margins_hist.csv",
     "steps.csv",
     "margins_steps_hist.csv",
@@ -108,8 +134,10 @@ class AnalysisResult:
 
     Attributes:
         out: the output root that was analyzed.
-        runs, summary, epochs, nc_epochs, nc_layers_epochs, margins_hist, steps, margins_steps_hist,
-            theory, rho_flow, simulations: the tables (empty DataFrames where there was no data).
+        runs, summary, epochs, nc_epochs, nc_layers_epochs, nc_layers_final, spectra_epochs,
+            rank_epochs, rank_final, update_norms, class_gram_final, margins_hist, steps,
+            margins_steps_hist, theory, rho_flow, simulations: the tables (empty DataFrames where
+            there was no data).
         problems: (run, problem) pairs, `run` being the path relative to OUT.
         files: table name -> the file written.
     """
@@ -127,6 +155,12 @@ class AnalysisResult:
     rho_flow: pd.DataFrame
     simulations: pd.DataFrame
     problems: list[tuple[str, str]]
+    nc_layers_final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectra_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rank_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rank_final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    update_norms: pd.DataFrame = field(default_factory=pd.DataFrame)
+    class_gram_final: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -144,6 +178,8 @@ class _Run:
     theory: pd.DataFrame | None = None
     rho_flow: pd.DataFrame | None = None
     steps: pd.DataFrame | None = None
+    spectra: pd.DataFrame | None = None
+    class_gram: pd.DataFrame | None = None
     setting: str = ""
     setting_key: str = ""
     aggregated: bool = False
@@ -342,6 +378,8 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
         ("theory.csv", "theory"),
         ("rho_flow.csv", "rho_flow"),
         ("steps.csv", "steps"),
+        ("spectra.csv", "spectra"),
+        ("class_gram.csv", "class_gram"),
     ):
         p = path / name
         if not p.exists():
@@ -373,7 +411,15 @@ def _add_derived(m: pd.DataFrame) -> pd.DataFrame:
     if "rho" in m:
         with np.errstate(divide="ignore"):
             m["inv_rho"] = 1.0 / m["rho"].astype(float)
+    upd = _update_norm_columns(m)
+    if upd:
+        # skipna=False: a layer missing at an epoch must not tilt the mean towards the others.
+        m["update_norm_layer_mean"] = m[upd].astype(float).mean(axis=1, skipna=False)
     return m
+
+
+def _update_norm_columns(m: pd.DataFrame) -> list[str]:
+    return [c for c in m.columns if c.startswith("update_norm_") and c != "update_norm_layer_mean"]
 
 
 def _check_run(run: _Run, include_partial: bool, report) -> bool:
@@ -483,7 +529,8 @@ def aggregate_over_seeds(long: pd.DataFrame, keys: list[str], exclude: tuple[str
     parts = [n]
     for c in cols:
         parts += [mean[c].rename(f"{c}_mean"), std[c].rename(f"{c}_std")]
-    return pd.concat(parts, axis=1).reset_index()
+    # .copy() consolidates the one-block-per-column frame (reset_index on it warns and is slow).
+    return pd.concat(parts, axis=1).copy().reset_index()
 
 
 def _final_row(df: pd.DataFrame | None, prefix_epoch: str) -> dict[str, Any]:
@@ -492,6 +539,187 @@ def _final_row(df: pd.DataFrame | None, prefix_epoch: str) -> dict[str, Any]:
     row = df.iloc[-1].to_dict()
     row[prefix_epoch] = row.pop("epoch", None)
     return row
+
+
+# ----------------------------------------------------------------------------- long per-run tables
+
+
+def batch_axis(config: dict[str, Any], n_train: Any = None) -> tuple[str, float]:
+    """The batch-size axis of "rank against batch size": (label, number) of a run's flattened config.
+
+    Full-batch gradient descent (`optim.full_batch: true`, whose `optim.batch_size` is written as
+    null) is labelled `full` and placed at N, the number of training samples (NaN when unknown);
+    runs made before `optim.full_batch` existed are minibatch runs.
+
+    Args:
+        config: the run's flattened config (`optim.batch_size`, `optim.full_batch`).
+        n_train: N, the run's number of training samples (`status.json` data.n_train).
+
+    Example: `batch_axis({"optim.batch_size": None, "optim.full_batch": True}, 640) == ("full", 640.0)`
+    """
+    if bool(config.get("optim.full_batch") or False):
+        n = pd.to_numeric(pd.Series([n_train]), errors="coerce").iloc[0]
+        return "full", float(n)
+    bs = pd.to_numeric(pd.Series([config.get("optim.batch_size")]), errors="coerce").iloc[0]
+    return (f"{int(bs)}", float(bs)) if np.isfinite(bs) else ("unknown", float("nan"))
+
+
+def _numeric_long(df: pd.DataFrame | None, required: set[str]) -> pd.DataFrame | None:
+    """A long per-run table with numeric epoch/value columns, or None when unusable."""
+    if df is None or not required <= set(df.columns):
+        return None
+    df = df.copy()
+    for c in required - {"layer", "split", "measure"}:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df = df[df["epoch"].notna()]
+    if df.empty:
+        return None
+    df["epoch"] = df["epoch"].astype(int)
+    return df
+
+
+def _with_depth(df: pd.DataFrame) -> pd.DataFrame:
+    # The run writes its layers input-to-output; their first appearance is the depth order.
+    df.insert(df.columns.get_loc("layer") + 1, "depth", pd.factorize(df["layer"])[0])
+    return df
+
+
+def _last_epoch(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["epoch"] == df["epoch"].max()]
+
+
+def _spectra_rows(r: _Run) -> pd.DataFrame | None:
+    df = _numeric_long(r.spectra, {"epoch", "layer", "index", "singular_value"})
+    if df is None:
+        return None
+    df = _with_depth(df)
+    top = df.groupby(["epoch", "layer"], sort=False)["singular_value"].transform("max")
+    df["sv_normalized"] = df["singular_value"] / top.where(top > 0)
+    return df[["epoch", "layer", "depth", "index", "singular_value", "sv_normalized"]]
+
+
+def _rank_rows(r: _Run) -> pd.DataFrame | None:
+    df = _numeric_long(r.spectra, {"epoch", "layer", "index", "singular_value", "rank", "stable_rank"})
+    if df is None:
+        return None
+    df = _with_depth(df)
+    # rank and stable_rank are repeated on every row of a layer; one row per (epoch, layer).
+    g = df.groupby(["epoch", "layer", "depth"], sort=False)
+    return pd.concat([g["index"].size().rename("n_singular"), g["rank"].first(), g["stable_rank"].first()], axis=1).reset_index()
+
+
+def _rank_final_rows(r: _Run) -> pd.DataFrame | None:
+    df = _rank_rows(r)
+    if df is None:
+        return None
+    df = _last_epoch(df).copy()
+    label, number = batch_axis(r.config or {}, ((r.status or {}).get("data") or {}).get("n_train"))
+    for i, (k, v) in enumerate(
+        (
+            ("batch", label),
+            ("batch_size_numeric", number),
+            ("full_batch", label == "full"),
+            ("optim.weight_decay", (r.config or {}).get("optim.weight_decay")),
+        )
+    ):
+        df.insert(i, k, v)
+    return df
+
+
+def _nc_layer_rows(r: _Run, final: bool = False) -> pd.DataFrame | None:
+    df = _numeric_long(r.nc_layers, {"epoch", "layer", "measure", "value"})
+    if df is None:
+        return None
+    if "split" not in df:
+        df["split"] = "train"
+    df["value"] = df["value"].replace([np.inf, -np.inf], np.nan)
+    df = _with_depth(df[["epoch", "split", "layer", "measure", "value"]].copy())
+    return _last_epoch(df) if final else df
+
+
+def _gram_rows(r: _Run) -> pd.DataFrame | None:
+    df = _numeric_long(r.class_gram, {"epoch", "i", "j", "value"})
+    if df is None:
+        return None
+    if "split" not in df:
+        df["split"] = "train"
+    return _last_epoch(df)[["epoch", "split", "i", "j", "value"]]
+
+
+def update_norm_tail(metrics: pd.DataFrame, fraction: float = UPDATE_TAIL_FRACTION) -> pd.DataFrame:
+    """Per layer, the relative update norms at the end of a run: the SGD-noise key numbers.
+
+    The tail window is the last `ceil(fraction * E)` epochs (at least one) of a run whose
+    `metrics.csv` ends at epoch E.
+
+    Args:
+        metrics: a run's `metrics.csv` (with `update_norm_<layer>` columns; `update_norm_layer_mean`
+            is added by `analyze` and reported as layer `all layers`).
+        fraction: the share of the epochs that make the window.
+
+    Returns:
+        One row per layer: layer, depth (column order; NaN for `all layers`), epoch_first,
+        epoch_last (the window), tail (mean over the window), tail_min (minimum over it), first
+        (the value at epoch 1). Empty without update-norm columns.
+
+    Example: 20 epochs, fraction 0.1: `tail` is the mean of epochs 19 and 20.
+    """
+    cols = _update_norm_columns(metrics)
+    if not cols or metrics.empty:
+        return pd.DataFrame()
+    epoch = pd.to_numeric(metrics["epoch"], errors="coerce")
+    last = int(epoch.max())
+    k = max(1, math.ceil(fraction * last))
+    window = (epoch > last - k) & (epoch >= 1)
+    at1 = epoch == 1
+    rows = []
+    for depth, col in enumerate(cols + (["update_norm_layer_mean"] if "update_norm_layer_mean" in metrics else [])):
+        v = pd.to_numeric(metrics[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        all_layers = col == "update_norm_layer_mean"
+        rows.append(
+            {
+                "layer": ALL_LAYERS if all_layers else col.removeprefix("update_norm_"),
+                "depth": np.nan if all_layers else float(depth),
+                "epoch_first": max(last - k + 1, 1),
+                "epoch_last": last,
+                "tail": v[window].mean(),
+                "tail_min": v[window].min(),
+                "first": v[at1].mean() if at1.any() else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _update_rows(r: _Run) -> pd.DataFrame | None:
+    return update_norm_tail(r.metrics) if r.metrics is not None else None
+
+
+def _run_update_tail(r: _Run) -> dict[str, Any]:
+    t = _update_rows(r)
+    if t is None or t.empty or ALL_LAYERS not in set(t["layer"]):
+        return {}
+    return {"update_norm_tail": float(t.loc[t["layer"] == ALL_LAYERS, "tail"].iloc[0])}
+
+
+def _long_table(runs: list[_Run], build, keys: list[str], order: dict, sort: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Mean ± std over seeds of a per-run table: `build(run)` gives each run's rows (or None),
+    grouped by experiment, setting and `keys`; rows in setting order, then by `sort`, else as
+    first seen. A single `value` column becomes plain `mean`, `std` (nc_layers_epochs.csv)."""
+    frames = []
+    for r in runs:
+        df = build(r)
+        if df is None or df.empty:
+            continue
+        df = df.copy()
+        df.insert(0, "setting", r.setting)
+        df.insert(0, "experiment", r.experiment)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["experiment", "setting"] + keys + ["n_runs"])
+    res = aggregate_over_seeds(pd.concat(frames, ignore_index=True), ["experiment", "setting"] + keys)
+    res = res.rename(columns={"value_mean": "mean", "value_std": "std"})
+    res["_o"] = [order.get((e, s), 0) for e, s in zip(res["experiment"], res["setting"])]
+    return res.sort_values(["_o", *sort], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
 def _margin_histograms(runs: list[_Run], filename: str, time_col: str, order: dict, report, bins: int = HIST_BINS) -> pd.DataFrame:
@@ -644,6 +872,7 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
         )
         row.update(_final_row(r.metrics, "last_epoch"))
         row.update(_final_row(r.nc, "nc_epoch"))
+        row.update(_run_update_tail(r))
         rows.append(row)
     runs_df = pd.DataFrame(rows)
 
@@ -656,6 +885,7 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
         f = {"experiment": r.experiment, "setting": r.setting, "_key": r.setting_key}
         f.update(_final_row(r.metrics, "last_epoch"))
         f.update(_final_row(r.nc, "nc_epoch"))
+        f.update(_run_update_tail(r))
         finals.append(f)
     if finals:
         fin = pd.DataFrame(finals)
@@ -674,45 +904,25 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
         summary = pd.DataFrame(columns=["experiment", "setting", "n_seeds", "seeds"])
 
     def per_time(attr: str, time_col: str = "epoch") -> pd.DataFrame:
-        frames = []
-        for r in agg:
+        def rows(r: _Run) -> pd.DataFrame | None:
             df = getattr(r, attr)
-            if df is None or time_col not in df.columns:
-                continue
-            df = df.copy()
-            df.insert(0, "setting", r.setting)
-            df.insert(0, "experiment", r.experiment)
-            frames.append(df)
-        if not frames:
-            return pd.DataFrame(columns=["experiment", "setting", time_col, "n_runs"])
-        long = pd.concat(frames, ignore_index=True)
-        res = aggregate_over_seeds(long, ["experiment", "setting", time_col])
-        res["_o"] = [order.get((e, s), 0) for e, s in zip(res["experiment"], res["setting"])]
-        return res.sort_values(["_o", time_col], kind="stable").drop(columns="_o").reset_index(drop=True)
+            return df if df is not None and time_col in df.columns else None
+
+        return _long_table(agg, rows, [time_col], order, sort=(time_col,))
 
     epochs = per_time("metrics")
     nc_epochs = per_time("nc")
     steps = per_time("steps", "step")
 
-    # nc_layers.csv is long already: aggregate its `value` per (epoch, split, layer, measure).
-    frames = []
-    for r in agg:
-        if r.nc_layers is not None and {"epoch", "layer", "measure", "value"} <= set(r.nc_layers.columns):
-            df = r.nc_layers.copy()
-            if "split" not in df:
-                df["split"] = "train"
-            df.insert(0, "setting", r.setting)
-            df.insert(0, "experiment", r.experiment)
-            frames.append(df[["experiment", "setting", "epoch", "split", "layer", "measure", "value"]])
-    if frames:
-        long = pd.concat(frames, ignore_index=True)
-        long["value"] = pd.to_numeric(long["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
-        g = long.groupby(["experiment", "setting", "epoch", "split", "layer", "measure"], sort=False)
-        nc_layers_epochs = pd.concat(
-            [g["value"].mean().rename("mean"), g["value"].std(ddof=1).rename("std"), g.size().rename("n_runs")], axis=1
-        ).reset_index()
-    else:
-        nc_layers_epochs = pd.DataFrame()
+    # The long per-run files: aggregated per (epoch, layer, ...) over seeds.
+    nc_layers_epochs = _long_table(agg, _nc_layer_rows, ["epoch", "split", "layer", "depth", "measure"], order)
+    nc_layers_final = _long_table(agg, lambda r: _nc_layer_rows(r, final=True), ["epoch", "split", "layer", "depth", "measure"], order)
+    spectra_epochs = _long_table(agg, _spectra_rows, ["epoch", "layer", "depth", "index"], order)
+    rank_epochs = _long_table(agg, _rank_rows, ["epoch", "layer", "depth", "n_singular"], order)
+    rank_keys = ["batch", "batch_size_numeric", "full_batch", "optim.weight_decay", "epoch", "layer", "depth", "n_singular"]
+    rank_final = _long_table(agg, _rank_final_rows, rank_keys, order)
+    update_norms = _long_table(agg, _update_rows, ["layer", "depth", "epoch_first", "epoch_last"], order)
+    class_gram_final = _long_table(agg, _gram_rows, ["epoch", "split", "i", "j"], order)
 
     margins_hist = _margin_histograms(agg, "margins.csv", "epoch", order, report)
     margins_steps_hist = _margin_histograms(agg, "margins_steps.csv", "step", order, report)
@@ -752,6 +962,12 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
         rho_flow=rho_flow,
         simulations=simulations,
         problems=problems,
+        nc_layers_final=nc_layers_final,
+        spectra_epochs=spectra_epochs,
+        rank_epochs=rank_epochs,
+        rank_final=rank_final,
+        update_norms=update_norms,
+        class_gram_final=class_gram_final,
     )
     if write:
         adir = out / ANALYSIS_DIR
@@ -762,6 +978,12 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
             "epochs.csv": epochs,
             "nc_epochs.csv": nc_epochs,
             "nc_layers_epochs.csv": nc_layers_epochs,
+            "nc_layers_final.csv": nc_layers_final,
+            "spectra_epochs.csv": spectra_epochs,
+            "rank_epochs.csv": rank_epochs,
+            "rank_final.csv": rank_final,
+            "update_norms.csv": update_norms,
+            "class_gram_final.csv": class_gram_final,
             "margins_hist.csv": margins_hist,
             "steps.csv": steps,
             "margins_steps_hist.csv": margins_steps_hist,
@@ -818,6 +1040,10 @@ def key_numbers_table(result: AnalysisResult, max_rows: int = 60):
     title = "final values per setting, mean±std over seeds" + (f" — {experiments[0]}" if one else "")
     table = Table(title=title, caption=f"all columns: {result.out / ANALYSIS_DIR / 'summary.csv'}")
     cols = ([] if one else ["experiment"]) + ["setting", "n", "epoch", "ρ", "train acc", "test acc", "m̄ mean", "m̄ std", "NC1"]
+    # The SGD-noise key number (issue 14): the relative update per epoch at the end of training.
+    noise = "update_norm_tail_mean" in s and pd.to_numeric(s["update_norm_tail_mean"], errors="coerce").notna().any()
+    if noise:
+        cols.append("‖ΔW‖/‖W‖ end")
     for col in cols:
         table.add_column(col, justify="left" if col in ("experiment", "setting") else "right", overflow="fold")
     for _, row in s.head(max_rows).iterrows():
@@ -834,6 +1060,8 @@ def key_numbers_table(result: AnalysisResult, max_rows: int = 60):
             _pm(row, "margin_std"),
             _pm(row, "nc1", ".2g"),
         ]
+        if noise:
+            cells.append(_pm(row, "update_norm_tail", ".2g"))
         table.add_row(*cells)
     if len(s) > max_rows:
         table.add_row(*(["…", f"{len(s) - max_rows} more in summary.csv"] + [""] * (len(cols) - 2)))
