@@ -23,6 +23,13 @@ vary too, one figure is drawn per combination of their values (named with a suff
 | fig12 | ≥ 2 values of `model.init_scale` | summary.csv | `configs/paper/fig3_margins.yaml` |
 | fig14 / fig15 | runs with WD > 0 / WD = 0 | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
 | fig16 / fig17 | runs with WD > 0 / WD = 0 | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
+| ncpanel | NC at ≥ 2 epochs: NC1, NC2 equinorm, equiangularity (max-angle for C = 2), NC3 (centred rows), NC4; one colour per setting, train solid, test dashed, classifier rows dotted | nc_epochs.csv | `configs/nc/resnet18_cifar10_mse.yaml` (also `configs/claims/random_labels_nc.yaml`, `exp_loss_nc1_batch.yaml`) |
+| decomp | `mse_*` columns at ≥ 2 NC epochs: stacked mse_nc1 / mse_nc23 / mse_perp (= mse_total, dashed), ls_distance below; one column per setting | nc_epochs.csv | `configs/nc/resnet18_cifar10_mse.yaml` |
+| gram | runs' `class_gram.csv`: measured Gram of normalized centred class means (train, test) beside the simplex ETF's, one colour scale [−1, 1] | class_gram_final.csv | `configs/nc/resnet18_cifar10_mse.yaml` |
+| spectra | `spectra.csv`: σ_i/σ_1 per layer, colour = epoch; one figure per setting | spectra_epochs.csv, rank_epochs.csv | `configs/claims/rank_batch_wd.yaml` |
+| rank | spectra of settings differing in batch size (`full` last) and/or WD: rank and stable rank per layer | rank_final.csv | `configs/claims/rank_batch_wd.yaml` |
+| updates | `update_norm_<layer>`: mean over layers per setting, per layer for 3 settings (log y) | epochs.csv, update_norms.csv | `configs/claims/sgd_noise.yaml` |
+| layerwise | `ncc_accuracy` / `alignment` in nc_layers.csv: against depth at the last NC epoch | nc_layers_final.csv | `configs/claims/random_labels_nc.yaml` |
 
 Example:
 
@@ -50,7 +57,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
+import matplotlib.cm
+import matplotlib.colors
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -113,6 +123,12 @@ class Tables:
     steps: pd.DataFrame
     margins_steps_hist: pd.DataFrame
     simulations: pd.DataFrame
+    nc_layers_final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectra_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rank_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rank_final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    update_norms: pd.DataFrame = field(default_factory=pd.DataFrame)
+    class_gram_final: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_tables(out: Path) -> Tables:
@@ -139,7 +155,8 @@ def load_tables(out: Path) -> Tables:
         try:
             # Names like "2024" must stay text to match; .copy() consolidates pandas 3's
             # one-block-per-column frames (slow, and warns on every insert).
-            return pd.read_csv(p, dtype={"experiment": str, "setting": str, "run_id": str, "source": str}).copy()
+            text = {"experiment": str, "setting": str, "run_id": str, "source": str, "layer": str, "batch": str}
+            return pd.read_csv(p, dtype=text).copy()
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
 
@@ -151,6 +168,12 @@ def load_tables(out: Path) -> Tables:
         steps=read("steps.csv"),
         margins_steps_hist=read("margins_steps_hist.csv"),
         simulations=read("simulations.csv"),
+        nc_layers_final=read("nc_layers_final.csv"),
+        spectra_epochs=read("spectra_epochs.csv"),
+        rank_epochs=read("rank_epochs.csv"),
+        rank_final=read("rank_final.csv"),
+        update_norms=read("update_norms.csv"),
+        class_gram_final=read("class_gram_final.csv"),
     )
 
 
@@ -701,6 +724,473 @@ def _fig14_17(t: Tables, figdir: Path, emit) -> None:
     _per_init(t, figdir, emit, False, "fig15", "fig17")
 
 
+# ----------------------------------------------------------------------------- issues 13 and 14
+# The multiclass NC figures and the follow-up claims' figures. They share the helpers below: the
+# settings of an experiment as coloured lines, panels of mean ± std curves over epochs, and the
+# legends saying which colour is which setting and which line style which split.
+
+MAX_LINES = 8  # settings drawn as lines in one panel at most (evenly spread; the tables keep all)
+SPLIT_STYLES = (("", "-", "train"), ("test_", "--", "test"))  # column prefix, line style, label
+WEIGHTS_STYLE = ":"  # classifier rows: one curve, whatever the split
+CLAIMS = {
+    "ncpanel": "configs/nc/resnet18_cifar10_mse.yaml (or configs/claims/random_labels_nc.yaml, configs/claims/exp_loss_nc1_batch.yaml)",
+    "decomp": "configs/nc/resnet18_cifar10_mse.yaml",
+    "gram": "configs/nc/resnet18_cifar10_mse.yaml",
+    "spectra": "configs/claims/rank_batch_wd.yaml",
+    "rank": "configs/claims/rank_batch_wd.yaml",
+    "updates": "configs/claims/sgd_noise.yaml",
+    "layerwise": "configs/claims/random_labels_nc.yaml (or configs/nc/resnet18_cifar10_mse.yaml)",
+}
+
+
+def _settings_of(t: Tables, exp: str, table: pd.DataFrame, k: int = MAX_LINES) -> list[str]:
+    """The experiment's settings that have rows in `table`, in summary order, at most k spread."""
+    have = set(table.loc[table["experiment"] == exp, "setting"]) if not table.empty else set()
+    ordered = [s for s in t.summary.loc[t.summary["experiment"] == exp, "setting"] if s in have]
+    return _spread(ordered, k)
+
+
+def _setting_name(kind: str, experiment: str, settings: list[str], setting: str) -> str:
+    """The file stem of a one-setting figure: the setting is named when the experiment has more."""
+    return _slug("_".join([kind, experiment] + ([setting] if len(settings) > 1 else [])))
+
+
+def _palette(settings: list[str]) -> dict[str, tuple]:
+    return dict(zip(settings, sns.color_palette("colorblind" if len(settings) <= 10 else "viridis", len(settings))))
+
+
+def _curves(
+    ax, table: pd.DataFrame, exp: str, colors: dict[str, tuple], lines: list[tuple[str, str]], ylabel: str, ratio: float = 20.0
+) -> float:
+    """Mean ± std over seeds of `table` columns against epoch, one colour per setting and one
+    line style per (column, style) of `lines`; log y when the values span more than `ratio`.
+    Returns the largest epoch drawn (0 when nothing was)."""
+    drawn = [(setting, style, s) for setting in colors for col, style in lines if (s := _series(table, exp, setting, col))]
+    log = _maybe_log_y(ax, [s[1] for _, _, s in drawn], ratio=ratio)
+    for setting, style, s in drawn:
+        _band(ax, *s[:3], color=colors[setting], log_y=log, ls=style)
+    ax.set_ylabel(ylabel)
+    return max((s[0].max() for _, _, s in drawn), default=0.0)
+
+
+def _legends(ax, colors: dict[str, tuple], styles: list[tuple[str, str]] = (), loc: str = "best") -> None:
+    """One legend entry per setting (colour) and per line style (`(style, meaning)`)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=2, label=s) for s, c in colors.items()]
+    handles += [Line2D([], [], color="0.3", ls=ls, lw=1.6, label=what) for ls, what in styles]
+    ax.legend(handles=handles, fontsize="x-small", loc=loc)
+
+
+def _finish(fig, emit, name: str, title: str, caption: str) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    emit(name, fig, caption)
+
+
+def _nc_experiments(t: Tables, required: str):
+    """(experiment, settings) with `required` measured at 2 or more NC epochs."""
+    nc = t.nc_epochs
+    if nc.empty or f"{required}_mean" not in nc:
+        return
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        rows = nc[(nc["experiment"] == exp) & nc[f"{required}_mean"].notna()]
+        settings = [s for s in _settings_of(t, exp, rows) if rows.loc[rows["setting"] == s, "epoch"].nunique() >= 2]
+        if settings:
+            yield exp, settings
+
+
+def _ncpanel(t: Tables, figdir: Path, emit) -> None:
+    nc = t.nc_epochs
+    for exp, settings in _nc_experiments(t, "nc1"):
+        colors = _palette(settings)
+        rows = nc[nc["experiment"] == exp]
+        # Equiangularity (std of cosines) is undefined for C = 2: the max-angle measure is not.
+        angle = (
+            "equiangular"
+            if any(rows.get(f"nc2_equiangular_{w}_mean", pd.Series(dtype=float)).notna().any() for w in ("means", "weights"))
+            else "maxangle"
+        )
+        nc3 = "nc3_centered" if "nc3_centered_mean" in rows and rows["nc3_centered_mean"].notna().any() else "nc3"
+        panels = (
+            ("NC1: variability collapse", [("nc1", "-"), ("test_nc1", "--")], "Tr(Σ_W Σ_B⁺)/C (log)", 1.0),
+            (
+                "NC2: equinorm",
+                [("nc2_equinorm_means", "-"), ("test_nc2_equinorm_means", "--"), ("nc2_equinorm_weights", WEIGHTS_STYLE)],
+                "std/mean of ‖μ_c − μ_G‖ and ‖w_c‖",
+                20.0,
+            ),
+            (
+                "NC2: equiangularity" if angle == "equiangular" else "NC2: max-angle",
+                [(f"nc2_{angle}_means", "-"), (f"test_nc2_{angle}_means", "--"), (f"nc2_{angle}_weights", WEIGHTS_STYLE)],
+                "std of pairwise cosines" if angle == "equiangular" else "mean |cos + 1/(C−1)| over pairs",
+                20.0,
+            ),
+            (
+                "NC3: self-duality" + (" (centred rows)" if nc3 == "nc3_centered" else ""),
+                [(nc3, "-"), (f"test_{nc3}", "--")],
+                "‖Wᵀ/‖W‖_F − M/‖M‖_F‖²_F",
+                20.0,
+            ),
+            ("NC4: nearest class mean ≠ argmax", [("nc4", "-"), ("test_nc4", "--")], "fraction of samples", 20.0),
+        )
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.9))
+        max_epoch = 1.0
+        for ax, (title, lines, ylabel, ratio) in zip(axes, panels):
+            max_epoch = max(max_epoch, _curves(ax, nc, exp, colors, lines, ylabel, ratio))
+            ax.set_title(title)
+        for ax in axes:
+            _epoch_axis(ax, max_epoch)
+        _legends(axes[0], colors, [("-", "train"), ("--", "test")])
+        _legends(axes[1], {}, [("-", "class means, train"), ("--", "class means, test"), (WEIGHTS_STYLE, "classifier rows")])
+        n = rows["n_runs"].max()
+        _finish(
+            fig,
+            emit,
+            _name("ncpanel", exp, {}),
+            f"{exp}: neural collapse during training (mean ± std over seeds, up to {int(n)} per setting)",
+            f"NC panel — {exp}: NC1, NC2 equinorm and {'equiangularity' if angle == 'equiangular' else 'max-angle'}, "
+            f"{'NC3 (centred classifier rows)' if nc3 == 'nc3_centered' else 'NC3'} and NC4 vs epoch for {', '.join(settings)}; "
+            "train solid, test dashed, classifier rows dotted.",
+        )
+
+
+DECOMP_TERMS = (
+    ("mse_nc1", "within-class (NC1) term", "tab:blue"),
+    ("mse_nc23", "class-means (NC2/3) term", "tab:orange"),
+    ("mse_perp", "off-LS (perp) term", "tab:green"),
+)
+
+
+def _decomp(t: Tables, figdir: Path, emit) -> None:
+    nc = t.nc_epochs
+    for exp, settings in _nc_experiments(t, "mse_total"):
+        shown = settings[:4]
+        fig, axes = plt.subplots(2, len(shown), figsize=(4.8 * len(shown), 6.6), squeeze=False, sharex="col")
+        for j, setting in enumerate(shown):
+            top, bottom = axes[0, j], axes[1, j]
+            cols = [f"{col}_mean" for col, _, _ in DECOMP_TERMS]
+            g = nc[(nc["experiment"] == exp) & (nc["setting"] == setting)].dropna(subset=cols).sort_values("epoch")
+            max_epoch = max(1.0, float(g["epoch"].max()) if not g.empty else 1.0)
+            # Seed means add up: the stacked mean terms are the mean total exactly.
+            top.stackplot(
+                g["epoch"].to_numpy(float),
+                *[g[c].to_numpy(float) for c in cols],
+                labels=[lab for _, lab, _ in DECOMP_TERMS],
+                colors=[c for _, _, c in DECOMP_TERMS],
+                alpha=0.75,
+            )
+            total = _series(nc, exp, setting, "mse_total")
+            if total:
+                top.plot(total[0], total[1], color="black", ls="--", lw=1.6, label="total J(W) = mse_total")
+            top.set_ylabel("J(W) and its terms (square-loss units)")
+            top.set_ylim(bottom=0)
+            top.set_title(setting)
+            top.legend(fontsize="x-small", loc="upper right")
+            max_epoch = max(
+                max_epoch, _curves(bottom, nc, exp, {setting: "tab:purple"}, [("ls_distance", "-")], "‖W − W_LS‖_F / ‖W‖_F", ratio=20.0)
+            )
+            bottom.set_title("distance from the least-squares classifier")
+            for ax in (top, bottom):
+                _epoch_axis(ax, max_epoch)
+        more = f"; {len(settings) - len(shown)} more settings in nc_epochs.csv" if len(settings) > len(shown) else ""
+        _finish(
+            fig,
+            emit,
+            _name("decomp", exp, {}),
+            f"{exp}: MSE decomposition of the classifier's objective (Han, Papyan & Donoho; train set, mean over seeds)",
+            f"MSE decomposition — {exp}: mse_nc1 + mse_nc23 + mse_perp stacked (= J(W), dashed) and ls_distance vs epoch "
+            f"for {', '.join(shown)}{more}.",
+        )
+
+
+def simplex_etf_gram(n_classes: int) -> np.ndarray:
+    """The Gram matrix of the C normalized centred class means of a simplex ETF.
+
+    Args:
+        n_classes: C >= 2.
+
+    Returns:
+        (C, C): 1 on the diagonal, −1/(C−1) off it (C/(C−1)·I − 1/(C−1)·11ᵀ).
+
+    Example: `simplex_etf_gram(2)` is `[[1, -1], [-1, 1]]`.
+    """
+    c = int(n_classes)
+    if c < 2:
+        raise ValueError(f"a simplex ETF needs at least 2 classes, got {c}")
+    return (c * np.eye(c) - np.ones((c, c))) / (c - 1)
+
+
+def _gram_matrix(rows: pd.DataFrame) -> np.ndarray:
+    c = int(max(rows["i"].max(), rows["j"].max())) + 1
+    g = np.full((c, c), np.nan)
+    g[rows["i"].astype(int), rows["j"].astype(int)] = rows["mean"].to_numpy(float)
+    return g
+
+
+def _gram(t: Tables, figdir: Path, emit) -> None:
+    cg = t.class_gram_final
+    if cg.empty:
+        return
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        settings = _settings_of(t, exp, cg, MAX_PER_KIND)
+        for setting in settings:
+            rows = cg[(cg["experiment"] == exp) & (cg["setting"] == setting)]
+            splits = [s for s in ("train", "test") if (rows["split"] == s).any()]
+            mats = [
+                (
+                    f"measured, {split} (epoch {int(rows.loc[rows['split'] == split, 'epoch'].max())})",
+                    _gram_matrix(rows[rows["split"] == split]),
+                )
+                for split in splits
+            ]
+            etf = simplex_etf_gram(mats[0][1].shape[0])
+            mats.append((f"simplex ETF (off-diagonal −1/(C−1) = {-1 / (etf.shape[0] - 1):.3g})", etf))
+            fig, axes = plt.subplots(1, len(mats), figsize=(4.3 * len(mats) + 0.8, 4.4), squeeze=False, layout="constrained")
+            c = etf.shape[0]
+            for ax, (title, g) in zip(axes[0], mats):
+                # One colour scale for every panel (cosines lie in [-1, 1]) so colours compare.
+                im = ax.imshow(g, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+                if c <= 12:
+                    for (i, j), v in np.ndenumerate(g):
+                        ax.text(
+                            j,
+                            i,
+                            f"{v:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6 if c > 6 else 8,
+                            color="white" if abs(v) > 0.6 else "black",
+                        )
+                ticks = _spread(list(range(c)), 10)
+                ax.set_xticks(ticks)
+                ax.set_yticks(ticks)
+                dist = np.linalg.norm(np.nan_to_num(g - etf)) / np.linalg.norm(etf)
+                ax.set_title(title + ("" if g is etf else f"\n‖G − G_ETF‖_F/‖G_ETF‖_F = {dist:.3g}"), fontsize="small")
+                ax.set_xlabel("class j")
+                ax.set_ylabel("class i")
+                ax.grid(False)
+            fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="cos(μ_i − μ_G, μ_j − μ_G)")
+            fig.suptitle(f"{exp}, {setting}: Gram matrix of the normalized centred class means (mean over seeds)", y=1.04)
+            name = _setting_name("gram", exp, settings, setting)
+            emit(
+                name,
+                fig,
+                f"Gram — {exp}, {setting}: cosines between centred class means at the last epoch ({', '.join(splits)}), next to the simplex ETF's.",
+            )
+
+
+def _spectra(t: Tables, figdir: Path, emit) -> None:
+    sp = t.spectra_epochs
+    if sp.empty:
+        return
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        settings = _settings_of(t, exp, sp, MAX_PER_KIND)
+        for setting in settings:
+            rows = sp[(sp["experiment"] == exp) & (sp["setting"] == setting)]
+            epochs = sorted(rows["epoch"].unique())
+            layers = _spread(list(rows.sort_values("depth").drop_duplicates("layer")["layer"]), 8)
+            ncol = min(4, len(layers))
+            nrow = math.ceil(len(layers) / ncol)
+            fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol + 1, 3.6 * nrow), squeeze=False, layout="constrained")
+            cmap = plt.get_cmap("viridis")
+            # NC epochs are usually log-spaced: a symlog colour scale gives them distinct colours.
+            norm = matplotlib.colors.SymLogNorm(linthresh=1.0, vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1))
+            ranks = t.rank_epochs
+            for ax, layer in zip(axes.ravel(), layers):
+                for e in epochs:
+                    g = rows[(rows["layer"] == layer) & (rows["epoch"] == e)].sort_values("index")
+                    ax.plot(g["index"] + 1, g["sv_normalized_mean"], color=cmap(norm(e)), lw=1.3)
+                ax.set_yscale("log")
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+                ax.set_xlabel("singular value index i (1 = largest)")
+                ax.set_ylabel("σ_i / σ_1")
+                title = layer
+                if not ranks.empty:
+                    r = ranks[(ranks["experiment"] == exp) & (ranks["setting"] == setting) & (ranks["layer"] == layer)]
+                    if not r.empty:
+                        last = r.loc[r["epoch"].idxmax()]
+                        title += f"\nrank {last['rank_mean']:.3g}, stable rank {last['stable_rank_mean']:.3g} (epoch {int(last['epoch'])})"
+                ax.set_title(title, fontsize="small")
+            for ax in axes.ravel()[len(layers) :]:
+                ax.set_visible(False)
+            sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+            fig.colorbar(sm, ax=list(axes.ravel()), shrink=0.8, label="epoch")
+            fig.suptitle(f"{exp}, {setting}: normalized singular values of the weights over training (mean over seeds)")
+            emit(
+                _setting_name("spectra", exp, settings, setting),
+                fig,
+                f"Spectra — {exp}, {setting}: σ_i/σ_1 of layers {', '.join(layers)} at epochs {', '.join(str(int(e)) for e in _spread(epochs, 6))}"
+                f"{' …' if len(epochs) > 6 else ''} (colour = epoch).",
+            )
+
+
+def _batch_order(sub: pd.DataFrame) -> list[str]:
+    # Batch sizes in numeric order; full batch (N) after every minibatch.
+    b = sub.drop_duplicates("batch").assign(
+        _f=lambda d: d["batch"] == "full", _n=lambda d: pd.to_numeric(d["batch_size_numeric"], errors="coerce")
+    )
+    return list(b.sort_values(["_f", "_n"])["batch"])
+
+
+def _rank(t: Tables, figdir: Path, emit) -> None:
+    rf = t.rank_final
+    if rf.empty:
+        return
+    rf = rf[rf["epoch"] == rf.groupby(["experiment", "setting"])["epoch"].transform("max")]  # a partial run's last epoch
+    summary = t.summary[t.summary["setting"].isin(set(rf["setting"]))]
+    for exp, fixed, sub in _slices(summary, ["optim.batch_size", "optim.full_batch", WD], [], min_settings=2):
+        rows = rf[(rf["experiment"] == exp) & rf["setting"].isin(set(sub["setting"]))]
+        batches = _batch_order(rows)
+        wds = sorted(_num(rows, WD).dropna().unique())
+        if len(batches) < 2 and len(wds) < 2:
+            continue
+        by_batch = len(batches) >= 2
+        layers = _spread(list(rows.sort_values("depth").drop_duplicates("layer")["layer"]), 6)
+        fig, axes = plt.subplots(len(layers), 2, figsize=(11, 2.9 * len(layers) + 0.6), squeeze=False, sharex=True)
+        groups = wds if by_batch else batches
+        colors = dict(zip(groups, sns.color_palette("viridis", len(groups))))
+        for i, layer in enumerate(layers):
+            lr = rows[rows["layer"] == layer]
+            for ax, measure, ylabel in ((axes[i, 0], "rank", "numerical rank"), (axes[i, 1], "stable_rank", "stable rank ‖W‖²_F/‖W‖²₂")):
+                for grp in groups:
+                    g = lr[_num(lr, WD) == grp] if by_batch else lr[lr["batch"] == grp]
+                    if by_batch:
+                        pos = {b: k for k, b in enumerate(batches)}
+                        g = g.assign(_x=g["batch"].map(pos)).sort_values("_x")
+                        label = f"weight decay {grp:g}"
+                    else:
+                        g = g.assign(_x=_num(g, WD)).sort_values("_x")
+                        label = f"batch {grp}"
+                    if g.empty:
+                        continue
+                    ax.errorbar(
+                        g["_x"],
+                        g[f"{measure}_mean"],
+                        yerr=g[f"{measure}_std"].fillna(0),
+                        marker="o",
+                        capsize=3,
+                        color=colors[grp],
+                        label=label,
+                    )
+                n_sv = int(lr["n_singular"].max()) if "n_singular" in lr else None
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"{layer}" + (f" (min(out, fan_in) = {n_sv})" if n_sv and measure == "rank" else ""), fontsize="small")
+                ax.legend(fontsize="x-small")
+        for ax in axes[-1]:
+            if by_batch:
+                ax.set_xticks(range(len(batches)), batches)
+                ax.set_xlabel("batch size (full = gradient descent on all N samples)")
+            else:
+                ax.set_xscale("symlog", linthresh=max(min([w for w in wds if w > 0], default=1e-4), 1e-8))
+                ax.set_xlabel("weight decay λ")
+        epochs = ", ".join(str(int(e)) for e in sorted(rows["epoch"].unique()))
+        _finish(
+            fig,
+            emit,
+            _name("rank", exp, fixed),
+            f"{exp}{_settings_text(fixed)}: final rank and stable rank per layer (epoch {epochs}; mean ± std over {_seeds_note(sub)})",
+            f"Rank — {exp}{_settings_text(fixed)}: numerical rank (σ/‖W‖_F above track.rank_tol) and stable rank of layers "
+            f"{', '.join(layers)} against {'batch size' if by_batch else 'weight decay'}"
+            f"{', one line per weight decay' if by_batch and len(wds) > 1 else ''}.",
+        )
+
+
+def _updates(t: Tables, figdir: Path, emit) -> None:
+    ep = t.epochs
+    if ep.empty or "update_norm_layer_mean_mean" not in ep:
+        return
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        rows = ep[(ep["experiment"] == exp) & ep["update_norm_layer_mean_mean"].notna()]
+        settings = _settings_of(t, exp, rows)
+        if not settings:
+            continue
+        colors = _palette(settings)
+        per_setting = settings[:3]
+        fig, axes = plt.subplots(1, 1 + len(per_setting), figsize=(4.6 * (1 + len(per_setting)), 4.0), squeeze=False, sharey=True)
+        axes = axes[0]
+        ylabel = "‖W_e − W_{e−1}‖_F / ‖W_{e−1}‖_F (log)"
+        max_epoch = _curves(axes[0], ep, exp, colors, [("update_norm_layer_mean", "-")], ylabel, ratio=1.0)
+        axes[0].set_yscale("log")
+        axes[0].set_title("mean over layers")
+        _legends(axes[0], colors)
+        layers = [
+            c.removeprefix("update_norm_").removesuffix("_mean")
+            for c in ep.columns
+            if c.startswith("update_norm_") and c.endswith("_mean") and c != "update_norm_layer_mean_mean"
+        ]
+        layers = [la for la in layers if rows[f"update_norm_{la}_mean"].notna().any()]
+        lcolors = dict(zip(layers, plt.get_cmap("viridis")(np.linspace(0, 1, max(len(layers), 1)))))
+        for ax, setting in zip(axes[1:], per_setting):
+            for layer in layers:
+                s = _series(ep, exp, setting, f"update_norm_{layer}")
+                if s:
+                    _band(ax, *s[:3], color=lcolors[layer], label=layer, log_y=True)
+                    max_epoch = max(max_epoch, s[0].max())
+            ax.set_yscale("log")
+            ax.set_title(f"{setting}: per layer", fontsize="small")
+            ax.legend(fontsize="x-small", ncol=2 if len(layers) > 6 else 1)
+        for ax in axes:
+            _epoch_axis(ax, max_epoch)
+        tail = ""
+        un = t.update_norms
+        if not un.empty:
+            u = un[(un["experiment"] == exp) & (un["layer"] == "all layers")]
+            tail = "; end of training (mean over the last epochs): " + ", ".join(
+                f"{r['setting']} {r['tail_mean']:.2g}" for _, r in u.iterrows() if r["setting"] in colors
+            )
+        _finish(
+            fig,
+            emit,
+            _name("updates", exp, {}),
+            f"{exp}: relative weight update per epoch — SGD noise (mean ± std over seeds)",
+            f"Update norms — {exp}: ‖W_e − W_(e−1)‖_F/‖W_(e−1)‖_F vs epoch, mean over layers for {', '.join(settings)} and per layer for "
+            f"{', '.join(per_setting)}{tail}.",
+        )
+
+
+def _layerwise(t: Tables, figdir: Path, emit) -> None:
+    lf = t.nc_layers_final
+    if lf.empty:
+        return
+    lf = lf[lf["measure"].isin(["ncc_accuracy", "alignment"])]
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        rows = lf[(lf["experiment"] == exp) & lf["mean"].notna()]
+        settings = _settings_of(t, exp, rows)
+        if not settings:
+            continue
+        colors = _palette(settings)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+        for ax, measure, splits, ylabel in (
+            (axes[0], "ncc_accuracy", SPLIT_STYLES, "NCC accuracy (fraction of samples)"),
+            (axes[1], "alignment", SPLIT_STYLES[:1], "mean cos of principal angles"),
+        ):
+            for setting, color in colors.items():
+                for _, style, split in splits:
+                    g = rows[(rows["setting"] == setting) & (rows["measure"] == measure) & (rows["split"] == split)].sort_values("depth")
+                    if not g.empty:
+                        x, m, sd = g["depth"].to_numpy(float), g["mean"].to_numpy(float), g["std"].to_numpy(float)
+                        _band(ax, x, m, sd, color=color, ls=style, marker="o", ms=3)
+            # Tick labels are the layer names when every setting names a depth alike.
+            have = rows[rows["measure"] == measure]
+            names = have.drop_duplicates(["depth", "layer"]).groupby("depth")["layer"].agg(list)
+            ax.set_xticks(names.index, [v[0] if len(v) == 1 else str(d) for d, v in names.items()], rotation=45, ha="right")
+            ax.set_xlabel("layer (input → output)")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(-0.02, 1.02)
+        axes[0].set_title("nearest-class-mean accuracy of each layer")
+        axes[1].set_title("alignment of class means with the next layer's top-C singular vectors")
+        _legends(axes[0], colors, [("-", "train"), ("--", "test")], loc="lower right")
+        ep = ", ".join(str(int(e)) for e in sorted(rows["epoch"].unique()))
+        _finish(
+            fig,
+            emit,
+            _name("layerwise", exp, {}),
+            f"{exp}: layer-wise collapse at the last epoch ({ep}; mean ± std over seeds)",
+            f"Layer-wise — {exp}: NCC accuracy (train solid, test dashed) and alignment against depth for {', '.join(settings)}.",
+        )
+
+
 # What each figure kind needs, for the message when nothing could be drawn.
 NEEDS = {
     "fig2": "runs differing in model.init_scale and optim.weight_decay within one experiment",
@@ -716,6 +1206,13 @@ NEEDS = {
     "fig15": "runs with optim.weight_decay = 0",
     "fig16": "runs with optim.weight_decay > 0",
     "fig17": "runs with optim.weight_decay = 0",
+    "ncpanel": "neural-collapse measurements (nc.csv) at 2 or more epochs",
+    "decomp": "the MSE decomposition (nc.csv mse_* columns, track.mse_decomposition) at 2 or more epochs",
+    "gram": "class_gram.csv in the run directories (Gram matrix of the normalized centred class means)",
+    "spectra": "weight spectra (spectra.csv, written on NC epochs)",
+    "rank": "weight spectra (spectra.csv) of runs differing in optim.batch_size / optim.full_batch or optim.weight_decay within one experiment",
+    "updates": "update norms (update_norm_<layer> in metrics.csv)",
+    "layerwise": "NCC accuracy or alignment in nc_layers.csv",
 }
 
 DRAWERS: list[tuple[tuple[str, ...], Callable]] = [
@@ -728,6 +1225,13 @@ DRAWERS: list[tuple[tuple[str, ...], Callable]] = [
     (("fig11", "fig13"), _fig11_13),
     (("fig12",), _fig12),
     (("fig14", "fig15", "fig16", "fig17"), _fig14_17),
+    (("ncpanel",), _ncpanel),
+    (("decomp",), _decomp),
+    (("gram",), _gram),
+    (("spectra",), _spectra),
+    (("rank",), _rank),
+    (("updates",), _updates),
+    (("layerwise",), _layerwise),
 ]
 
 
@@ -736,7 +1240,7 @@ def _kind(name: str) -> str:
 
 
 def _skip_reason(kind: str) -> str:
-    cfg = PAPER_CONFIGS.get(kind)
+    cfg = PAPER_CONFIGS.get(kind) or CLAIMS.get(kind)
     return f"needs {NEEDS[kind]}" + (f" (run {cfg}, then `sqnc analyze`)" if cfg else "")
 
 
@@ -819,8 +1323,8 @@ def draw_figures(out: Path, only: list[str] | None = None) -> list[FigureResult]
 
 def _remove_stale(figdir: Path, names: set[str], kinds: set[str]) -> None:
     """Figures of an earlier call that this call did not draw would be shown as current."""
-    for p in figdir.glob("fig*"):
-        if p.suffix in (".png", ".pdf") and p.stem not in names and re.match(r"fig\d+", p.stem) and _kind(p.stem) in kinds:
+    for p in figdir.iterdir():
+        if p.suffix in (".png", ".pdf") and p.stem not in names and _kind(p.stem) in kinds:
             p.unlink()
 
 

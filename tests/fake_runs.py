@@ -32,7 +32,13 @@ def config(name: str, seed: int, epochs: int, batch_size: int | None = 32, full_
         "data": {"source": "synthetic", "classes": [0, 1, 2], "label_noise": 0.0},
         "model": {"arch": "mlp", "init_scale": 0.1},
         "loss": {"kind": "square"},
-        "optim": {"lr": 0.01, "weight_decay": wd, "batch_size": None if full_batch else batch_size, "full_batch": full_batch, "epochs": epochs},
+        "optim": {
+            "lr": 0.01,
+            "weight_decay": wd,
+            "batch_size": None if full_batch else batch_size,
+            "full_batch": full_batch,
+            "epochs": epochs,
+        },
         "track": {"nc_epochs": "all", "nc_test": True},
     }
     for key, value in extra.items():
@@ -45,7 +51,9 @@ def fake_run(rng: np.random.Generator, epochs: int, nc_epochs: list[int], classe
     """Random but plausible tables of one run: metrics (with update norms), nc (with the MSE
     decomposition and test columns), spectra, nc_layers, class_gram."""
     ep = np.arange(epochs + 1)
-    metrics = pd.DataFrame({"epoch": ep, "train_loss": 0.5 / (1 + ep), "train_acc": 1 - 0.5 / (1 + ep), "test_acc": 0.8 + 0 * ep, "rho": 1.0 + ep})
+    metrics = pd.DataFrame(
+        {"epoch": ep, "train_loss": 0.5 / (1 + ep), "train_acc": 1 - 0.5 / (1 + ep), "test_acc": 0.8 + 0 * ep, "rho": 1.0 + ep}
+    )
     for name in WEIGHT_LAYERS:
         u = rng.uniform(0.01, 0.5, len(ep))
         u[0] = np.nan  # no update before the first epoch
@@ -69,7 +77,9 @@ def fake_run(rng: np.random.Generator, epochs: int, nc_epochs: list[int], classe
             spectra += [(e, name, i, s, w_rank, stable) for i, s in enumerate(sv)]
         for split in ("train", "test"):
             for name in HIDDEN:
-                for measure in ("trace_ratio", "cdnv", "ncc_accuracy") + (("alignment",) if split == "train" and name != "classifier" else ()):
+                for measure in ("trace_ratio", "cdnv", "ncc_accuracy") + (
+                    ("alignment",) if split == "train" and name != "classifier" else ()
+                ):
                     layers.append((e, split, name, measure, float(rng.uniform(0, 1))))
             means = rng.normal(size=(classes, 4))
             means -= means.mean(axis=0)

@@ -67,7 +67,7 @@ def test_batch_axis():
 
 
 def test_rank_final_has_the_batch_axis_and_the_seed_aggregates(rank_tree):
-    out, res, written = rank_tree
+    out, _, written = rank_tree
     rf = pd.read_csv(out / "analysis" / "rank_final.csv", dtype={"batch": str})
     assert set(rf["experiment"]) == {"rank"}  # `plain` has no spectra
     assert len(rf) == 4 * len(WEIGHT_LAYERS) and (rf["n_runs"] == 3).all() and (rf["epoch"] == 4).all()
@@ -166,7 +166,11 @@ def test_layerwise_final_and_depth(rank_tree):
     assert plain.sort_values("depth").drop_duplicates("layer")["layer"].tolist() == HIDDEN
     setting = setting_of(res, "full", 0.0)
     g = lf[lf["setting"] == setting]
-    for split, layer, measure in (("train", "relu1", "ncc_accuracy"), ("test", "features", "ncc_accuracy"), ("train", "features", "alignment")):
+    for split, layer, measure in (
+        ("train", "relu1", "ncc_accuracy"),
+        ("test", "features", "ncc_accuracy"),
+        ("train", "features", "alignment"),
+    ):
         row = g[(g["split"] == split) & (g["layer"] == layer) & (g["measure"] == measure)].iloc[0]
         vals = []
         for s in (0, 1, 2):
