@@ -12,7 +12,7 @@ opts.check()
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import UserError
 
@@ -90,7 +90,6 @@ class BenchOptions:
     matmul_size: int = 2048
     seed: int = 0
     nc_horizon: int = 1000
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the result (e.g. by tools/gpu_check.sh)
 
     def resolved(self) -> BenchOptions:
         """A copy with the automatic choices made: the installed backends, torch when installed."""

@@ -98,6 +98,10 @@ def results_tables(result: dict) -> list:
     )
     for name, v in result["ratios"].items():
         ratios.add_row(name, f"{v['median']:.3f}", f"{v['min']:.2f}–{v['max']:.2f}", f"{v['cpu']:.3f}")
+    for key, fl in (result.get("floors") or {}).items():
+        ratios.add_row(f"{key} / b floor: inference FLOPs (train + test) / training FLOPs", f"{fl['flops']:.3f}", "", "")
+        if fl["measured"] is not None:
+            ratios.add_row(f"{key} / b floor: measured inference passes / (b)", f"{fl['measured']:.3f}", "", "")
     out.append(ratios)
 
     tg = _table("targets", ["target", "what", "value", "goal", "result"], left=2)

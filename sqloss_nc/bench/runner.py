@@ -281,8 +281,25 @@ def assemble(
         "scaling": scaling,
     }
     result["ratios"] = ratios(result)
+    result["floors"] = tracking_floors(result)
     result["targets"] = targets(result)
     return result
+
+
+def tracking_floors(result: dict) -> dict:
+    """What SPEC's per-epoch tracking must cost at least, as floors of c/b per (c) arm: one
+    inference pass over the training and the test set each epoch. "flops": at the training step's
+    own efficiency (inference FLOPs × (N + N_test) against training FLOPs × N); "measured": those
+    passes at their measured speed in that arm's process, against its (b) epoch."""
+    f, d, arms = result["flops"], result["data"], result["arms"]
+    by_flops = 1.0 + f["inference"] * (d["n_train"] + d["n_test"]) / (f["train"] * d["n_train"])
+    out = {}
+    for key, tk in (result.get("tracking") or {}).items():
+        b = arms.get(key[: -len("/c")] + "/b")
+        bd = tk["breakdown"]
+        passes = bd["predict_train_s"]["median"] + bd["predict_test_s"]["median"]
+        out[key] = {"flops": by_flops, "measured": 1.0 + passes / b["epoch_s"]["median"] if b else None}
+    return out
 
 
 def ratio_pairs(arms: dict) -> list[tuple[str, str]]:
