@@ -467,13 +467,28 @@ def _assign_settings(runs: list[_Run]) -> None:
         varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in cfgs}) > 1]
         # Put the paper's knobs first in the label, then the rest alphabetically.
         varying.sort(key=lambda k: (list(SHORT_NAMES).index(k) if k in SHORT_NAMES else len(SHORT_NAMES), k))
+        # SGD against full batch: one `batch=32` / `batch=full` part instead of `batch_size=None,
+        # full_batch=True` (a full-batch run's batch size is written as null).
+        if "optim.full_batch" in varying:
+            at = min(varying.index(k) for k in ("optim.batch_size", "optim.full_batch") if k in varying)
+            varying = [k for k in varying if k not in ("optim.batch_size", "optim.full_batch")]
+            varying.insert(at, _BATCH)
         for r in rs:
             if r.config is None:
                 r.setting, r.setting_key = "(no config)", ""
                 continue
-            label = ", ".join(f"{SHORT_NAMES.get(k, k.split('.')[-1])}={_fmt(r.config.get(k))}" for k in varying)
+            label = ", ".join(_label_part(r.config, k) for k in varying)
             r.setting = label or exp
             r.setting_key = json.dumps({k: r.config.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+_BATCH = "batch"  # the batch axis of `batch_axis` in a setting label
+
+
+def _label_part(config: dict[str, Any], key: str) -> str:
+    if key == _BATCH:
+        return f"batch={batch_axis(config)[0]}"
+    return f"{SHORT_NAMES.get(key, key.split('.')[-1])}={_fmt(config.get(key))}"
 
 
 def _setting_order(runs: list[_Run]) -> dict[tuple[str, str], int]:

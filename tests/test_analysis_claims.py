@@ -67,7 +67,11 @@ def test_batch_axis():
 
 
 def test_rank_final_has_the_batch_axis_and_the_seed_aggregates(rank_tree):
-    out, _, written = rank_tree
+    out, res, written = rank_tree
+    # One batch part in the labels, not `batch_size=None, full_batch=True`.
+    assert set(res.summary.loc[res.summary["experiment"] == "rank", "setting"]) == {
+        f"wd={wd:g}, batch={b}" for b in ("16", "full") for wd in (0.0, 0.01)
+    }
     rf = pd.read_csv(out / "analysis" / "rank_final.csv", dtype={"batch": str})
     assert set(rf["experiment"]) == {"rank"}  # `plain` has no spectra
     assert len(rf) == 4 * len(WEIGHT_LAYERS) and (rf["n_runs"] == 3).all() and (rf["epoch"] == 4).all()
