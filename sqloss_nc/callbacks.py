@@ -53,7 +53,7 @@ import numpy as np
 from . import backend, measures
 from .decomposition import DECOMPOSITION_KEYS, decomposition_accumulator, mse_decomposition
 from .models import feature_extractor, weight_layers
-from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator
+from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator, class_mean_gram
 from .losses import np_accuracy, np_loss
 from .normalization import effective_kernel, rho_mode
 from .rundir import CSVAppender, RunDir, atomic_write_text
@@ -88,6 +88,7 @@ class Measurement:
     margins: np.ndarray  # per-sample raw margins on the training set
     nc: dict | None = None  # nc.csv values (without epoch), on NC epochs
     layers: list[dict] = field(default_factory=list)  # nc_layers.csv rows (without epoch)
+    gram: list[dict] = field(default_factory=list)  # class_gram.csv rows (without epoch)
 
 
 class Tracker:
@@ -337,14 +338,16 @@ class Tracker:
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
         d = self.data
-        nc_row, layer_rows = None, []
+        nc_row, layer_rows, gram_rows = None, [], []
         if nc:
             f_train, nc_row, layer_rows, train_accs = self._collapse(d.x_train, d.y_train)
             for r in layer_rows:
                 r["split"] = "train"
+            gram_rows += self._gram_rows("train", train_accs)
             if self.nc_test and train_accs is not None:
-                f_test, nc_test, test_layers, _ = self._collapse(d.x_test, d.y_test, train=train_accs)
+                f_test, nc_test, test_layers, test_accs = self._collapse(d.x_test, d.y_test, train=train_accs)
                 nc_row.update({f"test_{k}": v for k, v in nc_test.items()})
+                gram_rows += self._gram_rows("test", test_accs)
             else:
                 f_test, test_layers = self._ncc_pass(d.x_test, d.y_test, train_accs)
             layer_rows += [dict(r, split="test") for r in test_layers]
@@ -365,7 +368,15 @@ class Tracker:
             **{f"norm_{k}": v for k, v in norms.items()},
             **measures.margin_stats(m, rho["rho"]),
         }
-        return Measurement(row, m, nc_row, layer_rows)
+        return Measurement(row, m, nc_row, layer_rows, gram_rows)
+
+    def _gram_rows(self, split: str, accs) -> list[dict]:
+        """`class_gram.csv` rows: the Gram matrix of the features' normalized centred class means
+        (`nc.class_mean_gram`), none for a diverged network."""
+        if accs is None:
+            return []
+        g = class_mean_gram(accs[self.probe_names.index("features")].means)
+        return [{"split": split, "i": i, "j": j, "value": float(g[i, j])} for i in range(len(g)) for j in range(len(g))]
 
     def nc_columns(self) -> list[str]:
         keys = list(NC_KEYS) + ["w_norm_sq_eq34"]
@@ -374,6 +385,9 @@ class Tracker:
 
 
 SPECTRA_CSV = "spectra.csv"
+# The C x C Gram matrix of the features' normalized centred class means, per NC epoch and split.
+CLASS_GRAM_CSV = "class_gram.csv"
+CLASS_GRAM_COLUMNS = ["epoch", "split", "i", "j", "value"]
 
 
 def _appender(path, columns: list[str]) -> CSVAppender:
@@ -443,6 +457,7 @@ class RunLogger(keras.callbacks.Callback):
         self.nc_csv = _appender(rundir.nc_path, tracker.nc_columns()) if self.nc_epochs else None
         self.nc_layers_csv = CSVAppender(rundir.nc_layers_path, NC_LAYERS_CSV_COLUMNS) if self.nc_epochs else None
         self.spectra_csv = CSVAppender(rundir.path / SPECTRA_CSV, list(SPECTRA_COLUMNS)) if self.nc_epochs else None
+        self.gram_csv = CSVAppender(rundir.path / CLASS_GRAM_CSV, CLASS_GRAM_COLUMNS) if self.nc_epochs else None
         # W_{e-1} for update_norm: taken when epoch e-1 is recorded, or, resuming, from the
         # weights the checkpoint restored (read at on_train_begin, before any step).
         self._prev_kernels: dict | None = None
@@ -466,6 +481,7 @@ class RunLogger(keras.callbacks.Callback):
             self.nc_csv.write({"epoch": epoch, **out.nc})
             self.nc_layers_csv.write_many({"epoch": epoch, **r} for r in out.layers)
             self.spectra_csv.write_many(self.tracker.spectra(epoch, kernels))
+            self.gram_csv.write_many({"epoch": epoch, **r} for r in out.gram)
         if epoch in self.margin_epochs:
             labels = self.tracker.data.y_train
             block = zip([epoch] * len(m), range(len(m)), labels.tolist(), m.tolist(), (m / row["rho"]).tolist())
@@ -498,7 +514,7 @@ class RunLogger(keras.callbacks.Callback):
         logs.update(row)
 
     def close(self):
-        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv, self.spectra_csv):
+        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv, self.spectra_csv, self.gram_csv):
             if f is not None:
                 f.close()
 

@@ -84,6 +84,7 @@ __all__ = [
     "compute_nc_metrics",
     "nc_metrics",
     "feature_collapse",
+    "class_mean_gram",
 ]
 
 #: Keys of the dict returned by :meth:`NCAccumulator.finalize`, in a stable order.
@@ -834,3 +835,24 @@ def feature_collapse(features, labels, num_classes: Optional[int] = None, batch_
         acc.update(h, y)
     out = acc.finalize()
     return {k: out[k] for k in FEATURE_COLLAPSE_KEYS}
+
+
+def class_mean_gram(class_means) -> np.ndarray:
+    """The C x C Gram matrix of the normalized centred class means,
+    G_cc' = <(mu_c - mu_G)/||mu_c - mu_G||, (mu_c' - mu_G)/||mu_c' - mu_G||>, mu_G = the mean of the
+    class means (float64). At neural collapse it is the simplex ETF's: 1 on the diagonal and
+    -1/(C-1) off it. A class mean equal to mu_G has no direction: its row and column are NaN.
+
+    Args:
+        class_means: (C, p) class means.
+
+    Example:
+        >>> np.round(class_mean_gram(np.eye(3)), 3)[0].tolist()
+        [1.0, -0.5, -0.5]
+    """
+    m = np.asarray(class_means, dtype=np.float64)
+    centred = m - m.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = centred / np.where(norms > 0, norms, np.nan)[:, None]
+    return unit @ unit.T

@@ -23,7 +23,7 @@ import yaml
 
 STATES = ("running", "done", "failed", "diverged", "interrupted")
 # Files with one or more rows per epoch, epoch in the first column: cut back together on resume.
-EPOCH_CSVS = ("metrics.csv", "margins.csv", "nc.csv", "nc_layers.csv", "spectra.csv", "steps.csv", "margins_steps.csv")
+EPOCH_CSVS = ("metrics.csv", "margins.csv", "nc.csv", "nc_layers.csv", "spectra.csv", "class_gram.csv", "steps.csv", "margins_steps.csv")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
