@@ -90,7 +90,7 @@ import jax
 
 summary = {
     "install": os.environ["INSTALL"],
-    "device": {"jax_devices": [str(d) for d in jax.devices()], "nvidia_smi": gpu, "status_json_device": status.get("device"),
+    "device": {"jax_devices": [str(d) for d in jax.devices()], "nvidia_smi": gpu, "status_json_device": (status.get("environment") or {}).get("device"),
                "python": platform.python_version(), "jax": jax.__version__},
     "quickstart": {"epochs": len(rows) - 1, "wall_s": wall, "s_per_epoch_with_tracking": wall / max(len(rows) - 1, 1),
                    "final": {k: rows[-1][k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "rho") if k in rows[-1]},
