@@ -75,6 +75,38 @@ def test_a_stack_of_4_writes_every_run_as_if_trained_alone(tmp_path, alone):
     assert len({round(f, 6) for f in finals}) == len(finals)
 
 
+def test_lagrange_steps_finite_step_correction_and_per_run_schedules_stack(tmp_path):
+    """The tangent projection and unit-norm constraint, the double backprop with each run's own
+    rate, and lr schedules whose milestones and base rates differ inside one stack."""
+    from sqloss_nc.sweep import run_config
+
+    over = [*BASE, "model.normalization=lagrange", "loss.finite_step_correction=true", "optim.schedule=step", "optim.milestones=[1]",
+            "optim.lr=0.02", "sweep={optim.milestones: [[1], [2]]}"]  # fmt: skip
+    res = run_config(None, [*over, "compute.stack=2"], tmp_path / "stack")
+    run_config(None, [*over, "compute.stack=1"], tmp_path / "alone")
+    assert all(r["state"] == "done" for r in res)
+    for r in res:
+        assert_runs_equal(tmp_path / "alone" / "quickstart" / r["run_id"], tmp_path / "stack" / "quickstart" / r["run_id"])
+    lrs = [pd.read_csv(tmp_path / "stack" / "quickstart" / f"milestones={m}_seed=0" / "metrics.csv")["lr"].tolist() for m in (1, 2)]
+    assert lrs == [pytest.approx([0.02, 0.02, 0.002, 0.002]), pytest.approx([0.02, 0.02, 0.02, 0.002])]
+
+
+@pytest.mark.slow
+def test_on_ray_each_stack_is_one_task(tmp_path, alone):
+    pytest.importorskip("ray")
+    from sqloss_nc.sweep import run_config
+
+    ref, _ = alone
+    over = [*BASE, "model.init_scale=1.0", "sweep={seed: [0, 1], optim.weight_decay: [0.01, 0]}", "compute.stack=2"]
+    res = run_config(None, over, tmp_path, backend="ray")
+    assert all(r["state"] == "done" for r in res)
+    stacks = {tuple(json.loads((tmp_path / "quickstart" / r["run_id"] / "status.json").read_text())["stack"]) for r in res}
+    assert sorted(map(len, stacks)) == [2, 2]
+    for r in res:
+        seed, wd = r["run_id"].split("_")[1].removeprefix("seed="), r["run_id"].split("_")[0].removeprefix("wd=")
+        assert_runs_equal(ref / f"init=1_wd={wd}_seed={seed}", tmp_path / "quickstart" / r["run_id"])
+
+
 def test_a_diverging_run_is_frozen_and_the_others_go_on(tmp_path, alone):
     from sqloss_nc.sweep import run_config
 
