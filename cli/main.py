@@ -60,10 +60,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @app.callback()
-def _main() -> None:
+def _main(ctx: typer.Context) -> None:
     """sqloss-nc command line."""
-    # Every command imports the library; do it once here, before any output.
-    _import_library_quietly()
+    # Every command imports the library (and its Keras backend); do it once here, before any
+    # output. Not `bench`: its parent process must hold no framework, each arm loads its own.
+    if ctx.invoked_subcommand != "bench":
+        _import_library_quietly()
 
 
 @app.command()
