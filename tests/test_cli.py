@@ -72,7 +72,9 @@ def test_run_on_shipped_sample_writes_the_contract(tmp_path):
     assert status["state"] == "done" and status["epoch"] == 3 and status["data"]["n_train"] == 120
     m = pd.read_csv(run / "metrics.csv")
     norm_cols = ["norm_conv1", "norm_conv2", "norm_conv3", "norm_classifier"]
-    assert list(m.columns) == SPEC_METRICS_PREFIX + norm_cols + SPEC_MARGIN_COLUMNS + ["grad_norm_sq", "elapsed_s", "fsc_term"]
+    update_cols = [f"update_norm_{c[len('norm_'):]}" for c in norm_cols]  # issue 14, appended last
+    assert list(m.columns) == SPEC_METRICS_PREFIX + norm_cols + SPEC_MARGIN_COLUMNS + ["grad_norm_sq", "elapsed_s", "fsc_term"] + update_cols
+    assert m[update_cols].iloc[0].isna().all() and (m[update_cols].iloc[1:] > 0).all().all()
     assert m["epoch"].tolist() == [0, 1, 2, 3]
     # Epoch 0 is the initialization: every norm equals init_scale (0.1 in the quickstart).
     np.testing.assert_allclose(m.loc[0, norm_cols].to_numpy(dtype=float), 0.1, rtol=1e-6)
