@@ -598,6 +598,34 @@ def _train_members(members: list[_Member]) -> None:
         _finish(m, seconds, _last_row)
 
 
+def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
+    """The benchmark's stacked arm (`sqnc bench --stack K`): K runs of `cfg` (seeds seed..seed+K−1)
+    built as a sweep builds them, trained as one stack with no tracking and no files.
+
+    Args:
+        cfg: the run config (its `seed` is replaced by seed + k).
+        ds: the dataset every run trains on.
+        k: the stack size K.
+        seed: the first run's seed.
+
+    Returns:
+        callable(e) that trains 0-based epoch e of all K runs and returns once they are done.
+
+    Example: `train = bench_epochs(cfg, ds, 4); train(0)` trains 4 run-epochs.
+    """
+    from .experiment import build_training
+
+    members = []
+    for i in range(k):
+        run_cfg = cfg.model_copy(update={"seed": seed + i})
+        m = _Member(spec=None, path=None, config=run_cfg, ds=ds, rundir=None, lock=None)
+        m.network, m.trainer, m.optimizer = build_training(run_cfg, ds)
+        members.append(m)
+    stack = _Stack(members)
+    # np.asarray of the epoch's means (inside train_epoch) waits for the device.
+    return lambda e: stack.train_epoch(e + 1, None)
+
+
 def _position(items: list, obj) -> int:
     """Index of `obj` in `items` by identity (`list.index` compares Keras variables by value)."""
     return next(i for i, v in enumerate(items) if v is obj)
@@ -635,4 +663,4 @@ def _finish(m: _Member, seconds: float, last_row) -> None:
     m.rundir.write_status(state, m.result["epoch"], reason=reason, wall_time_s=m.logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack"]
+__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "bench_epochs"]
