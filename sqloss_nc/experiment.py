@@ -22,6 +22,7 @@ import csv
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,24 +191,32 @@ def train_and_evaluate(
     check_compatible(cfg, ds)
     rundir = RunDir(workdir)
     check_writable(rundir.path)
+    lock, state, skipped = claim_run(cfg, rundir)
+    if skipped is not None:
+        return skipped
+    try:
+        return _train(cfg, ds, rundir, state, lock, progress, console)
+    finally:
+        lock.release()
+
+
+def claim_run(cfg: Config, rundir: RunDir) -> tuple[RunLock | None, str | None, dict | None]:
+    """Claim `rundir` for training `cfg`: (lock, `new`/`resume`, None), or (None, None, the
+    skipped result) when the run is finished or another process holds it. The state is checked
+    again under the lock: another process may have finished the run meanwhile."""
     state = check_rundir(cfg, rundir)
     if state in FINISHED:
-        return _skipped(rundir, state)
+        return None, None, _skipped(rundir, state)
     rundir.create()
     lock = RunLock(rundir.path)
     if not lock.acquire():
         owner = lock.owner() or {}
-        res = _skipped(rundir, "locked")
-        res["reason"] = f"being trained by pid {owner.get('pid')} on {owner.get('host')}"
-        return res
-    try:
-        # Re-checked under the lock: another process may have finished it meanwhile.
-        state = check_rundir(cfg, rundir)
-        if state in FINISHED:
-            return _skipped(rundir, state)
-        return _train(cfg, ds, rundir, state, lock, progress, console)
-    finally:
+        return None, None, dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on {owner.get('host')}")
+    state = check_rundir(cfg, rundir)
+    if state in FINISHED:
         lock.release()
+        return None, None, _skipped(rundir, state)
+    return lock, state, None
 
 
 def _skipped(rundir: RunDir, state: str) -> dict:
@@ -277,17 +286,23 @@ def build_tracker(cfg: Config, ds: Dataset, network, trainer):
     )
 
 
-def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
-    from . import backend
-    from .batches import array_batches, steps_per_epoch, train_batch_size
-    from .callbacks import RichProgress, RunLogger, StepLogger
-    from .optimizers import lr_at_epoch
+@dataclass
+class OpenRun:
+    """A run ready to train: its Keras objects, restored from its checkpoint when resuming."""
 
+    network: object
+    trainer: object
+    optimizer: object
+    first_epoch: int  # 1 for a fresh run, k+1 when resuming after epoch k
+    elapsed: float  # wall seconds of earlier sessions
+
+
+def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: object) -> OpenRun:
+    """Build the run's network, trainer and optimizer; resume from its checkpoint (cutting the
+    rows written after it) or start clean; write its config and a `running` status (`status`
+    adds keys, e.g. a stack's run ids)."""
     configure_device()
     network, trainer, optimizer = build_training(cfg, ds)
-    batch_size = train_batch_size(cfg.optim, len(ds.y_train))
-    spe = steps_per_epoch(len(ds.y_train), batch_size)
-
     first_epoch, elapsed = 1, 0.0
     if state == "resume":
         done_epoch = load_checkpoint(rundir, network, optimizer)
@@ -301,35 +316,72 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
             (rundir.path / name).unlink(missing_ok=True)
     rundir.write_config(cfg.to_dict())
     rundir.write_status(
-        "running", first_epoch - 1, reason=None, data=ds.summary(), environment=environment(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        "running",
+        first_epoch - 1,
+        reason=None,
+        data=ds.summary(),
+        environment=environment(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **status,
     )
+    return OpenRun(network, trainer, optimizer, first_epoch, elapsed)
 
-    tracker = build_tracker(cfg, ds, network, trainer)
+
+def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe):
+    """The run's `RunLogger` over its `Tracker`, checkpointing (and heart-beating the lock) after
+    every epoch; `probe()` gives epoch 0's grad_norm_sq of a fresh run."""
+    from .callbacks import RunLogger
+    from .optimizers import lr_at_epoch
+
     epochs = cfg.optim.epochs
-
-    def probe():
-        return trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, batch_size, cfg.seed, 1, 1))
-
-    logger = RunLogger(
+    return RunLogger(
         rundir,
-        tracker,
+        build_tracker(cfg, ds, run.network, run.trainer),
         lambda e: lr_at_epoch(cfg.optim, e),
         epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
         nc_epochs=epoch_schedule(cfg.track.nc_epochs, epochs, cfg.track.log_points),
-        first_epoch=first_epoch,
-        elapsed_offset=elapsed,
+        first_epoch=run.first_epoch,
+        elapsed_offset=run.elapsed,
         initial_grad_norm_sq=probe,
-        checkpoint=lambda e: (save_checkpoint(rundir, network, optimizer, e), lock.heartbeat()),
+        checkpoint=lambda e: (save_checkpoint(rundir, run.network, run.optimizer, e), lock.heartbeat()),
     )
+
+
+def finish_run(rundir: RunDir, ds: Dataset, run: OpenRun, logger, seconds: float) -> dict:
+    """Save `model.keras` and `theory.csv`, write the final status; the run's result."""
+    if logger.last_row is None:  # resumed after its last epoch: nothing trained in this session
+        logger.last_row = _last_row(rundir)
+    rundir.save_model(run.network)
+    last = _last_epoch(logger, run.first_epoch)
+    state, reason = ("diverged", logger.divergence) if logger.divergence else ("done", None)
+    _write_theory_checks(rundir, ds)
+    rundir.write_status(state, last, reason=reason, wall_time_s=logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return {"state": state, "skipped": False, "epoch": last, "reason": reason, "final": logger.last_row, "rundir": str(rundir.path), "seconds": seconds}
+
+
+def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+    from . import backend
+    from .batches import array_batches, steps_per_epoch, train_batch_size
+    from .callbacks import RichProgress, StepLogger
+
+    run = open_run(cfg, ds, rundir, state)
+    batch_size = train_batch_size(cfg.optim, len(ds.y_train))
+    spe = steps_per_epoch(len(ds.y_train), batch_size)
+    epochs, first_epoch = cfg.optim.epochs, run.first_epoch
+
+    def probe():
+        return run.trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, batch_size, cfg.seed, 1, 1))
+
+    logger = run_logger(cfg, ds, rundir, lock, run, probe)
     callbacks = [logger]
     if cfg.track.step_margins_until > 0:
-        callbacks.insert(0, StepLogger(rundir, tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
+        callbacks.insert(0, StepLogger(rundir, logger.tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
     if progress:
         callbacks.append(RichProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
     t0 = time.perf_counter()
     try:
         if first_epoch <= epochs:
-            trainer.fit(
+            run.trainer.fit(
                 backend.epoch_dataset(ds.x_train, ds.y_train, batch_size, cfg.seed, first_epoch, epochs),
                 epochs=epochs,
                 initial_epoch=first_epoch - 1,
@@ -338,8 +390,6 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
                 callbacks=callbacks,
                 shuffle=False,
             )
-        elif logger.last_row is None:
-            logger.last_row = _last_row(rundir)
     except KeyboardInterrupt:
         rundir.write_status(
             "interrupted", _last_epoch(logger, first_epoch), reason="interrupted by the user (rerun the same command to resume)"
@@ -352,24 +402,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
         for cb in callbacks:
             if hasattr(cb, "close"):
                 cb.close()
-    seconds = time.perf_counter() - t0
-    rundir.save_model(network)
-    last = _last_epoch(logger, first_epoch)
-    if logger.divergence:
-        state, reason = "diverged", logger.divergence
-    else:
-        state, reason = "done", None
-    _write_theory_checks(rundir, ds)
-    rundir.write_status(state, last, reason=reason, wall_time_s=logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return {
-        "state": state,
-        "skipped": False,
-        "epoch": last,
-        "reason": reason,
-        "final": logger.last_row,
-        "rundir": str(rundir.path),
-        "seconds": seconds,
-    }
+    return finish_run(rundir, ds, run, logger, time.perf_counter() - t0)
 
 
 def _write_theory_checks(rundir: RunDir, ds: Dataset) -> None:

@@ -206,94 +206,44 @@ class _Member:
     """One run of a stack: its own config, data, run directory, lock, Keras objects and logger."""
 
     spec: object
-    path: Path
+    path: Path | None
     config: Config
     ds: object
-    rundir: object
-    lock: object
-    network: object = None
-    trainer: object = None
-    optimizer: object = None
+    rundir: object = None
+    lock: object = None
+    run: object = None  # experiment.OpenRun: network, trainer, optimizer, first epoch, elapsed
     logger: object = None
-    first_epoch: int = 1
-    elapsed: float = 0.0  # wall seconds of earlier sessions (resume)
     stopped: bool = False  # diverged (frozen) or failed
     result: dict | None = None
-    callbacks: list = field(default_factory=list)
+
+    # The stacked step reads the run's Keras objects by these names.
+    network = property(lambda self: self.run.network)
+    trainer = property(lambda self: self.run.trainer)
+    optimizer = property(lambda self: self.run.optimizer)
+    first_epoch = property(lambda self: self.run.first_epoch)
 
 
 def _open_member(spec, path, ds, stack_ids: list[str]) -> _Member:
-    """Lock and prepare one run as `experiment._train` does (resume from its checkpoint, cut rows
-    written after it, config and status written); `result` is set when the run is not trained
-    (finished, or locked by another process)."""
-    from .experiment import FINISHED, _skipped, _truncate_csv, build_training, check_rundir, configure_device, load_checkpoint
-    from .rundir import EPOCH_CSVS, RunDir, RunLock, environment
+    """Claim and open one run exactly as `experiment.train_and_evaluate` does (resume from its
+    checkpoint, cut rows written after it, config and status written); `result` is set when the
+    run is not trained (finished, or locked by another process)."""
+    from .experiment import claim_run, open_run
+    from .rundir import RunDir
 
-    cfg, rundir = spec.config, RunDir(path)
-    m = _Member(spec, Path(path), cfg, ds, rundir, RunLock(rundir.path))
-    state = check_rundir(cfg, rundir)
-    if state in FINISHED:
-        m.result = _skipped(rundir, state)
-        return m
-    rundir.create()
-    if not m.lock.acquire():
-        owner = m.lock.owner() or {}
-        m.result = dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on {owner.get('host')}")
-        return m
-    state = check_rundir(cfg, rundir)  # re-checked under the lock: another process may have finished it
-    if state in FINISHED:
-        m.lock.release()
-        m.result = _skipped(rundir, state)
-        return m
-    configure_device()
-    m.network, m.trainer, m.optimizer = build_training(cfg, ds)
-    elapsed = 0.0
-    done_epoch = load_checkpoint(rundir, m.network, m.optimizer) if state == "resume" else None
-    if done_epoch is not None:
-        m.first_epoch = done_epoch + 1
-        elapsed = float((rundir.read_status() or {}).get("wall_time_s", 0.0))
-    for name in EPOCH_CSVS:
-        if done_epoch is None:
-            (rundir.path / name).unlink(missing_ok=True)  # nothing reusable: start clean
-        else:
-            _truncate_csv(rundir.path / name, done_epoch)
-    rundir.write_config(cfg.to_dict())
-    rundir.write_status(
-        "running",
-        m.first_epoch - 1,
-        reason=None,
-        data=ds.summary(),
-        environment=environment(),
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        stack=stack_ids,
-    )
-    m.elapsed = elapsed
+    m = _Member(spec, Path(path), spec.config, ds, RunDir(path))
+    m.lock, state, m.result = claim_run(spec.config, m.rundir)
+    if m.result is None:
+        m.run = open_run(spec.config, ds, m.rundir, state, stack=stack_ids)
     return m
 
 
 def _attach_logger(m: _Member, probe) -> None:
     """The run's `Tracker` and `RunLogger`, as an unstacked run builds them; `probe` gives its
     epoch-0 grad_norm_sq (computed for the whole stack at once)."""
-    from .callbacks import RunLogger
-    from .config import epoch_schedule
-    from .experiment import build_tracker, save_checkpoint
-    from .optimizers import lr_at_epoch
+    from .experiment import run_logger
 
-    cfg, epochs = m.config, m.config.optim.epochs
-    tracker = build_tracker(cfg, m.ds, m.network, m.trainer)
-    m.logger = RunLogger(
-        m.rundir,
-        tracker,
-        lambda e: lr_at_epoch(cfg.optim, e),
-        epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
-        nc_epochs=epoch_schedule(cfg.track.nc_epochs, epochs, cfg.track.log_points),
-        first_epoch=m.first_epoch,
-        elapsed_offset=m.elapsed,
-        initial_grad_norm_sq=probe,
-        checkpoint=lambda e: (save_checkpoint(m.rundir, m.network, m.optimizer, e), m.lock.heartbeat()),
-    )
+    m.logger = run_logger(m.config, m.ds, m.rundir, m.lock, m.run, probe)
     m.logger.set_model(m.trainer)  # RunLogger sets `model.stop_training` on divergence
-    m.callbacks = [m.logger]
 
 
 # ----------------------------------------------------------------------------- the stacked step
@@ -546,13 +496,14 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
             _train_members(live)
     finally:
         for m in members:
-            m.lock.release()
+            if m.lock is not None:
+                m.lock.release()
     return [dict(m.result, run_id=m.spec.run_id) for m in members]
 
 
 def _train_members(members: list[_Member]) -> None:
     """The epochs of a stack of opened runs; sets each member's `result`."""
-    from .experiment import _last_row
+    from .experiment import finish_run
 
     t0 = time.perf_counter()
     start, epochs = min(m.first_epoch for m in members), members[0].config.optim.epochs
@@ -595,7 +546,7 @@ def _train_members(members: list[_Member]) -> None:
                 m.logger.close()
     seconds = time.perf_counter() - t0
     for m in members:
-        _finish(m, seconds, _last_row)
+        m.result = finish_run(m.rundir, m.ds, m.run, m.logger, seconds)
 
 
 def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
@@ -613,14 +564,12 @@ def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
 
     Example: `train = bench_epochs(cfg, ds, 4); train(0)` trains 4 run-epochs.
     """
-    from .experiment import build_training
+    from .experiment import OpenRun, build_training
 
     members = []
     for i in range(k):
         run_cfg = cfg.model_copy(update={"seed": seed + i})
-        m = _Member(spec=None, path=None, config=run_cfg, ds=ds, rundir=None, lock=None)
-        m.network, m.trainer, m.optimizer = build_training(run_cfg, ds)
-        members.append(m)
+        members.append(_Member(None, None, run_cfg, ds, run=OpenRun(*build_training(run_cfg, ds), first_epoch=1, elapsed=0.0)))
     stack = _Stack(members)
     # np.asarray of the epoch's means (inside train_epoch) waits for the device.
     return lambda e: stack.train_epoch(e + 1, None)
@@ -632,10 +581,9 @@ def _position(items: list, obj) -> int:
 
 
 def _epoch_of(m: _Member) -> int:
-    """The run's last finished epoch (before its logger exists: the one it resumed from)."""
-    from .experiment import _last_epoch
-
-    return _last_epoch(m.logger, m.first_epoch) if m.logger is not None else m.first_epoch - 1
+    """The run's last finished epoch (before it recorded one: the one it resumed from)."""
+    row = m.logger.last_row if m.logger is not None else None
+    return int(row["epoch"]) if row else m.first_epoch - 1
 
 
 def _result(m: _Member, state: str, reason, seconds: float) -> dict:
@@ -648,19 +596,6 @@ def _result(m: _Member, state: str, reason, seconds: float) -> dict:
         "rundir": str(m.rundir.path),
         "seconds": seconds,
     }
-
-
-def _finish(m: _Member, seconds: float, last_row) -> None:
-    """model.keras, theory.csv and the final status of one run, as `experiment._train` ends."""
-    from .experiment import _write_theory_checks
-
-    if m.logger.last_row is None:  # resumed after its last epoch: nothing trained in this session
-        m.logger.last_row = last_row(m.rundir)
-    m.rundir.save_model(m.network)
-    state, reason = ("diverged", m.logger.divergence) if m.logger.divergence else ("done", None)
-    m.result = _result(m, state, reason, seconds)
-    _write_theory_checks(m.rundir, m.ds)
-    m.rundir.write_status(state, m.result["epoch"], reason=reason, wall_time_s=m.logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 __all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "bench_epochs"]
