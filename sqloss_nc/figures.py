@@ -971,7 +971,9 @@ def _gram(t: Tables, figdir: Path, emit) -> None:
                 ax.set_ylabel("class i")
                 ax.grid(False)
             fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="cos(μ_i − μ_G, μ_j − μ_G)")
-            fig.suptitle(f"{exp}, {setting}: Gram matrix of the normalized centred class means (mean over seeds)", y=1.04)
+            # A one-setting experiment's setting label is the experiment's name: say it once.
+            where = exp if setting == exp else f"{exp}, {setting}"
+            fig.suptitle(f"{where}: Gram matrix of the normalized centred class means (mean over seeds)", y=1.04)
             name = _setting_name("gram", exp, settings, setting)
             emit(
                 name,
