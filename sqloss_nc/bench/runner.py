@@ -96,9 +96,14 @@ class WorkerProcess:
         return msg
 
     def _send(self, msg: dict) -> dict:
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        return self._reply()
+        """One command and its reply; the process runs only meanwhile (stopped again after)."""
+        self._signal(signal.SIGCONT)
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            return self._reply()
+        finally:
+            self._signal(signal.SIGSTOP)
 
     def _log_tail(self) -> str:
         self._log.flush()
@@ -122,19 +127,11 @@ class WorkerProcess:
             os.kill(self.proc.pid, sig)
 
     def __call__(self, e: int) -> tuple[float, float]:
-        self._signal(signal.SIGCONT)
-        try:
-            msg = self._send({"cmd": "epoch", "e": e})
-        finally:
-            self._signal(signal.SIGSTOP)
+        msg = self._send({"cmd": "epoch", "e": e})
         return msg["wall"], msg["cpu"]
 
     def finish(self, reps: int, **extra) -> dict:
-        self._signal(signal.SIGCONT)
-        try:
-            return self._send({"cmd": "finish", "reps": reps, **extra})["extra"]
-        finally:
-            self._signal(signal.SIGSTOP)
+        return self._send({"cmd": "finish", "reps": reps, **extra})["extra"]
 
     def close(self) -> None:
         self._signal(signal.SIGCONT)
