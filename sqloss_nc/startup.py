@@ -20,8 +20,7 @@ Example:
 
 ```python
 from sqloss_nc.startup import apply_startup_environment
-apply_startup_environment()   # before the first `import tensorflow`
-import tensorflow as tf
+apply_startup_environment()   # then import TensorFlow (this module itself imports only os, pathlib)
 ```
 """
 
