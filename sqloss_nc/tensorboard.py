@@ -4,10 +4,13 @@ The export reads only the per-epoch CSVs of each run directory (`metrics.csv`, `
 `analyze`, so it works on runs made by any Keras backend, by older versions or on other machines,
 and it never touches training. Each run directory `OUT/<name>/<run_id>/` becomes one TensorBoard
 run `LOGDIR/<name>/<run_id>/` with one scalar series per numeric column, tagged
-`metrics/<column>` and `nc/<column>`, at step = epoch. Values are written as float64 tensors with
-TensorBoard's scalar metadata (through TensorBoard's own `DirectoryOutput` writer, which needs
-no TensorFlow), so they read back exactly as the CSV has them; empty cells (a quantity not
-tracked in that run) are left out. Wall times are the run's `elapsed_s` before the CSV's last
+`metrics/<column>` and `nc/<column>`, at step = epoch. Values are written as float32 scalar
+tensors with TensorBoard's scalar metadata (through TensorBoard's own `DirectoryOutput` writer,
+which needs no TensorFlow): float32 because TensorBoard's default (Rust, "fast") data loader
+reads scalar tensors of dtype float only and silently drops float64 ones, so a float64 export
+showed runs but no curves. The CSVs stay the float64 record; a curve differs from its CSV
+column by float32 rounding only (a relative 6e-8, far below what a plot shows; magnitudes above
+3.4e38 become inf). Empty cells (a quantity not tracked in that run) are left out. Wall times are the run's `elapsed_s` before the CSV's last
 write, so TensorBoard's "relative" axis shows training time.
 
 Rerunning the export replaces each run's event files, so the result is the same however often
@@ -157,13 +160,21 @@ def export_tensorboard(out: str | Path, logdir: str | Path | None = None) -> Ten
         try:
             for tag, step, value, wall_time in points:
                 writer.emit_scalar(
-                    plugin_name=scalar_metadata.PLUGIN_NAME, tag=tag, data=np.float64(value), step=np.int64(step), wall_time=wall_time
+                    plugin_name=scalar_metadata.PLUGIN_NAME, tag=tag, data=_float32(value), step=np.int64(step), wall_time=wall_time
                 )
         finally:
             writer.close()
         _replace_events(target, tmp)
         result.runs[name] = len(points)
     return result
+
+
+def _float32(value: float) -> np.float32:
+    """`value` as float32, the only scalar dtype TensorBoard's default (Rust) loader shows;
+    overflow to +-inf is the intended result for magnitudes above float32's range, so numpy's
+    overflow warning is silenced."""
+    with np.errstate(over="ignore"):
+        return np.float32(value)
 
 
 def _replace_events(target: Path, new: Path) -> None:
