@@ -7,7 +7,7 @@ is written; environment faults (disk full, permissions during a run) with exit c
 from __future__ import annotations
 
 import os
-import re
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,37 +15,22 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-
-# TensorFlow's C++ runtime writes these at import whatever TF_CPP_MIN_LOG_LEVEL says (absl INFO and
-# WARNING lines, the pre-absl banner, the CPU-feature notice): noise, not news.
-_IMPORT_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)")
+from cli.helptext import TidyGroup
+from cli.library import BackendUnavailable, import_keras_quietly
 
 
 def _import_library_quietly() -> None:
-    """Import the library (and with it the Keras backend) with the process's stderr captured: the
-    backend's C++ runtime prints absl lines at import that would bury our one-line messages.
-    Everything else it printed (an E-level line of a broken CUDA install, say) is passed on after
-    the import; a Python-level import error still raises, after stderr is restored."""
-    if "sqloss_nc" in sys.modules:
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import sqloss_nc  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines() if line.strip() and not _IMPORT_NOISE.match(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+    """`sqloss_nc`, Keras and its backend, imported quietly; a backend that cannot load ends the
+    command with one line (exit 2)."""
+    try:
+        import_keras_quietly()
+    except BackendUnavailable as err:
+        _fail(str(err), 2)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Square-loss dynamics and neural collapse: train, analyze, draw.")
+app = typer.Typer(
+    cls=TidyGroup, add_completion=False, no_args_is_help=True, help="Square-loss dynamics and neural collapse: train, analyze, draw."
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -59,37 +44,85 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _set_mistake(config: Optional[Path], sets: List[str]) -> Optional[str]:
+    """The likely mistake behind a `--set` that swallowed the next word, or None. `--set
+    optim.epochs 8` makes `8` the config file; `--set data.classes=[1, 2]` unquoted is split by the
+    shell and makes `2]` the config file: both would end in "config: file not found"."""
+    if config is None or config.exists():
+        return None
+    for text in sets:
+        if "=" not in text:
+            return f"--set {text} {config}: a setting is key=value with no spaces: --set {text}={config}"
+        opened = sum(text.count(c) for c in "[{") - sum(text.count(c) for c in "]}")
+        if opened > 0:
+            return f"--set {text} {config}: the shell split this value at a space; quote it: --set '{text} {config}'"
+    return None
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: the run is marked `interrupted` and resumable."""
+
+    exit_code = 130
+
+
+def _stop_on_signals() -> None:
+    """Turn SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal was closed) into the
+    `KeyboardInterrupt` of Ctrl-C, so the run writes `interrupted` and how to resume instead of
+    dying `running`. After SIGHUP the terminal is gone: output that still went to it is sent to
+    /dev/null (writes to a hung-up terminal fail), output redirected to a file keeps going there."""
+
+    def stop(signum, _frame):
+        name = signal.Signals(signum).name
+        if signum == getattr(signal, "SIGHUP", None):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
+        err = _Stopped(f"stopped by {name}" + (" (the terminal was closed)" if name == "SIGHUP" else ""))
+        err.exit_code = 128 + signum
+        raise err
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
+
+
 @app.callback()
 def _main(ctx: typer.Context) -> None:
     """sqloss-nc command line."""
-    # Every command imports the library (and its Keras backend); do it once here, before any
-    # output. Not `bench`: its parent process must hold no framework, each arm loads its own.
-    if ctx.invoked_subcommand != "bench":
-        _import_library_quietly()
+    # No library import here: this runs before `sqnc <command> --help` is answered, and importing
+    # TensorFlow took 5 s. The commands that need Keras import it first thing in their body.
 
 
 @app.command()
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML config (default: configs/quickstart.yaml, the shipped sample)."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a config key: --set optim.lr=0.05 (repeatable)."),
-    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Output root; runs go to OUT/<name>/<run_id>/."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Image folder (or .zip) for data.source=folder."),
+    set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key: --set optim.lr=0.05 (repeatable)."),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", metavar="DIR", help="Output root; runs go to OUT/<name>/<run_id>/."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="PATH", help="Image folder (or .zip) for data.source=folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Local worker processes (each gets cores/J threads)."),
-    backend: str = typer.Option("local", "--backend", help="local or ray (pip install -e '.[ray]')."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="J", help="Local worker processes (each gets cores/J threads)."),
+    backend: str = typer.Option("local", "--backend", metavar="local|ray", help="local or ray (pip install -e '.\\[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray)."),
     gpus_per_run: Optional[float] = typer.Option(
-        None, "--gpus-per-run", help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)."
+        None, "--gpus-per-run", metavar="G", help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)."
     ),
     stack: Optional[str] = typer.Option(
-        None, "--stack", help="Train up to K stackable sweep points as one vmapped step (JAX backend); 'auto' (default) = 1 on CPU."
+        None,
+        "--stack",
+        metavar="K|auto",
+        help="Train up to K stackable sweep points as one vmapped step (JAX backend); 'auto' (default) = 1 on CPU.",
     ),
 ) -> None:
     """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
+    mistake = _set_mistake(config, set_)
+    if mistake:
+        _fail(mistake, 2)
     _import_library_quietly()
     from sqloss_nc.errors import UserError
-    from sqloss_nc.sweep import plan_runs, run_config, run_states, stacks_plan, states_table
+    from sqloss_nc.sweep import plan_runs, plan_warnings, run_config, run_states, stacks_plan, states_table
 
     if config is None:
         config = DEFAULT_CONFIG
@@ -98,8 +131,11 @@ def run(
     try:
         if dry_run:
             plan = plan_runs(config, set_, out)
+            for line in plan_warnings(plan):
+                console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
             console.print(states_table(run_states(plan), stacks=stacks_plan(plan)))
             return
+        _stop_on_signals()
         results = run_config(
             config,
             set_,
@@ -114,17 +150,25 @@ def run(
         )
     except UserError as err:
         _fail(str(err), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted; rerun the same command to resume where it stopped", 130)
+    except KeyboardInterrupt as err:
+        # Ctrl-C, or SIGTERM / SIGHUP turned into the same exception by `_stop_on_signals`.
+        _fail(f"{err or 'interrupted'}; rerun the same command to resume where it stopped", getattr(err, "exit_code", 130))
     except OSError as err:
         _fail(f"{type(err).__name__}: {err}", 1)
     from sqloss_nc.sweep import summary_table
 
+    from sqloss_nc.backend import NAME as backend_name
+
     for r in results:
         if r["state"] == "locked":
-            console.print(f"{r['run_id']}: {r['reason']}, skipped", highlight=False, soft_wrap=True, markup=False)
+            continue  # the table's note says who is training it
         elif r.get("skipped"):
-            console.print(f"{r['run_id']}: already {r['state']}, skipped ({r['rundir']})", highlight=False, soft_wrap=True, markup=False)
+            # A finished run is skipped whichever backend made it: say which, so that a run meant
+            # for the other backend (`KERAS_BACKEND=jax sqnc run` after `sqnc run`) is not mistaken for one.
+            made = r.get("backend")
+            other = f"; to train it on {backend_name} too, give another --out" if made and made != backend_name else ""
+            line = f"{r['run_id']}: already {r['state']}{f' on {made}' if made else ''}, skipped ({r['rundir']}){other}"
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
         elif r["state"] != "done":
             err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True, markup=False)
     console.print(summary_table(results))
@@ -133,6 +177,7 @@ def run(
 
 
 from cli.bench import register as _register_bench  # noqa: E402
+from cli.config_cmd import register as _register_config  # noqa: E402
 from cli.measure import register as _register_measure  # noqa: E402
 from cli.report import register as _register_report  # noqa: E402
 from cli.simulate import register as _register_simulate  # noqa: E402
@@ -141,6 +186,7 @@ _register_report(app)
 _register_simulate(app)
 _register_bench(app)
 _register_measure(app)
+_register_config(app)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

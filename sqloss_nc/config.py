@@ -38,7 +38,9 @@ class ConfigError(UserError):
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo must never silently fall back to a default), and
     # assignments are validated too, so `--set` cannot smuggle in a bad value.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never meaningful settings (an lr of inf would write a whole diverged run),
+    # and each field's docstring is its `description`, listed by `sqnc config show`.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class SyntheticConfig(_Strict):
@@ -47,9 +49,13 @@ class SyntheticConfig(_Strict):
     that runs with different seeds see the same data."""
 
     shape: list[int] = Field(default_factory=lambda: [32, 32, 3], min_length=1)
+    """Input shape of each sample, e.g. [32, 32, 3] (images) or [12] (vectors)."""
     separation: float = Field(1.0, gt=0)
+    """Scale of the class means: mean ~ N(0, separation²·I/d)."""
     noise: float = Field(0.5, ge=0)
+    """Within-class noise: sample = mean + noise·N(0, I/d)."""
     seed: int = 0
+    """Seed of the class means (not the run seed: every run sees the same data)."""
 
 
 class DataConfig(_Strict):
@@ -59,14 +65,35 @@ class DataConfig(_Strict):
     for tfds, 10 for sample and synthetic; a folder's C is only known when it is read)."""
 
     source: Literal["sample", "folder", "tfds", "synthetic"] = "sample"
+    """Where the images come from: sample (the shipped CIFAR-10 sample, 300 train + 50 test per
+    class), folder (an image folder or .zip: data.path or --data-dir), tfds (TensorFlow Datasets
+    data.name), synthetic (a Gaussian mixture)."""
     path: Optional[str] = None
+    """The image folder (or .zip) of source folder; TFDS' data_dir for source tfds. --data-dir overrides it."""
     name: DatasetName = "cifar10"
+    """Dataset: the TFDS dataset of source tfds, and whose channel mean/std standardize the images."""
     classes: list[int] = Field(default_factory=lambda: [1, 2])
+    """Label indices 0..C-1 to train on, relabelled 0..K-1 in this order (CIFAR-10: 1 = automobile, 2 = bird)."""
     train_per_class: Optional[int] = Field(5000, gt=0)
+    """Training images per class (the first ones); null = all. Default: all for the sample, 5000 otherwise."""
     test_per_class: Optional[int] = Field(1000, gt=0)
+    """Test images per class; null = all. Default: all for the sample, 1000 otherwise."""
     input_norm: Literal["unit", "max", "none"] = "unit"
+    """Input scaling after standardization: unit (each image to L2 norm 1), max (all divided by the largest training norm), none."""
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of training labels replaced by a random class (drawn with the run seed)."""
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    """The Gaussian mixture of source synthetic."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sample_counts(cls, data):
+        # The shipped sample holds 300 train + 50 test images per class, fewer than the per-class
+        # defaults (5000, 1000, CIFAR-10's folder): unset counts mean all of the sample, so an
+        # empty config trains instead of failing on its own defaults.
+        if isinstance(data, dict) and data.get("source", "sample") == "sample":
+            data = {"train_per_class": None, "test_per_class": None, **data}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -97,14 +124,22 @@ class ModelConfig(_Strict):
     at least 1); `bias: true` adds the standard biases (see `sqloss_nc/models`)."""
 
     arch: Literal["convnet", "mlp", "resnet18", "vgg11"] = "convnet"
+    """Network: convnet (the paper's), mlp, resnet18, vgg11."""
     widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    """Hidden widths of the convnet/mlp layers (resnet18 and vgg11 have fixed stage widths)."""
     width: float = Field(1.0, gt=0)
+    """Multiplier of every hidden width (rounded, at least 1)."""
     normalization: Literal["none", "batchnorm", "lagrange", "weightnorm"] = "batchnorm"
+    """none, batchnorm, lagrange (layers compute with V/||V||, paper Eq. 5), weightnorm (W = g·V/||V||)."""
     bias: bool = False
+    """Add the standard biases (default: bias-free layers, as in the paper)."""
     init_scale: float = Field(0.01, gt=0)
+    """The Frobenius norm of each layer's initial weights (the paper's initialization)."""
     output: Literal["onehot", "scalar"] = "onehot"
+    """onehot (one output per class) or scalar (one output, binary, y in {-1, +1})."""
     # lagrange/weightnorm: normalize each layer (Frobenius) or each unit (row), appendix H.2.
     lagrange_mode: Literal["layer", "unit"] = "layer"
+    """lagrange/weightnorm: normalize each layer (Frobenius) or each unit (row), appendix H.2."""
 
     @field_validator("widths")
     @classmethod
@@ -136,9 +171,13 @@ class LossConfig(_Strict):
     """`square_rescaled` (SPEC §9, Hui & Belkin): 1/(N·C) Σ_n [k·(f_y − M)² + Σ_{c≠y} f_c²]."""
 
     kind: Literal["square", "square_rescaled", "cross_entropy", "exponential"] = "square"
+    """square, square_rescaled (k·(f_y − M)² + Σ_{c≠y} f_c²), cross_entropy, exponential (scalar output)."""
     finite_step_correction: bool = False
+    """Minimize L + (η/4)·||∇L||², gradient descent's finite-step correction (double backprop)."""
     k: float = Field(1.0, gt=0)  # square_rescaled: weight of the true class
+    """square_rescaled: weight of the true class."""
     M: float = Field(1.0, gt=0)  # square_rescaled: target of the true class
+    """square_rescaled: target of the true class."""
 
 
 class OptimConfig(_Strict):
@@ -150,14 +189,23 @@ class OptimConfig(_Strict):
     (`batches.train_batch_size` gives the batch a run uses)."""
 
     lr: float = Field(0.01, gt=0)
+    """Learning rate of SGD with momentum (PyTorch's update)."""
     momentum: float = Field(0.9, ge=0, lt=1)
+    """Momentum."""
     weight_decay: float = Field(0.01, ge=0)
+    """λ of the coupled penalty λ/2·Σ||W||² (PyTorch's SGD weight_decay)."""
     batch_size: Optional[int] = Field(128, gt=0)
+    """Minibatch size (null with full_batch)."""
     full_batch: bool = False
+    """Full-batch gradient descent: one step per epoch on all N training samples."""
     epochs: int = Field(1000, gt=0)
+    """Training epochs."""
     schedule: Literal["constant", "step"] = "constant"
+    """Learning-rate schedule: constant, or step (lr multiplied by gamma at each milestone)."""
     milestones: list[int] = Field(default_factory=list)
+    """schedule step: the epochs at which lr is multiplied by gamma (each <= epochs)."""
     gamma: float = Field(0.1, gt=0)
+    """schedule step: the factor."""
 
     @model_validator(mode="before")
     @classmethod
@@ -185,17 +233,25 @@ EpochSpec = Union[Literal["log", "all", "none"], list[int]]
 
 class TrackConfig(_Strict):
     margin_epochs: EpochSpec = "log"
+    """Epochs at which margins.csv records every sample's margin: log (about log_points log-spaced), all, none, or a list."""
     nc_epochs: EpochSpec = "log"
+    """Epochs at which neural collapse (nc.csv, nc_layers.csv, spectra.csv) is measured: log, all, none, or a list."""
     nc_test: bool = False  # also measure neural collapse on the test set (test_* columns)
+    """Also measure neural collapse on the test set (test_* columns)."""
     # Per-step tracking of the first iterations (paper Fig. 5): 0 = off.
     step_margins_until: int = Field(0, ge=0)
+    """Record ρ and margins every step_margins_every steps up to this step (Fig. 5); 0 = off."""
     step_margins_every: int = Field(10, gt=0)
+    """The step interval of step_margins_until."""
     log_points: int = Field(20, gt=0)
+    """How many log-spaced epochs `log` records."""
     # Beyond SPEC §7, on NC epochs (issues 13, 14): the threshold of spectra.csv's `rank` on the
     # singular values of W/||W||_F, and the MSE decomposition columns of nc.csv (the p x p
     # second moment of the features; NaN for a scalar head or when off).
     rank_tol: float = Field(1e-3, ge=0, lt=1)
+    """spectra.csv's rank counts singular values of W/||W||_F above this."""
     mse_decomposition: bool = True
+    """Write the MSE decomposition columns of nc.csv."""
 
     @field_validator("margin_epochs", "nc_epochs")
     @classmethod
@@ -230,9 +286,13 @@ class ComputeConfig(_Strict):
     """
 
     jit_compile: bool = False
+    """XLA-compile the train step and the tracking passes (TensorFlow; JAX always compiles)."""
     steps_per_execution: Union[Literal["epoch"], int] = 1
+    """Optimizer steps per call of the compiled train function: 1, epoch, or a divisor of the epoch's steps."""
     inference_batch: int = Field(1000, gt=0)
+    """Batch size of the measuring passes (memory and speed only)."""
     stack: Union[Literal["auto"], int] = "auto"
+    """Train up to K stackable sweep points as one vmapped step (JAX); auto = 1 on a CPU."""
 
     @field_validator("steps_per_execution", mode="before")
     @classmethod
@@ -271,14 +331,23 @@ class Config(_Strict):
     """The fully resolved configuration of one run (or of a sweep, before expansion)."""
 
     name: str = "quickstart"
+    """Experiment name: runs are written to OUT/<name>/<run_id>/."""
     seed: int = Field(0, ge=0)
+    """Run seed: initial weights, data order, label noise."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """What to train on."""
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """The network."""
     loss: LossConfig = Field(default_factory=LossConfig)
+    """The training loss."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    """The optimizer and its schedule."""
     track: TrackConfig = Field(default_factory=TrackConfig)
+    """What is measured, and when."""
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    """How the numbers are computed (speed, not results; not part of a run's identity)."""
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted key -> list of values, crossed into one run per combination."""
 
     @field_validator("name")
     @classmethod
@@ -324,16 +393,138 @@ def _format_error(err: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def _did_you_mean(key: str, parent: str) -> str:
+# Names other tools give these keys: spelling similarity cannot see that `learning_rate` is `lr`.
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "wd": "weight_decay",
+    "decay": "weight_decay",
+    "l2": "weight_decay",
+    "bs": "batch_size",
+    "batch": "batch_size",
+    "epoch": "epochs",
+    "n_epochs": "epochs",
+    "num_epochs": "epochs",
+    "max_epochs": "epochs",
+    "scheduler": "schedule",
+    "lr_schedule": "schedule",
+    "lr_decay": "gamma",
+    "architecture": "arch",
+    "norm": "normalization",
+    "dataset": "name",
+    "loss": "kind",
+    "loss_type": "kind",
+    "noise": "label_noise",
+    "scale": "init_scale",
+}
+
+
+def _section(parent: str) -> type[BaseModel] | None:
+    """The schema class of the section `parent` (`""` = the top level), None if it is no section."""
     model: type[BaseModel] = Config
     for part in [p for p in parent.split(".") if p]:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return ""
+            return None
         model = ann
-    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-    return f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""
+    return model
+
+
+def _did_you_mean(key: str, parent: str) -> str:
+    """` (did you mean 'optim.lr'?)` for an unknown `key` in section `parent`: a known alias,
+    a similar name in the same section, or the same name in another section; else ""."""
+    model = _section(parent)
+    if model is None:
+        return ""
+    names, alias = list(model.model_fields), KEY_ALIASES.get(key.lower())
+    close = [alias] if alias in names else difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)"
+    elsewhere = [k for k, _ in _walk(Config) if k.split(".")[-1] in (key, alias)]
+    return f" (did you mean {elsewhere[0]!r}?)" if elsewhere else ""
+
+
+def did_you_mean(key: str) -> str:
+    """` (did you mean 'optim.lr'?)` for an unknown dotted `key`, or "".
+
+    Example: `did_you_mean("optim.learning_rate")` is `" (did you mean 'optim.lr'?)"`.
+    """
+    parent, _, last = key.rpartition(".")
+    return _did_you_mean(last, parent)
+
+
+def _walk(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, pydantic field) of every key of `model`, sections before their keys."""
+    for name, field in model.model_fields.items():
+        yield prefix + name, field
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _walk(ann, f"{prefix}{name}.")
+
+
+def _type_text(annotation: Any) -> str:
+    """`sample | folder | tfds | synthetic`, `int or null`, `list[int]`: a key's type, readable."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin is Union:
+        parts = [_type_text(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    if isinstance(annotation, type) and not args:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One config key as `sqnc config show` lists it.
+
+    Args:
+        key: the dotted name (`optim.lr`).
+        default: its default in an empty config (resolved: the sample's counts are null), as YAML text.
+        type: what values it takes (`float`, `constant | step`, `int or null`, `section`).
+        description: what it means (the field's docstring in this module).
+    """
+
+    key: str
+    default: str
+    type: str
+    description: str
+
+
+def config_keys() -> list[KeyInfo]:
+    """Every config key with its default, type and meaning, in schema order.
+
+    Example: `[k for k in config_keys() if k.key == "optim.lr"][0].default` is `'0.01'`.
+    """
+    defaults = Config().to_dict()
+    out = []
+    for key, field in _walk(Config):
+        value = get_dotted(defaults, key)
+        section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        default = "" if section else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+        out.append(KeyInfo(key, default, _type_text(field.annotation), " ".join((field.description or "").split())))
+    return out
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Settings that are valid but almost surely not what was meant, one line each (the run goes
+    on; `sqnc run` prints them once and each run's `status.json` keeps them under `warnings`).
+
+    Example: 8 epochs with `optim.milestones: [30, 45]` warn that the learning rate never decays.
+    """
+    o, out = config.optim, []
+    late = [m for m in o.milestones if m >= o.epochs]
+    if o.schedule == "step" and late:
+        # Milestone m multiplies the lr from epoch m + 1 on: m >= epochs never takes effect.
+        effect = "never decays" if len(late) == len(o.milestones) else f"decays only at {[m for m in o.milestones if m < o.epochs]}"
+        out.append(f"optim.milestones: {late} at or beyond optim.epochs {o.epochs}: the learning rate {effect}")
+    return out
 
 
 def validate(raw: dict) -> Config:
@@ -346,12 +537,40 @@ def validate(raw: dict) -> Config:
         raise ConfigError(_format_error(err)) from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping: YAML itself keeps the last
+    value without a word, so a config with two `lr:` lines would train with one of them silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges are YAML's way of overriding on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                continue
+            if first != line:
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {first})")
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {path} is not a UTF-8 text file (byte {err.start} is 0x{err.object[err.start]:02x})") from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"config: {path} {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -19,6 +19,7 @@ result["state"], result["final"]["test_acc"]
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, epoch_schedule, resolve_steps_per_execution
+from .config import Config, ConfigError, config_warnings, epoch_schedule, resolve_steps_per_execution
 from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
 from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment
@@ -118,11 +119,17 @@ def save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
     arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
     arrays["epoch"] = np.asarray(epoch)
     tmp = rundir.path / ".checkpoint.tmp.npz"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, rundir.path / "checkpoint.npz")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, rundir.path / "checkpoint.npz")
+    except BaseException:
+        # A half-written checkpoint is useless, and on a full disk it holds the space that the
+        # run's `failed` status still has to be written into.
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(rundir: RunDir, network, optimizer) -> int | None:
@@ -211,7 +218,7 @@ def claim_run(cfg: Config, rundir: RunDir) -> tuple[RunLock | None, str | None, 
     lock = RunLock(rundir.path)
     if not lock.acquire():
         owner = lock.owner() or {}
-        return None, None, dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on {owner.get('host')}")
+        return None, None, dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on host {owner.get('host')}")
     state = check_rundir(cfg, rundir)
     if state in FINISHED:
         lock.release()
@@ -224,6 +231,7 @@ def _skipped(rundir: RunDir, state: str) -> dict:
     return {
         "state": state,
         "skipped": True,
+        "backend": (status.get("environment") or {}).get("backend"),  # which backend trained it
         "epoch": status.get("epoch"),
         "reason": None,
         "final": _last_row(rundir),
@@ -319,6 +327,7 @@ def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: obj
         "running",
         first_epoch - 1,
         reason=None,
+        warnings=config_warnings(cfg),
         data=ds.summary(),
         environment=environment(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -390,13 +399,14 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
                 callbacks=callbacks,
                 shuffle=False,
             )
-    except KeyboardInterrupt:
-        rundir.write_status(
-            "interrupted", _last_epoch(logger, first_epoch), reason="interrupted by the user (rerun the same command to resume)"
-        )
+    except KeyboardInterrupt as err:
+        # Ctrl-C, or SIGTERM / SIGHUP, which the CLI raises as a KeyboardInterrupt naming the signal.
+        why = str(err) or "interrupted by the user"
+        rundir.write_status("interrupted", _last_epoch(logger, first_epoch), reason=f"{why} (rerun the same command to resume)")
         raise
     except Exception as err:
-        rundir.write_status("failed", _last_epoch(logger, first_epoch), reason=f"{type(err).__name__}: {err}")
+        hint = " (free disk space, then rerun the same command to resume)" if getattr(err, "errno", None) == errno.ENOSPC else ""
+        rundir.write_status("failed", _last_epoch(logger, first_epoch), reason=f"{type(err).__name__}: {err}{hint}")
         raise
     finally:
         for cb in callbacks:

@@ -89,8 +89,30 @@ def run_states(plan) -> list[dict]:
     return out
 
 
+def check_data_dir(plan, data_dir) -> None:
+    """`--data-dir` is read by the `folder` source (and `tfds`, as its data_dir); with `sample`
+    or `synthetic` it would be ignored and the run would train on other data than the user named."""
+    if data_dir is None:
+        return
+    for spec, _ in plan:
+        source = spec.config.data.source
+        if source in ("sample", "synthetic"):
+            what = "the shipped CIFAR-10 sample" if source == "sample" else "generated data"
+            raise UserError(
+                f"--data-dir: data.source is {source!r} ({what}), which reads no folder; add --set data.source=folder to train on {data_dir}"
+            )
+
+
+def plan_warnings(plan) -> list[str]:
+    """`config.config_warnings` of every run of `plan`, each distinct line once."""
+    from .config import config_warnings
+
+    return list(dict.fromkeys(w for spec, _ in plan for w in config_warnings(spec.config)))
+
+
 def validate_plan(plan, data_dir=None) -> dict[str, Dataset]:
     """Every check that can fail on user input, before anything is written."""
+    check_data_dir(plan, data_dir)
     datasets = load_datasets(plan, data_dir)
     for spec, path in plan:
         ds = with_label_noise(datasets[_data_key(spec.config)], spec.config.data.label_noise, spec.config.seed)
@@ -120,6 +142,8 @@ def run_config(
     datasets = validate_plan(plan, data_dir)
     if backend not in ("local", "ray"):
         raise UserError(f"--backend: unknown backend {backend!r} (local or ray)")
+    for line in plan_warnings(plan) if console is not None else ():
+        console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     if backend == "ray":
         return _run_ray(plan, data_dir, address, gpus_per_run, console)
     units = plan_units(plan, choose_stack(plan, datasets, console)[0])
@@ -538,7 +562,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
         rows.append(
             {
                 "run": r.get("run_id", ""),
-                "state": r["state"] + ("*" if r.get("skipped") else ""),
+                "state": r["state"] + ("*" if r.get("skipped") and r["state"] != "locked" else ""),
                 "epoch": str(r.get("epoch", "")),
                 "loss": _fmt(f.get("train_loss"), ".3g"),
                 "train_acc": _fmt(f.get("train_acc"), ".3f"),
@@ -560,8 +584,10 @@ def summary_table(results: list[dict]) -> FitTable:
     Example: `rich.console.Console().print(summary_table(run_config(cfg, [], "outputs")))`.
     """
     notes = []
-    if any(r.get("skipped") for r in results):
+    if any(r.get("skipped") and r["state"] != "locked" for r in results):
         notes.append("* finished before this command (skipped)")
+    # A run another process is training right now is not finished: say who trains it.
+    notes += [f"{r.get('run_id', '')}: {r['reason']} (skipped here)" for r in results if r["state"] == "locked" and r.get("reason")]
     if results:
         notes.append(f"run directories under {Path(results[0]['rundir']).parent}")
     return FitTable("runs", SUMMARY_COLUMNS, summary_rows(results), notes)

@@ -4,8 +4,11 @@ from sqloss_nc.config import ConfigError, epoch_schedule, expand_sweep, load_con
 
 
 def test_defaults_are_the_papers_section7_setting():
-    c = load_config(None)
+    c = load_config(None, ["data.source=folder"])
     assert c.data.classes == [1, 2] and c.data.train_per_class == 5000 and c.data.test_per_class == 1000
+    c = load_config(None)
+    # The shipped sample (the default source) has 300 + 50 images per class: unset counts take all.
+    assert c.data.source == "sample" and c.data.train_per_class is None and c.data.test_per_class is None
     assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.optim.batch_size, c.optim.epochs) == (0.01, 0.9, 0.01, 128, 1000)
     assert c.model.widths == [32, 64, 128] and c.model.normalization == "batchnorm"
 
