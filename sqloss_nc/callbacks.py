@@ -50,14 +50,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend, measures
-from .decomposition import DECOMPOSITION_KEYS, decomposition_accumulator, mse_decomposition
-from .models import feature_extractor, weight_layers
-from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator, class_mean_gram
+from . import backend
+from .engine import measures
+from .engine.collapse import SIGMA_W_KEYS, CollapseResult, measure_collapse
+from .engine.decomposition import DECOMPOSITION_KEYS
+from .models import weight_layers
+from .engine.nc import NC_KEYS
 from .losses import np_accuracy, np_loss
 from .normalization import effective_kernel, rho_mode
 from .rundir import CSVAppender, RunDir, atomic_write_text
-from .spectra import DEFAULT_RANK_TOL, SPECTRA_COLUMNS, alignment, spectra_rows, update_norms
+from .engine.spectra import DEFAULT_RANK_TOL, SPECTRA_COLUMNS, spectra_rows, update_norms
 from .theory import predicted_w_norm_sq
 
 MARGIN_COLUMNS = ["margin_mean", "margin_sq_mean", "margin_std", "margin_min", "margin_p05", "margin_p50", "margin_p95"]
@@ -186,7 +188,7 @@ class Tracker:
         def compiled(model):
             return backend.compile_inference(model, jit_compile=jit_compile)
 
-        self._predict, self._probe, self._features = compiled(network), compiled(probe), compiled(feature_extractor(network))
+        self._predict, self._probe = compiled(network), compiled(probe)
 
     def _batches(self, x):
         for i in range(0, len(x), self.batch_size):
@@ -232,78 +234,45 @@ class Tracker:
         outputs = np.concatenate(scores)
         return outputs[:, 1:] if self.output == "scalar" else outputs  # back from (-f, f) to f
 
-    def collapse(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
-        """Outputs f, the NC metrics of the features, and the per-layer rows (this split's own
-        class means: trace ratio, CDNV, NCC accuracy; alignment)."""
-        outputs, nc, layers, _ = self._collapse(x, y)
-        return outputs, nc, layers
+    def _source(self, x, y):
+        """The engine's batch source over one split: (representations, labels, class scores)."""
 
-    def _collapse(self, x, y, train: list | None = None):
-        """(outputs, nc row, layer rows, per-layer accumulators or None if not finite).
+        def batches():
+            for i, reps, f in self._probe_pass(x):
+                yield reps, y[i : i + len(f)], f
 
-        `train`: the train split's accumulators; given, this is the test split, whose NCC
-        accuracy uses the train means (counted in the first pass) and which gets no
-        decomposition and no alignment."""
-        C, feat = self.num_classes, self.probe_names.index("features")
-        decompose = self.decompose and train is None
-        # nc1 comes from the second pass (projections on Sigma_B's top directions), so no p x p
-        # scatter matrix is kept unless the decomposition needs the second moment.
-        accs = [NCAccumulator(C, full=False) for _ in self.probe_names]
-        if decompose:
-            accs[feat] = decomposition_accumulator(C, k=self._dec_k)
-        counters = [a.ncc() for a in train] if train is not None else None
-        scores, finite = [], True
-        for i, reps, f in self._probe_pass(x):
-            scores.append(f)
-            # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
-            finite = finite and all(bool(np.isfinite(r).all()) for r in reps)
-            if finite:
-                yb = y[i : i + len(f)]
-                for j, (acc, rep) in enumerate(zip(accs, reps)):
-                    acc.update(rep, yb, f if j == feat else None)
-                    if counters is not None:
-                        counters[j].update(rep, yb)
-        outputs = self._outputs(scores)
-        if not finite:
-            nan = float("nan")
-            nc = dict.fromkeys((*NC_KEYS, "w_norm_sq_eq34", *(DECOMPOSITION_KEYS if train is None else ())), nan)
-            rows = [{"layer": n, "measure": k, "value": nan} for n in self.probe_names for k in (*FEATURE_COLLAPSE_KEYS, "ncc_accuracy")]
-            if train is None:
-                rows += [{"layer": n, "measure": "alignment", "value": nan} for n in self.probe_names[:-1]]
-            return outputs, nc, rows, None
-        if train is None:
-            # Second pass over all representations: NC4 and NC1 of the features, and every
-            # layer's NCC accuracy against the final train means.
-            counters = [a.ncc() for a in accs]
+        return batches
 
-            def second():
-                for i, reps, f in self._probe_pass(x):
-                    yb = y[i : i + len(f)]
-                    for counter, rep in zip(counters, reps):
-                        counter.update(rep, yb)
-                    yield reps[feat], yb, f
-
-            accs[feat].nc4_pass(second())
-        else:
-            accs[feat].nc4_pass(
-                (h, y[i : i + len(xb)], self._class_scores(f)) for i, xb in self._batches(x) for h, f in [self._features(xb)]
-            )
+    def collapse(self, x: np.ndarray, y: np.ndarray, test=None) -> CollapseResult:
+        """The engine's fused two-pass measurement of every probed layer on (x, y) (and the test
+        split (x_test, y_test) against the train means), with this run's classifier, loss and
+        weight decay; `eps_gap` and `w_norm_sq_eq34` in this loss' units (module docstring)."""
         # A scalar head has one row, not C: the classifier-geometry metrics do not apply (NaN).
         w = np.asarray(self._classifier.kernel).T if self.output == "onehot" else None
-        nc = accs[feat].finalize(classifier_weights=w)
-        self._scale_to_target(nc)
-        if train is None:
-            nc.update(self._decomposition(accs[feat], w))
-        rows = []
-        for j, name in enumerate(self.probe_names):
-            res = nc if name == "features" else accs[j].finalize()
-            rows += [{"layer": name, "measure": k, "value": res[k]} for k in FEATURE_COLLAPSE_KEYS]
-            rows.append({"layer": name, "measure": "ncc_accuracy", "value": counters[j].accuracy})
-            if train is None and name in self._next_layer:
-                nxt = self._next_layer[name]
-                value = alignment(accs[j].means, np.asarray(effective_kernel(nxt))) if nxt is not None else float("nan")
-                rows.append({"layer": name, "measure": "alignment", "value": value})
-        return outputs, nc, rows, accs
+        bias = None if self._classifier_bias is None else np.asarray(self._classifier_bias)
+        out = measure_collapse(
+            self._source(x, y),
+            self.num_classes,
+            self.probe_names,
+            test=None if test is None else self._source(*test),
+            features="features",
+            classifier_weights=w,
+            classifier_bias=bias,
+            weight_decay=self.weight_decay if self._kernel_decayed else 0.0,
+            decay_bias=self._bias_decayed,
+            loss_k=self._dec_k,
+            loss_M=self._dec_M,
+            decomposition=self.decompose,
+            next_kernels={n: (None if nxt is None else np.asarray(effective_kernel(nxt))) for n, nxt in self._next_layer.items()},
+            nc_test=self.nc_test,
+        )
+        self._scale_to_target(out.nc)
+        if self.nc_test:
+            test_nc = {k[len("test_") :]: v for k, v in out.nc.items() if k.startswith("test_")}
+            if test_nc:
+                self._scale_to_target(test_nc)
+                out.nc.update({f"test_{k}": v for k, v in test_nc.items()})
+        return out
 
     def _scale_to_target(self, nc: dict) -> None:
         """`eps_gap` relative to the target M and Eq. 34 for this loss (module docstring)."""
@@ -315,42 +284,14 @@ class Tracker:
         else:
             nc["w_norm_sq_eq34"] = float("nan")
 
-    def _decomposition(self, stats, w) -> dict:
-        if not self.decompose:
-            return dict.fromkeys(DECOMPOSITION_KEYS, float("nan"))
-        bias = None if self._classifier_bias is None else np.asarray(self._classifier_bias)
-        lam = self.weight_decay if self._kernel_decayed else 0.0
-        return mse_decomposition(stats, w, lam, bias=bias, decay_bias=self._bias_decayed, k=self._dec_k, M=self._dec_M)
-
-    def _ncc_pass(self, x, y, train: list | None):
-        """Test outputs and the test split's NCC accuracy rows (train means), one probe pass."""
-        if train is None:  # the train pass diverged
-            return self.predict(x), [{"layer": n, "measure": "ncc_accuracy", "value": float("nan")} for n in self.probe_names]
-        counters = [a.ncc() for a in train]
-        scores = []
-        for i, reps, f in self._probe_pass(x):
-            scores.append(f)
-            for counter, rep in zip(counters, reps):
-                counter.update(rep, y[i : i + len(f)])
-        rows = [{"layer": n, "measure": "ncc_accuracy", "value": c.accuracy} for n, c in zip(self.probe_names, counters)]
-        return self._outputs(scores), rows
-
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
         d = self.data
         nc_row, layer_rows, gram_rows = None, [], []
         if nc:
-            f_train, nc_row, layer_rows, train_accs = self._collapse(d.x_train, d.y_train)
-            for r in layer_rows:
-                r["split"] = "train"
-            gram_rows += self._gram_rows("train", train_accs)
-            if self.nc_test and train_accs is not None:
-                f_test, nc_test, test_layers, test_accs = self._collapse(d.x_test, d.y_test, train=train_accs)
-                nc_row.update({f"test_{k}": v for k, v in nc_test.items()})
-                gram_rows += self._gram_rows("test", test_accs)
-            else:
-                f_test, test_layers = self._ncc_pass(d.x_test, d.y_test, train_accs)
-            layer_rows += [dict(r, split="test") for r in test_layers]
+            out = self.collapse(d.x_train, d.y_train, test=(d.x_test, d.y_test))
+            f_train, f_test = self._outputs([out.scores["train"]]), self._outputs([out.scores["test"]])
+            nc_row, layer_rows, gram_rows = out.nc, out.layers, out.gram
         else:
             f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
         norms = self.norms()
@@ -370,18 +311,10 @@ class Tracker:
         }
         return Measurement(row, m, nc_row, layer_rows, gram_rows)
 
-    def _gram_rows(self, split: str, accs) -> list[dict]:
-        """`class_gram.csv` rows: the Gram matrix of the features' normalized centred class means
-        (`nc.class_mean_gram`), none for a diverged network."""
-        if accs is None:
-            return []
-        g = class_mean_gram(accs[self.probe_names.index("features")].means)
-        return [{"split": split, "i": i, "j": j, "value": float(g[i, j])} for i in range(len(g)) for j in range(len(g))]
-
     def nc_columns(self) -> list[str]:
         keys = list(NC_KEYS) + ["w_norm_sq_eq34"]
-        # The decomposition (train split) comes last, so older columns keep their place.
-        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else []) + list(DECOMPOSITION_KEYS)
+        # The decomposition (train split) comes last, so older columns keep their place; then ||Σ_W||_F.
+        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else []) + list(DECOMPOSITION_KEYS) + list(SIGMA_W_KEYS)
 
 
 SPECTRA_CSV = "spectra.csv"

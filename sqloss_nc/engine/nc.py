@@ -28,10 +28,9 @@ Conventions
   the rounding floor of :func:`rounding_floor`. Coinciding or collinear class means (or classes
   whose features are all dead) leave singular values at rounding level, not exactly 0, and
   dividing by their squares gave nc1 ~ 1e27-1e30. The floor is relative (scale-invariant: the
-  features times 1e-6 give the same decision) but relative to the magnitude of the *samples*, not
-  to s_max: the class means are only known to the input's rounding unit u times the size of the
-  summed vectors, so with a large common offset (ReLU features) an s_max-relative floor would let
-  rounding noise of the offset through. Its derivation is in :func:`rounding_floor`.
+  features times 1e-6 give the same decision): the features' rounding unit u times the size of
+  the *centred* means (SPEC §12: a common offset does not raise it), plus float64 accumulation
+  error relative to the samples' size. Its derivation is in :func:`rounding_floor`.
 * Only those C-1 quadratic forms of Sigma_W enter ``nc1``, so when the second pass (the one
   ``nc4`` needs anyway) also sees the labels, it accumulates
   v_i^T Sigma_W v_i = (1/N) sum_n ((h_n - mu_{y_n}) . v_i)^2 directly, against the final class
@@ -78,6 +77,7 @@ __all__ = [
     "FEATURE_COLLAPSE_KEYS",
     "NCAccumulator",
     "NCCAccuracy",
+    "WithinClassCovariance",
     "nearest_class_mean",
     "rounding_floor",
     "ROUNDING_FACTOR",
@@ -194,44 +194,51 @@ def _rounding_unit(dtype) -> float:
     return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else _EPS64
 
 
-def rounding_floor(num_classes: int, feature_dim: int, scale: float, s_max: float, input_eps: float = _EPS64) -> float:
+def rounding_floor(num_classes: int, feature_dim: int, s_max: float, input_eps: float = _EPS64, sample_scale: float = 0.0) -> float:
     """Singular values of M = [mu_c - mu_G] (C x p) at or below this value are rounding noise.
 
-    Derivation. Each input vector is known to its dtype's unit roundoff u componentwise, so
-    ||dh|| <= u ||h||; a class mean (an average of such vectors, summed in float64) is then off
-    by at most ~u times the largest sample norm, here ``scale``. Centring on mu_G at most doubles
-    that, so ||dM||_2 <= ||dM||_F <= 2 sqrt(C) u scale, and by Weyl's inequality every singular
-    value of M moves by at most that much. The SVD itself adds a backward error of
-    max(C, p) eps64 s_max (numpy's ``matrix_rank`` convention). The floor is the sum, the first
-    term times :data:`ROUNDING_FACTOR` (64) to cover the float64 accumulation over many batches
-    and rounding upstream of the features (a network's float32 dot products err by more than one
-    u). Measured on 60 random rank-deficient cases (float32 and float64 inputs, 1 to N rows per
-    batch, offsets 1e-3 to 1e3) the rounding-level singular value reached at most 0.7 of the
-    unscaled bound with float64 inputs (the float64 accumulation is then the whole error) and
-    0.013 with float32 ones, i.e. 1/90 and 1/5000 of the floor.
+    SPEC §12: a direction counts as resolved when its singular value exceeds what rounding of the
+    *centred* class means can produce; a common offset of the features must not raise the part
+    of the floor that comes from the features' own precision. Three terms:
 
-    Both terms scale with the data, so the decision is relative: multiplying all features by a
-    constant does not change it. For float32 features at C = 10 the floor is ~5e-5 times the
-    sample norm; a genuine class-mean direction that small is unresolvable in float32 anyway.
+    * the features' precision, relative to the centred means: M known to the input's unit
+      roundoff u, ||dM||_2 <= ||dM||_F <= 2 sqrt(C) u ||M||_2 (centring at most doubles a
+      row's error), and by Weyl's inequality every singular value moves by at most that much;
+    * our float64 accumulation, relative to the summed vectors (``sample_scale``, offset
+      included): each class mean is a float64 sum of vectors of that size, off by ~eps64 times
+      it, which a common offset of 1e4 over unit spreads makes visible (2e-12) and which a
+      floor relative to M alone would let through;
+    * the SVD's own backward error, max(C, p) eps64 s_max (numpy's ``matrix_rank`` convention).
+
+    The first two are scaled by :data:`ROUNDING_FACTOR` (64) to cover rounding upstream of the
+    features (a network's float32 dot products err by more than one u) and many batches.
+
+    Why not relative to the samples (the floor of the previous release): with float32
+    features, u times a sample norm of 10 times 64 is 1.5e-4, so class means spread by 1e-4
+    around a common offset of norm 10 (early epochs of a BatchNorm/ReLU net) were declared
+    rank-deficient although float32 resolves them to ~1e-7 (issue 18: nc1 NaN where the float64
+    value is 9.2664). Two classes whose features coincide up to float32 rounding still fall
+    below this floor: their means differ by ~u ||h|| / sqrt(n), far below 128 sqrt(C) u ||M||.
 
     Args:
         num_classes: C.
         feature_dim: p.
-        scale: the largest norm of the summed vectors, e.g. max_c of the RMS norm of class c's
-            samples (what :class:`NCAccumulator` uses), or max_c ||mu_c|| when only the means
-            are known.
-        s_max: the largest singular value of M.
+        s_max: the largest singular value of M (the centred means' size).
         input_eps: unit roundoff u of the features' dtype (float32: 1.19e-7).
+        sample_scale: the largest norm of the vectors summed into the means, e.g. the largest
+            RMS norm of a class's samples (what :class:`NCAccumulator` uses), or max_c ||mu_c||
+            when only the means are known.
 
     Returns:
         float: the absolute threshold; a singular value s is significant iff s > floor.
 
     Example:
-        >>> rounding_floor(10, 512, scale=3.0, s_max=1.0, input_eps=np.finfo(np.float32).eps) < 1e-3
+        >>> rounding_floor(10, 512, s_max=1.0, input_eps=np.finfo(np.float32).eps, sample_scale=3.0) < 1e-4
         True
     """
     C, p = int(num_classes), int(feature_dim)
-    return float(ROUNDING_FACTOR * 2.0 * np.sqrt(C) * input_eps * scale + max(C, p) * _EPS64 * s_max)
+    precision = 2.0 * np.sqrt(C) * (input_eps * s_max + _EPS64 * sample_scale)
+    return float(ROUNDING_FACTOR * precision + max(C, p) * _EPS64 * s_max)
 
 
 def nearest_class_mean(features, class_means, present=None) -> np.ndarray:
@@ -310,6 +317,48 @@ class NCCAccuracy:
     def accuracy(self) -> float:
         """correct / seen; NaN before any sample."""
         return self.correct / self.seen if self.seen else float("nan")
+
+
+class WithinClassCovariance:
+    """Streaming within-class covariance about fixed class means, for ``sigma_w_fro`` (SPEC §12).
+
+    Sigma_W = (1/N) sum_n (h_n - mu_{y_n})(h_n - mu_{y_n})^T, float64, p x p memory, with the class
+    means given (the train means: for the train split after pass 1, so no cancellation is left;
+    for the test split, test samples about the *train* means, as in the stored results of
+    tding1/Neural-Collapse). :attr:`frobenius` is ||Sigma_W||_F.
+
+    Args:
+        class_means: (C, p) class means (copied).
+
+    Example:
+        >>> cov = WithinClassCovariance(np.zeros((2, 2)))
+        >>> cov.update(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0, 1]))
+        >>> cov.frobenius
+        1.0
+    """
+
+    def __init__(self, class_means):
+        self.class_means = np.array(class_means, dtype=np.float64)
+        if self.class_means.ndim != 2:
+            raise ValueError(f"class_means must be (C, p); got shape {self.class_means.shape}")
+        p = self.class_means.shape[1]
+        self.scatter = np.zeros((p, p))
+        self.seen = 0
+
+    def update(self, features, labels) -> None:
+        """Add one batch: (b, p) features (flattened per sample) and (b,) labels in [0, C)."""
+        h = _as_features(features)
+        y = _as_labels(labels, self.class_means.shape[0], h.shape[0])
+        if h.shape[0] == 0:
+            return
+        centred = h - self.class_means[y]
+        self.scatter += centred.T @ centred
+        self.seen += h.shape[0]
+
+    @property
+    def frobenius(self) -> float:
+        """||Sigma_W||_F; NaN before any sample."""
+        return float(np.linalg.norm(self.scatter / self.seen)) if self.seen else float("nan")
 
 
 class NCAccumulator:
@@ -551,7 +600,7 @@ class NCAccumulator:
             k = min(self.num_classes - 1, self.feature_dim)
             # The largest RMS norm of a class's samples bounds the vectors summed into the means.
             rms = np.sqrt(np.max(np.einsum("ij,ij->i", self.means, self.means) + self.ss / self.counts))
-            floor = rounding_floor(self.num_classes, self.feature_dim, rms, s[0], self.input_eps)
+            floor = rounding_floor(self.num_classes, self.feature_dim, s[0], self.input_eps, sample_scale=rms)
             self._directions = (s[:k] ** 2 / self.num_classes, vt[:k], int(np.count_nonzero(s[:k] > floor)))
         return self._directions
 
@@ -601,6 +650,13 @@ class NCAccumulator:
         return NCCAccuracy(self.means, present=self.counts > 0)
 
     # ----------------------------------------------------------------- results
+    def sigma_w_fro(self) -> float:
+        """||Sigma_W||_F from the pooled within-class scatter (``full=True``), NaN otherwise
+        (then :class:`WithinClassCovariance` in a second pass gives it)."""
+        if not self.full or self.num_samples == 0:
+            return float("nan")
+        return float(np.linalg.norm(self.scatter / self.num_samples))
+
     def finalize(self, classifier_weights=None) -> dict:
         """Compute all measures; keys are :data:`NC_KEYS`, values Python floats (NaN if n/a).
 

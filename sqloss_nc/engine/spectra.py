@@ -248,6 +248,37 @@ def alignment(class_means, next_kernel, input_eps: float = _EPS32) -> float:
         >>> round(alignment(means, np.array([[1.0], [0.0], [0.0]])), 12)   # W = e1^T: aligned
         1.0
     """
+    return _alignment(class_means, next_kernel, input_eps, centred=True)
+
+
+def alignment_uncentred(class_means, next_kernel, input_eps: float = _EPS32) -> float:
+    """Alignment as Intermediate_Neural_Collapse (Rangamani et al. 2023) computes it: the sum of
+    the cosines of the principal angles between the span of the *uncentred* class means (C
+    directions) and the span of the top C right singular vectors of the next layer's weight,
+    divided by C (SPEC §12). It differs from :func:`alignment` (centred means, rank <= C - 1,
+    mean over the resolved angles) by the global-mean direction and the normalization; a span
+    with fewer than C resolved directions contributes fewer cosines to the sum.
+
+    Args:
+        class_means: (C, p_l) class means of representation l (flattened per class).
+        next_kernel: the next layer's Dense kernel (p_l, out).
+        input_eps: unit roundoff of the features the means came from (rank decision).
+
+    Returns:
+        float in [0, 1]; NaN where :func:`alignment` is undefined.
+
+    Example:
+        >>> means = np.array([[1.0, 0, 0], [0.0, 1.0, 0]])
+        >>> round(alignment_uncentred(means, np.eye(3)[:, :2]), 12)
+        1.0
+    """
+    return _alignment(class_means, next_kernel, input_eps, centred=False)
+
+
+def _alignment(class_means, next_kernel, input_eps: float, centred: bool) -> float:
+    """The principal cosines of both alignment definitions: span(M) at its numerical rank
+    against the top min(C, out) right singular vectors of W_{l+1}; their mean (centred, SPEC
+    §10) or their sum / C (uncentred, Intermediate_Neural_Collapse)."""
     means = np.asarray(class_means, dtype=np.float64)
     means = means.reshape(means.shape[0], -1)
     C, p = means.shape
@@ -255,13 +286,14 @@ def alignment(class_means, next_kernel, input_eps: float = _EPS32) -> float:
     if k.ndim != 2 or k.shape[0] != p:
         return float("nan")
     w = weight_matrix(k)  # (out, p)
-    m = (means - means.mean(axis=0)).T  # (p, C) centred class means
+    m = (means - means.mean(axis=0)).T if centred else means.T  # (p, C)
     s_m = np.linalg.svd(m, compute_uv=False)
     scale = float(np.max(np.linalg.norm(means, axis=1)))
-    basis_m = _orthonormal_basis(m, rounding_floor(C, p, scale, s_m[0], input_eps))
+    basis_m = _orthonormal_basis(m, rounding_floor(C, p, s_m[0], input_eps, sample_scale=scale))
     _, s_w, vt = np.linalg.svd(w, full_matrices=False)
     if basis_m.shape[1] == 0 or s_w[0] == 0:
         return float("nan")
     q = min(C, len(s_w))
     top = vt[:q][s_w[:q] > 0].T  # (p, q) top right singular vectors (null directions dropped)
-    return float(np.mean(_cosines(basis_m, top)))
+    cos = _cosines(basis_m, top)
+    return float(np.mean(cos)) if centred else float(np.sum(cos) / C)

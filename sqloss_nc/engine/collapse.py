@@ -1,0 +1,284 @@
+"""The fused two-pass collapse measurement over many layers at once (SPEC §5, §9, §10, §12).
+
+One call measures every probed representation of a network on a split, streaming, in float64:
+
+* **pass 1** over the training split: per layer, class counts and class means (Chan-merged),
+  within-class sums of squares (trace ratio, CDNV), and for the feature layer the logits
+  (``eps_gap``) and, with the decomposition, the p x p second moment;
+* **pass 2** over the training split, against the final class means: every layer's NCC accuracy,
+  and for the feature layer NC4, the C−1 projected quadratic forms that give NC1 (no p x p matrix
+  unless the decomposition keeps one) and, without the decomposition's scatter, Σ_W for
+  ``sigma_w_fro``;
+* the **test** split, against the *train* means: NCC accuracy per layer and ``sigma_w_fro_test``
+  (one pass); with ``nc_test`` also the test split's own NC metrics (``test_*``: a pass for its
+  means and one for NC1/NC4).
+
+Memory is O(C·p) per layer plus O(p²) for the feature layer (``sigma_w_fro``, the decomposition),
+never N × p. A batch source is a callable returning a fresh iterator of ``(reps, labels, scores)``:
+``reps`` one array per layer in ``layers`` order (anything with ``__array__``; conv maps are
+flattened per sample unless pooled first with :func:`pool_representation`), ``labels`` (b,) ints,
+``scores`` (b, C) class scores (the network's outputs; None: ``nc4`` and ``eps_gap`` are NaN).
+
+A non-finite representation (a diverged network) makes every collapse value of that split NaN
+instead of raising in an SVD.
+
+Example:
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> h = rng.normal(size=(90, 5)) + np.repeat(np.eye(3, 5) * 5, 30, axis=0)
+>>> y = np.repeat(np.arange(3), 30)
+>>> batches = lambda: ((
+...     [h[i:i + 32]], y[i:i + 32], h[i:i + 32, :3]) for i in range(0, 90, 32))
+>>> r = measure_collapse(batches, 3, ["features"], features="features", decomposition=False)
+>>> sorted({row["measure"] for row in r.layers})
+['cdnv', 'ncc_accuracy', 'trace_ratio']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .decomposition import DECOMPOSITION_KEYS, decomposition_accumulator, mse_decomposition
+from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator, WithinClassCovariance, class_mean_gram
+from .spectra import alignment, alignment_uncentred
+
+BatchSource = Callable[[], Iterable]
+
+#: nc.csv keys this driver adds after the NC keys (the train split's; ``test_`` ones with nc_test).
+SIGMA_W_KEYS = ("sigma_w_fro", "sigma_w_fro_test")
+#: The per-layer alignment measures of nc_layers.csv (train split, hidden layers).
+ALIGNMENT_KEYS = ("alignment", "alignment_uncentred")
+
+POOLINGS = ("flatten", "avg")
+
+
+def pool_representation(x, pool: str = "flatten") -> np.ndarray:
+    """A representation as the (b, p) matrix the measures read (SPEC §12).
+
+    Args:
+        x: (b, ...) activations; (b, H, W, ch) for a conv map (channels last).
+        pool: ``flatten`` (p = H·W·ch, the definition of SPEC §10) or ``avg`` (global average over
+            the spatial axes: p = ch). Rank-2 inputs are returned as they are either way.
+
+    Example:
+        >>> pool_representation(np.ones((2, 4, 4, 3)), "avg").shape
+        (2, 3)
+    """
+    a = np.asarray(x)
+    if pool not in POOLINGS:
+        raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+    if a.ndim <= 2:
+        return a
+    if pool == "avg":
+        return a.mean(axis=tuple(range(1, a.ndim - 1)), dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+@dataclass
+class CollapseResult:
+    """What :func:`measure_collapse` measured.
+
+    Attributes:
+        nc: the nc.csv values without ``epoch`` (NC keys, ``test_*`` with nc_test, the
+            decomposition, ``sigma_w_fro``, ``sigma_w_fro_test``); None without a feature layer.
+        layers: nc_layers.csv rows without ``epoch``: ``split, layer, measure, value``.
+        gram: class_gram.csv rows without ``epoch``: ``split, i, j, value``.
+        class_means: the train class means per layer (None for a diverged split).
+        scores: {"train": (N, C), "test": (N_test, C)} the class scores seen, concatenated.
+    """
+
+    nc: Optional[dict]
+    layers: list = field(default_factory=list)
+    gram: list = field(default_factory=list)
+    class_means: Optional[dict] = None
+    scores: dict = field(default_factory=dict)
+
+
+def _rows(split: str, layer: str, values: Mapping[str, float]) -> list[dict]:
+    return [{"split": split, "layer": layer, "measure": k, "value": v} for k, v in values.items()]
+
+
+def _gram_rows(split: str, means) -> list[dict]:
+    g = class_mean_gram(means)
+    return [{"split": split, "i": i, "j": j, "value": float(g[i, j])} for i in range(len(g)) for j in range(len(g))]
+
+
+def _concat(scores: list) -> Optional[np.ndarray]:
+    return np.concatenate(scores) if scores and scores[0] is not None else None
+
+
+class _Split:
+    """Pass-1 statistics of one split for every layer (the loop shared by train and test)."""
+
+    def __init__(self, num_classes: int, layers: Sequence[str], feat: Optional[int], decompose: bool, loss_k: float):
+        self.accs = [NCAccumulator(num_classes, full=False) for _ in layers]
+        if decompose:
+            self.accs[feat] = decomposition_accumulator(num_classes, k=loss_k)
+        self.feat = feat
+        self.finite = True
+        self.scores: list = []
+
+    def pass1(self, source: BatchSource, also: Callable | None = None) -> None:
+        for reps, labels, scores in source():
+            reps = [np.asarray(r) for r in reps]
+            y = np.asarray(labels)
+            self.scores.append(None if scores is None else np.asarray(scores))
+            # A diverged network has no collapse to measure (and an SVD of NaNs would raise).
+            self.finite = self.finite and all(bool(np.isfinite(r).all()) for r in reps)
+            if self.finite:
+                for j, (acc, rep) in enumerate(zip(self.accs, reps)):
+                    acc.update(rep, y, self.scores[-1] if j == self.feat else None)
+                if also is not None:
+                    also(reps, y)
+
+
+def measure_collapse(
+    train: BatchSource,
+    num_classes: int,
+    layers: Sequence[str],
+    *,
+    test: Optional[BatchSource] = None,
+    features: Optional[str] = None,
+    classifier_weights=None,
+    classifier_bias=None,
+    weight_decay: float = 0.0,
+    decay_bias: bool = False,
+    loss_k: float = 1.0,
+    loss_M: float = 1.0,
+    decomposition: bool = True,
+    next_kernels: Optional[Mapping[str, object]] = None,
+    nc_test: bool = False,
+) -> CollapseResult:
+    """Measure the collapse of every layer in ``layers`` (module docstring: passes, memory).
+
+    Args:
+        train: the training split's batch source (called twice: two passes).
+        num_classes: C.
+        layers: names of the representations, in the order of ``reps`` in every batch.
+        test: the test split's batch source, or None.
+        features: the layer whose NC metrics make the nc.csv row (None: no row).
+        classifier_weights: (C, p) rows w_c of the head acting on ``features`` (a Dense kernel's
+            transpose), or None (weight measures NaN, no decomposition).
+        classifier_bias: (C,) bias of that head, or None.
+        weight_decay: λ on the classifier, for the decomposition.
+        decay_bias: whether the bias is in the decomposition's penalty.
+        loss_k, loss_M: the decomposition's loss (rescaled square loss; 1, 1 = plain).
+        decomposition: add the MSE decomposition (needs ``classifier_weights``).
+        next_kernels: layer -> the kernel of the next weight layer (or None) for the alignment
+            rows of that layer; layers not in it get no alignment rows.
+        nc_test: measure the test split's own NC metrics too (``test_*``).
+
+    Returns:
+        :class:`CollapseResult`.
+    """
+    layers = list(layers)
+    C = int(num_classes)
+    feat = layers.index(features) if features is not None else None
+    w = None if classifier_weights is None else np.asarray(classifier_weights, dtype=np.float64)
+    decompose = bool(decomposition) and w is not None and feat is not None
+    nan = float("nan")
+    result = CollapseResult(nc=None)
+
+    tr = _Split(C, layers, feat, decompose, loss_k)
+    tr.pass1(train)
+    result.scores["train"] = None
+    if not tr.finite:
+        result.scores["train"] = _concat(tr.scores)
+        if feat is not None:
+            result.nc = dict.fromkeys((*NC_KEYS, *DECOMPOSITION_KEYS, *SIGMA_W_KEYS), nan)
+        result.layers = [r for n in layers for r in _rows("train", n, dict.fromkeys((*FEATURE_COLLAPSE_KEYS, "ncc_accuracy"), nan))]
+        result.layers += [r for n in (next_kernels or {}) for r in _rows("train", n, dict.fromkeys(ALIGNMENT_KEYS, nan))]
+        if test is not None:
+            scores = [None if s is None else np.asarray(s) for _, _, s in test()]
+            result.scores["test"] = _concat(scores)
+            result.layers += [r for n in layers for r in _rows("test", n, {"ncc_accuracy": nan})]
+        return result
+
+    # Pass 2: NCC of every layer against the final train means; NC4, NC1's projections and
+    # (without the decomposition's scatter) Σ_W of the feature layer.
+    counters = [a.ncc() for a in tr.accs]
+    cov = None
+    if feat is not None and not tr.accs[feat].full:
+        cov = WithinClassCovariance(tr.accs[feat].means)
+
+    def second():
+        for reps, labels, scores in train():
+            y = np.asarray(labels)
+            for counter, rep in zip(counters, reps):
+                counter.update(rep, y)
+            if feat is not None:
+                if cov is not None:
+                    cov.update(reps[feat], y)
+                yield reps[feat], y, scores
+
+    if feat is not None:
+        tr.accs[feat].nc4_pass(second())
+    else:
+        for _ in second():
+            pass
+    result.scores["train"] = _concat(tr.scores)
+    result.class_means = {n: a.means.copy() for n, a in zip(layers, tr.accs)}
+
+    nc = None
+    if feat is not None:
+        nc = tr.accs[feat].finalize(classifier_weights=w)
+        nc.update(dict.fromkeys(DECOMPOSITION_KEYS, nan))
+        if decompose:
+            bias = None if classifier_bias is None else np.asarray(classifier_bias, dtype=np.float64)
+            nc.update(mse_decomposition(tr.accs[feat], w, weight_decay, bias=bias, decay_bias=decay_bias, k=loss_k, M=loss_M))
+        nc["sigma_w_fro"] = cov.frobenius if cov is not None else tr.accs[feat].sigma_w_fro()
+        nc["sigma_w_fro_test"] = nan
+        result.gram += _gram_rows("train", tr.accs[feat].means)
+    for j, name in enumerate(layers):
+        res = nc if j == feat else tr.accs[j].finalize()
+        result.layers += _rows("train", name, {k: res[k] for k in FEATURE_COLLAPSE_KEYS})
+        result.layers += _rows("train", name, {"ncc_accuracy": counters[j].accuracy})
+        if next_kernels is not None and name in next_kernels:
+            kernel = next_kernels[name]
+            values = dict.fromkeys(ALIGNMENT_KEYS, nan)
+            if kernel is not None:
+                kernel = np.asarray(kernel)
+                values = {"alignment": alignment(tr.accs[j].means, kernel), "alignment_uncentred": alignment_uncentred(tr.accs[j].means, kernel)}
+            result.layers += _rows("train", name, values)
+
+    if test is not None:
+        test_counters = [a.ncc() for a in tr.accs]
+        test_cov = WithinClassCovariance(tr.accs[feat].means) if feat is not None else None
+
+        def against_train(reps, y):
+            for counter, rep in zip(test_counters, reps):
+                counter.update(rep, y)
+            if test_cov is not None:
+                test_cov.update(reps[feat], y)
+
+        te = _Split(C, layers, feat, False, loss_k)
+        if nc_test:
+            te.pass1(test, also=against_train)
+        else:
+            # Only the train means are needed: one pass, no per-layer test statistics.
+            for reps, labels, scores in test():
+                te.scores.append(None if scores is None else np.asarray(scores))
+                against_train([np.asarray(r) for r in reps], np.asarray(labels))
+        result.scores["test"] = _concat(te.scores)
+        if nc is not None:
+            nc["sigma_w_fro_test"] = test_cov.frobenius
+        per_layer = [{} for _ in layers]  # the test split's own measures (nc_test)
+        if nc_test and feat is not None:
+            if te.finite:
+                te.accs[feat].nc4_pass((reps[feat], labels, scores) for reps, labels, scores in test())
+                nc_te = te.accs[feat].finalize(classifier_weights=w)
+                per_layer = [{k: (nc_te if j == feat else te.accs[j].finalize())[k] for k in FEATURE_COLLAPSE_KEYS} for j in range(len(layers))]
+                result.gram += _gram_rows("test", te.accs[feat].means)
+            else:
+                nc_te = dict.fromkeys(NC_KEYS, nan)
+                per_layer = [dict.fromkeys(FEATURE_COLLAPSE_KEYS, nan) for _ in layers]
+            nc.update({f"test_{k}": v for k, v in nc_te.items()})
+        for name, values, counter in zip(layers, per_layer, test_counters):
+            ncc = counter.accuracy if te.finite else nan
+            result.layers += _rows("test", name, {**values, "ncc_accuracy": ncc})
+    result.nc = nc
+    return result

@@ -1,0 +1,8 @@
+"""Moved to :mod:`sqloss_nc.engine.measures` (the Keras-free measurement engine); this import path
+keeps working for existing scripts and is the very same module object."""
+
+import sys
+
+from .engine import measures as _module
+
+sys.modules[__name__] = _module
