@@ -1,6 +1,6 @@
-"""`sqnc analyze OUT`, `sqnc figures [OUT]` and `sqnc tensorboard OUT`: thin wrappers over
-`sqloss_nc.analysis`, `sqloss_nc.figures` and `sqloss_nc.tensorboard` (parse, call the library,
-print).
+"""`sqnc analyze OUT`, `sqnc figures [OUT]`, `sqnc tensorboard OUT` and `sqnc report OUT`: thin
+wrappers over `sqloss_nc.analysis`, `sqloss_nc.figures`, `sqloss_nc.tensorboard` and
+`sqloss_nc.report` (parse, call the library, print).
 
 Wire them into an app with `register(app)`:
 
@@ -106,8 +106,30 @@ def tensorboard_command(
     console.print(f"next: tensorboard --logdir {escape(str(export.logdir))}", highlight=False, soft_wrap=True)
 
 
+def report_command(
+    out: Path = typer.Argument(..., help="Output root of `sqnc run` (holds <experiment>/<run_id>/ folders)."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Do not draw missing or stale figures (the report links what is there)."),
+) -> None:
+    """Judge every claim from OUT's runs (runs `analyze` first when its tables are missing or stale) into OUT/report/claims.md and claims.html."""
+    from sqloss_nc.errors import UserError
+    from sqloss_nc.report import claims_table, make_report
+
+    try:
+        rep = make_report(out, figures=not no_figures)
+    except UserError as err:
+        _fail(str(err), 2)
+    except OSError as err:
+        _fail(f"{type(err).__name__}: {err}", 1)
+    if rep.analyzed:
+        console.print(f"ran sqnc analyze {out} (its tables were missing or older than the runs)", highlight=False, soft_wrap=True)
+    for msg in rep.messages:
+        console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
+    console.print(claims_table(rep))
+    console.print(f"wrote {', '.join(escape(str(p)) for p in rep.files.values())}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `analyze`, `figures` and `tensorboard` commands to a Typer app.
+    """Add the `analyze`, `figures`, `tensorboard` and `report` commands to a Typer app.
 
     Args:
         app: the `sqnc` Typer app (or any Typer app, e.g. a fresh one in tests).
@@ -118,3 +140,4 @@ def register(app: typer.Typer) -> None:
     app.command("analyze")(analyze_command)
     app.command("figures")(figures_command)
     app.command("tensorboard")(tensorboard_command)
+    app.command("report")(report_command)
