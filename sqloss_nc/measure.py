@@ -525,11 +525,6 @@ def measure(
     r.nc["nc1"], r.info["layers"]
     ```
     """
-    from .data import load_dataset
-    from .engine import measure_collapse, spectra_rows
-    from .models import weight_layers
-    from .normalization import effective_kernel
-
     t0 = time.perf_counter()
     if pool not in POOLS:
         raise MeasureError(f"--pool: {pool!r} is not one of {', '.join(POOLS)}")
@@ -545,6 +540,11 @@ def measure(
     if not _is_preset_name(str(model)) and not Path(str(model)).expanduser().exists():
         raise MeasureError(f"MODEL: {model} does not exist")
     cfg, config_source = _resolve_config(model, data_config, overrides)
+    from .data import load_dataset
+    from .engine import measure_collapse, spectra_rows
+    from .models import weight_layers
+    from .normalization import effective_kernel
+
     m = load_network(model)
     num_classes = len(cfg.data.classes)
     plan = _plan(m, layers, feature_layer, classifier_layer, pool, num_classes)
