@@ -13,7 +13,7 @@ What goes where (all under `OUT/analysis/`, each written atomically):
 
 | table | one row per | columns |
 |---|---|---|
-| `runs.csv` | run (all runs, whatever their state) | experiment, run_id, path, setting, seed, the flattened config (`model.init_scale`, ...), state, status_epoch, reason, wall_time_s, n_train, n_test, label_noise_realised, last_epoch, the last metrics row (`train_loss`, `rho`, ...), nc_epoch and the last nc row (`nc1`, ...), aggregated (bool) |
+| `runs.csv` | run (all runs, whatever their state) | experiment, run_id, path, setting, seed, the flattened config (`model.init_scale`, ...), state, status_epoch, reason, wall_time_s, n_train, n_test, label_noise_realised, class_names (JSON list, index = label), last_epoch, the last metrics row (`train_loss`, `rho`, ...), nc_epoch and the last nc row (`nc1`, ...), aggregated (bool) |
 | `summary.csv` | setting (experiment + every config key but `seed`) | experiment, setting, n_seeds, seeds, the config, epochs_min, epochs_max, `<metric>_mean`, `<metric>_std` of the final values |
 | `epochs.csv` | setting x epoch | experiment, setting, epoch, n_runs, `<metric>_mean`, `<metric>_std` of `metrics.csv` |
 | `nc_epochs.csv` | setting x NC epoch | the same for `nc.csv` |
@@ -882,6 +882,8 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
                 "n_train": data.get("n_train"),
                 "n_test": data.get("n_test"),
                 "label_noise_realised": data.get("label_noise_realised"),
+                # Class index -> name (status.json), so figures can name classes, not 0..C-1.
+                "class_names": json.dumps([str(c) for c in data["class_names"]]) if isinstance(data.get("class_names"), list) else None,
                 "aggregated": r.aggregated,
             }
         )

@@ -86,6 +86,10 @@ PAPER_CONFIGS = {
 }
 MAX_PER_KIND = 6  # figures of one kind per experiment at most (one per combination of other keys)
 MEANS_COLOR, WEIGHTS_COLOR = "tab:red", "tab:blue"  # the paper's Fig. 6 colours
+# Axis labels in matplotlib's mathtext, so that subscripts and norms render instead of showing
+# raw underscores.
+NC1_TEX = r"$\mathrm{Tr}(\Sigma_W \Sigma_B^{+})/C$"
+GRAM_DIST_TEX = r"$\|G - G_\mathrm{ETF}\|_F\ /\ \|G_\mathrm{ETF}\|_F$"
 
 
 class MissingAnalysisError(UserError):
@@ -129,6 +133,7 @@ class Tables:
     rank_final: pd.DataFrame = field(default_factory=pd.DataFrame)
     update_norms: pd.DataFrame = field(default_factory=pd.DataFrame)
     class_gram_final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_tables(out: Path) -> Tables:
@@ -174,6 +179,7 @@ def load_tables(out: Path) -> Tables:
         rank_final=read("rank_final.csv"),
         update_norms=read("update_norms.csv"),
         class_gram_final=read("class_gram_final.csv"),
+        runs=read("runs.csv"),
     )
 
 
@@ -279,13 +285,54 @@ def _band(ax, x, m, s, label=None, color=None, log_y=False, **kw):
     return line
 
 
-def _epoch_axis(ax, max_epoch: float, log: bool = True, label: str = "epoch") -> None:
+def epoch_ticks(max_epoch: float, min_epoch: float = 0.0) -> list[int]:
+    """Labelled ticks of a symlog epoch axis (or colour bar) from `min_epoch` to `max_epoch`.
+
+    Matplotlib's own symlog ticks are the powers of ten, so a run of 3 to 9 epochs gets the
+    labels `0` and `10⁰` only. These are every integer up to 5 epochs, then 1, 2, 5 per decade
+    (1 per decade beyond 4 decades, where 1-2-5 would crowd the axis) and the last epoch.
+
+    Args:
+        max_epoch: the axis' upper end (at least 1 is assumed).
+        min_epoch: the lower end (0 = the initialization).
+
+    Returns:
+        Increasing integer epochs within [min_epoch, max_epoch].
+
+    Example: `epoch_ticks(3)` is `[0, 1, 2, 3]`; `epoch_ticks(8)` is `[0, 1, 2, 5, 8]`;
+    `epoch_ticks(300)` is `[0, 1, 2, 5, 10, 20, 50, 100, 200, 300]`.
+    """
+    top = max(float(max_epoch), 1.0)
+    if top <= 5:
+        ticks = list(range(int(math.floor(top)) + 1))
+    else:
+        mults = (1, 2, 5) if math.log10(top) <= 4 else (1,)
+        ticks = [0] + [m * 10**k for k in range(int(math.log10(top)) + 1) for m in mults if m * 10**k <= top]
+        end = int(math.floor(top))
+        if math.log10(end / ticks[-1]) > 0.15:  # the last epoch, unless it would touch the last tick
+            ticks.append(end)
+    return [t for t in ticks if t >= min_epoch - 1e-9]
+
+
+def _int_label(v, _pos=None) -> str:
+    return f"{v:,.0f}" if abs(v - round(v)) < 1e-9 else f"{v:g}"
+
+
+def _epoch_axis(ax, max_epoch: float, log: bool = True, label: str = "epoch", min_epoch: float = 0.0) -> None:
+    """Epochs on x: symlog (linear on [0, 1], logarithmic beyond, so epoch 0 stays visible)
+    with `epoch_ticks`, or linear with integer ticks; starting at `min_epoch`."""
+    hi = max(max_epoch, min_epoch + 1, 1)
     if log:
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlim(0, max(max_epoch, 1))
-        ax.set_xlabel(f"{label} (log scale; 0 = initialization)")
+        ax.set_xlim(min_epoch, hi)
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(epoch_ticks(hi, min_epoch)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_int_label))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        where = "0 = initialization" if min_epoch == 0 else f"from epoch {min_epoch:g}"
+        ax.set_xlabel(f"{label} (log scale; {where})")
     else:
-        ax.set_xlim(0, max(max_epoch, 1))
+        ax.set_xlim(min_epoch, hi)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(label)
 
 
@@ -297,6 +344,11 @@ def _maybe_log_y(ax, values: list[np.ndarray], ratio: float = 20.0, floor: float
     v = v[np.isfinite(v)]
     if v.size and (v > floor).all() and v.max() / v.min() > ratio:
         ax.set_yscale("log")
+        if v.max() / v.min() < 10**2.5:
+            # Over a decade or two matplotlib labels one or two powers of ten only: label 1, 2, 5.
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _pos: f"{y:g}"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         return True
     return False
 
@@ -326,8 +378,45 @@ def _seeds_note(sub: pd.DataFrame) -> str:
     return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
 
 
+def _listing(settings: list[str]) -> str:
+    """Setting names for a caption: a name that holds ", " itself (`wd=0, loss=square`) is
+    bracketed, so the list reads unambiguously."""
+    return ", ".join(f"[{s}]" if ", " in s else s for s in settings)
+
+
 def _settings_text(fixed: dict) -> str:
     return f" ({_label(fixed)})" if fixed else ""
+
+
+LOSS_NAMES = {
+    "square": "square loss (MSE)",
+    "square_rescaled": "rescaled square loss",
+    "cross_entropy": "cross-entropy loss",
+    "exponential": "exponential loss",
+}
+
+
+def loss_name(settings: pd.DataFrame) -> str:
+    """What the `train_loss` column of these settings measures, for an axis label.
+
+    Args:
+        settings: rows of `summary.csv` (config columns `loss.kind`, `loss.k`, `loss.M`).
+
+    Returns:
+        e.g. "square loss (MSE)", "rescaled square loss (k=1, M=5)", "cross-entropy loss";
+        "loss" when the rows mix kinds or do not say.
+
+    Example: `loss_name(summary[summary["experiment"] == "fig2"])`
+    """
+    kinds = settings["loss.kind"].dropna().astype(str).unique() if "loss.kind" in settings else []
+    if len(kinds) != 1:
+        return "loss"
+    name = LOSS_NAMES.get(kinds[0], f"{kinds[0]} loss")
+    if kinds[0] == "square_rescaled":
+        params = [(p, settings[f"loss.{p}"].dropna().unique()) for p in ("k", "M") if f"loss.{p}" in settings]
+        shown = ", ".join(f"{p}={_fmt(v[0])}" for p, v in params if len(v) == 1)
+        name += f" ({shown})" if shown else ""
+    return name
 
 
 # ----------------------------------------------------------------------------- the figures
@@ -368,7 +457,7 @@ def _fig2(t: Tables, figdir: Path, emit) -> None:
                 for s, lab, color in series:
                     if s:
                         handles.append(_band(ax2, *s[:3], label=lab, color=color, log_y=log2))
-                ax2.set_ylabel("train loss (MSE) / test error")
+                ax2.set_ylabel(f"train {loss_name(sub)} / test error")
                 if not log2:
                     ax2.set_ylim(bottom=0)
                 ax.legend(handles=handles, loc="best", fontsize="small")
@@ -444,58 +533,83 @@ def _fig3(t: Tables, figdir: Path, emit) -> None:
         )
 
 
+MAX_RIDGES = 30  # histograms stacked in one panel at most (evenly spread, the caption says so)
+MAX_PANELS = 8  # settings in one margin-histogram figure; more make further figures
+
+
+def _ridges(ax, h: pd.DataFrame, time: str, times: list) -> None:
+    """The margin histogram of each time point in its own row of one panel (the first at the
+    top), each scaled to its own peak: the early, wide histograms and the late, narrow ones
+    differ in height by orders of magnitude, so one overlaid scale would hide one or the other.
+    Colours run through viridis, the last in yellow as in the paper."""
+    n = len(times)
+    for k, (e, color) in enumerate(zip(times, plt.get_cmap("viridis")(np.linspace(0, 1, n)))):
+        g = h[h[time] == e].sort_values("bin")
+        edges = np.r_[g["left"].to_numpy(float), g["right"].to_numpy(float)[-1]]
+        d = g["density"].to_numpy(float)  # all seeds' samples pooled into one histogram
+        base = n - 1 - k
+        y = base + 0.92 * d / (d.max() if d.max() > 0 else 1.0)
+        ax.stairs(y, edges, baseline=base, fill=True, color=color, alpha=0.75, lw=0)
+        ax.stairs(y, edges, baseline=base, color="0.15", lw=0.7)
+    labelled = _spread(list(range(n)), 16)  # every row up to 16; evenly spread beyond
+    ax.set_yticks([n - 1 - k for k in labelled], [f"{times[k]:g}" for k in labelled])
+    ax.set_ylim(-0.1, n)
+    ax.grid(False, axis="y")
+
+
 def _fig4(t: Tables, figdir: Path, emit, time: str = "epoch", hist: pd.DataFrame | None = None, kind: str = "fig4") -> None:
     hist = t.margins_hist if hist is None else hist
     if hist.empty:
         return
-    for exp, g in t.summary.groupby("experiment", sort=False):
-        pref = _paper_preference(g)
-        for _, r in pref.iterrows():
-            h = hist[(hist["experiment"] == exp) & (hist["setting"] == r["setting"]) & (hist["quantity"] == "normalized")]
-            times = sorted(h[time].unique())
-            if len(times) >= 2:
-                break
-        else:
+    hist = hist[hist["quantity"] == "normalized"]
+    with_rho = kind == "fig5" and not t.steps.empty
+    what = "epochs" if time == "epoch" else "SGD steps"
+    for exp in dict.fromkeys(t.summary["experiment"]):
+        rows = hist[hist["experiment"] == exp]
+        # Every setting with margins is drawn (one panel each); the experiment qualifies when
+        # one of them has histograms at two or more time points.
+        settings = _settings_of(t, exp, rows, k=len(t.summary))
+        if not settings or rows.groupby("setting")[time].nunique().max() < 2:
             continue
-        chosen = _spread(times, 8)
-        with_rho = kind == "fig5" and not t.steps.empty
-        setting = r["setting"]
-        # One row per time point on a shared x axis: the early, wide histograms and the late,
-        # narrow ones differ in height by orders of magnitude, so one overlaid axis would hide
-        # one or the other. Colours run through viridis, the last in yellow as in the paper.
-        n = len(chosen)
-        fig = plt.figure(figsize=(11 if with_rho else 6.5, max(3.2, 0.9 * n + 1.2)))
-        gs = fig.add_gridspec(n, 2 if with_rho else 1, hspace=0.08)
-        colors = plt.get_cmap("viridis")(np.linspace(0, 1, n))
-        axes = []
-        for i, (color, e) in enumerate(zip(colors, chosen)):
-            ax = fig.add_subplot(gs[i, 0], sharex=axes[0] if axes else None)
-            _hist(ax, h[h[time] == e], f"{time} {e}", color)
-            ax.text(0.99, 0.8, f"{time} {e}", transform=ax.transAxes, ha="right", va="top", fontsize="small")
-            ax.set_yticks([])
-            if i < n - 1:
-                ax.tick_params(labelbottom=False)
-            axes.append(ax)
-        axes[-1].set_xlabel("normalized train margin y·f/ρ")
-        axes[n // 2].set_ylabel("density (each row its own scale)")
-        seeds = int(r["n_seeds"])
-        axes[0].set_title(f"{setting} ({seeds} seed{'s' if seeds != 1 else ''} pooled)")
-        if with_rho:
-            rax = fig.add_subplot(gs[:, 1])
-            s = _series(t.steps, exp, setting, "rho", time="step")
-            if s:
-                _band(rax, *s[:3], color="black")
-                _epoch_axis(rax, s[0].max(), log=False, label="SGD step")
-            rax.set_ylabel("ρ")
-            rax.set_title("ρ over the same steps")
-        what = "epochs" if time == "epoch" else "SGD steps"
-        fig.suptitle(f"{exp}: histograms of y·f/ρ across {what}")
-        emit(
-            _name(kind, exp, {}),
-            fig,
-            f"Fig. {kind[3:]} — {exp}, {setting}: normalized train margins at {what} {', '.join(str(e) for e in chosen)} "
-            f"(the last in yellow).",
-        )
+        chunks = [settings[i : i + MAX_PANELS] for i in range(0, len(settings), MAX_PANELS)]
+        for part, chunk in enumerate(chunks, 1):
+            ncol = len(chunk) if len(chunk) <= 4 else math.ceil(len(chunk) / 2)  # 6 settings: 2 rows of 3
+            nrow = math.ceil(len(chunk) / ncol)
+            n_times = max(min(rows[rows["setting"] == s][time].nunique(), MAX_RIDGES) for s in chunk)
+            ridge_h = max(2.6, 0.3 * n_times + 0.9)
+            fig = plt.figure(figsize=(4.4 * ncol + 0.4, (ridge_h + (2.4 if with_rho else 0)) * nrow + 0.6), layout="constrained")
+            gs = fig.add_gridspec(nrow * (2 if with_rho else 1), ncol, height_ratios=[ridge_h, 2.4] * nrow if with_rho else None)
+            notes = []
+            for i, setting in enumerate(chunk):
+                r, c = divmod(i, ncol)
+                ax = fig.add_subplot(gs[r * (2 if with_rho else 1), c])
+                h = rows[rows["setting"] == setting]
+                recorded = sorted(h[time].unique())
+                shown = _spread(recorded, MAX_RIDGES)
+                if len(shown) < len(recorded):
+                    notes.append(f"{setting}: {len(shown)} of {len(recorded)} {what} shown")
+                _ridges(ax, h, time, shown)
+                n_runs = int(h["n_runs"].max()) if "n_runs" in h else 1
+                ax.set_title(f"{setting}\n({n_runs} seed{'s' if n_runs != 1 else ''} pooled)", fontsize="small")
+                ax.set_xlabel("normalized train margin y·f/ρ")
+                if c == 0:
+                    ax.set_ylabel(f"{time} (each histogram scaled to its peak)")
+                if with_rho:
+                    rax = fig.add_subplot(gs[r * 2 + 1, c])
+                    s = _series(t.steps, exp, setting, "rho", time="step")
+                    if s:
+                        _band(rax, *s[:3], color="black")
+                        _epoch_axis(rax, s[0].max(), log=False, label="SGD step")
+                    rax.set_ylabel("ρ")
+                    rax.set_title("ρ over the same steps", fontsize="small")
+            more = f" (part {part} of {len(chunks)})" if len(chunks) > 1 else ""
+            fig.suptitle(f"{exp}{more}: histograms of the normalized train margins y·f/ρ across {what}")
+            emit(
+                _name(kind, exp, {}) + (f"_{part}" if part > 1 else ""),
+                fig,
+                f"Fig. {kind[3:]} — {exp}{more}: normalized train margins across {what} (first at the top, the last in yellow), "
+                f"one panel per setting: {_listing(chunk)}" + (f"; {'; '.join(notes)}" if notes else "") + ".",
+            )
 
 
 def _fig5(t: Tables, figdir: Path, emit) -> None:
@@ -529,7 +643,7 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
                 s = _series(nc, exp, setting, col)
                 if s:
                     _band(ax, *s[:3], label=lab, color="black", log_y=log, ls=style)
-            ax.set_ylabel("NC1 = Tr(Σ_W Σ_B⁺)/C")
+            ax.set_ylabel("NC1 = " + NC1_TEX)
             ax.set_title(f"{setting}: NC1 (variability collapse)")
             ax.legend(fontsize="small")
             # Equiangularity (std of cosines) is undefined for C = 2 (one pair): fall back to the
@@ -545,7 +659,8 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
                 log = _maybe_log_y(ax, [s[1] for _, _, s in series if s], ratio=100.0)
                 for w, color, s in series:
                     if s:
-                        _band(ax, *s[:3], label=f"class {w}", color=color, log_y=log)
+                        # The caption's words: the classifier's rows are the "weights" columns.
+                        _band(ax, *s[:3], label="class means" if w == "means" else "classifier rows", color=color, log_y=log)
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"NC2 {kind}")
                 ax.legend(fontsize="small")
@@ -558,7 +673,7 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
             _name("fig6", exp, {}),
             fig,
             f"Fig. 6 — {exp}: NC1 and NC2 (equinorm, {'equiangularity' if angle == 'equiangular' else 'max-angle'}) of class means "
-            f"(red) and classifier rows (blue) vs epoch, for {', '.join(shown)}{more}.",
+            f"(red) and classifier rows (blue) vs epoch, for {_listing(shown)}{more}.",
         )
 
 
@@ -661,7 +776,20 @@ def _fig12(t: Tables, figdir: Path, emit) -> None:
         )
 
 
+def _windows_text(windows: list[float]) -> str:
+    """"the first 3 and 30 epochs and all 1000 epochs" for windows [3, 30, 1000]."""
+    *firsts, last = [int(w) for w in windows]
+    head = f"the first {' and '.join(str(w) for w in firsts)} epochs and " if firsts else ""
+    return f"{head}all {last} epoch{'s' if last != 1 else ''}"
+
+
+def _inits_text(rows: list) -> str:
+    inits = [f"{r['_i']:g}" for r in rows]
+    return f"init {inits[0]}" if len(inits) == 1 else f"one row per init ({', '.join(inits)})"
+
+
 def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, kind_perf: str) -> None:
+    figures = []  # (exp, fixed, settings, rows drawn, windows)
     for exp, fixed, sub in _slices(t.summary, [INIT], []):
         wd = _num(sub, WD)
         sub = sub[(wd > 0) if positive_wd else (wd == 0)]
@@ -669,10 +797,25 @@ def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, k
             continue
         sub = sub.assign(_i=_num(sub, INIT)).sort_values("_i")
         rows = [sub.iloc[k] for k in _spread(list(range(len(sub))), 4)]
-        inits_text = ", ".join(f"{r['_i']:g}" for r in rows)
-        wd_text = f"weight decay {float(rows[0][WD]):g}" if positive_wd else "no weight decay"
         max_epoch = float(max(_num(sub, "epochs_max").max(), 1))
         windows = [w for w in (3, 30) if w < max_epoch] + [max_epoch]
+        figures.append((exp, fixed, sub, rows, windows))
+
+    # One y range per (experiment, init, window) across the figures of an experiment: a sweep
+    # over another key (the loss, say) gets one figure per value, and only a shared scale lets
+    # the figures be compared.
+    ranges: dict[tuple, list[np.ndarray]] = {}
+    for exp, _, _, rows, windows in figures:
+        for r in rows:
+            s = _series(t.epochs, exp, r["setting"], "rho")
+            for w in windows if s else ():
+                keep = s[0] <= w
+                lo, hi = s[1][keep] - np.nan_to_num(s[2][keep]), s[1][keep] + np.nan_to_num(s[2][keep])
+                ranges.setdefault((exp, r["_i"], w if w in (3, 30) else "all"), []).append(np.r_[s[1][keep], lo[lo > 0], hi])
+
+    for exp, fixed, sub, rows, windows in figures:
+        wd_text = f"weight decay {float(rows[0][WD]):g}" if positive_wd else "no weight decay"
+        max_epoch = windows[-1]
 
         # ρ over 3, 30 and all epochs (Figs 14, 15).
         fig, axes = plt.subplots(len(rows), len(windows), figsize=(max(4.5 * len(windows), 8), 3 * len(rows)), squeeze=False)
@@ -682,25 +825,30 @@ def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, k
                 ax = axes[i, j]
                 if s:
                     keep = s[0] <= w
-                    x, m, sd = s[0][keep], s[1][keep], s[2][keep]
-                    log = _maybe_log_y(ax, [m], ratio=10)
-                    _band(ax, x, m, sd, color="black", log_y=log)
+                    shared = np.concatenate(ranges[(exp, r["_i"], w if w in (3, 30) else "all")])
+                    log = _maybe_log_y(ax, [shared], ratio=10)
+                    _band(ax, s[0][keep], s[1][keep], s[2][keep], color="black", log_y=log)
+                    lo, hi = np.nanmin(shared), np.nanmax(shared)
+                    pad = (hi / lo) ** 0.05 if log else 0.05 * (hi - lo or abs(hi) or 1.0)
+                    ax.set_ylim(*((lo / pad, hi * pad) if log else (lo - pad, hi + pad)))
                 _epoch_axis(ax, w, log=(j == len(windows) - 1 and w > 30))
                 ax.set_ylabel("ρ")
                 ax.set_title(f"init {r['_i']:g}: first {int(w)} epochs" if j < len(windows) - 1 else f"init {r['_i']:g}: all epochs")
+        shared_note = "; y axes shared with the other figures of this experiment" if len([f for f in figures if f[0] == exp]) > 1 else ""
         fig.suptitle(f"{exp}{_settings_text(fixed)}: dynamics of ρ, {wd_text} (mean ± std over {_seeds_note(sub)})")
         fig.tight_layout()
         emit(
             _name(kind_rho, exp, fixed),
             fig,
-            f"Fig. {kind_rho[3:]} — {exp}{_settings_text(fixed)}: ρ vs epoch over {', '.join(str(int(w)) for w in windows)} epochs, "
-            f"{wd_text}, rows init {inits_text}.",
+            f"Fig. {kind_rho[3:]} — {exp}{_settings_text(fixed)}: ρ vs epoch over {_windows_text(windows)}, {wd_text}, "
+            f"{_inits_text(rows)}{shared_note}.",
         )
 
         # Train/test loss and accuracy per init (Figs 16, 17).
+        loss = loss_name(sub)
         fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3 * len(rows)), squeeze=False, sharex=True)
         for i, r in enumerate(rows):
-            for ax, metric, ylabel in ((axes[i, 0], "loss", "square loss (MSE)"), (axes[i, 1], "acc", "accuracy")):
+            for ax, metric, ylabel in ((axes[i, 0], "loss", loss), (axes[i, 1], "acc", "accuracy")):
                 for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
                     s = _series(t.epochs, exp, r["setting"], f"{split}_{metric}")
                     if s:
@@ -714,8 +862,8 @@ def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, k
         emit(
             _name(kind_perf, exp, fixed),
             fig,
-            f"Fig. {kind_perf[3:]} — {exp}{_settings_text(fixed)}: train/test loss and accuracy vs epoch, {wd_text}, "
-            f"rows init {inits_text}.",
+            f"Fig. {kind_perf[3:]} — {exp}{_settings_text(fixed)}: train/test {loss} and accuracy vs epoch, {wd_text}, "
+            f"{_inits_text(rows)}.",
         )
 
 
@@ -773,18 +921,23 @@ def _curves(
     return max((s[0].max() for _, _, s in drawn), default=0.0)
 
 
-def _legends(ax, colors: dict[str, tuple], styles: list[tuple[str, str]] = (), loc: str = "best") -> None:
+def _legend_handles(colors: dict[str, tuple], styles: list[tuple[str, str]] = ()) -> list:
     """One legend entry per setting (colour) and per line style (`(style, meaning)`)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, lw=2, label=s) for s, c in colors.items()]
-    handles += [Line2D([], [], color="0.3", ls=ls, lw=1.6, label=what) for ls, what in styles]
-    ax.legend(handles=handles, fontsize="x-small", loc=loc)
+    return handles + [Line2D([], [], color="0.3", ls=ls, lw=1.6, label=what) for ls, what in styles]
+
+
+def _legends(ax, colors: dict[str, tuple], styles: list[tuple[str, str]] = (), loc: str = "best", fontsize: str = "x-small") -> None:
+    """A legend on `ax` with one entry per setting (colour) and per line style."""
+    ax.legend(handles=_legend_handles(colors, styles), fontsize=fontsize, loc=loc)
 
 
 def _finish(fig, emit, name: str, title: str, caption: str) -> None:
     fig.suptitle(title)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a constrained layout (legends outside) lays itself out
+        fig.tight_layout()
     emit(name, fig, caption)
 
 
@@ -813,11 +966,11 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
         )
         nc3 = "nc3_centered" if "nc3_centered_mean" in rows and rows["nc3_centered_mean"].notna().any() else "nc3"
         panels = (
-            ("NC1: variability collapse", [("nc1", "-"), ("test_nc1", "--")], "Tr(Σ_W Σ_B⁺)/C (log)", 1.0),
+            ("NC1: variability collapse", [("nc1", "-"), ("test_nc1", "--")], NC1_TEX + " (log)", 1.0),
             (
                 "NC2: equinorm",
                 [("nc2_equinorm_means", "-"), ("test_nc2_equinorm_means", "--"), ("nc2_equinorm_weights", WEIGHTS_STYLE)],
-                "std/mean of ‖μ_c − μ_G‖ and ‖w_c‖",
+                r"std/mean of $\|\mu_c - \mu_G\|$ and $\|w_c\|$",
                 20.0,
             ),
             (
@@ -829,20 +982,29 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
             (
                 "NC3: self-duality" + (" (centred rows)" if nc3 == "nc3_centered" else ""),
                 [(nc3, "-"), (f"test_{nc3}", "--")],
-                "‖Wᵀ/‖W‖_F − M/‖M‖_F‖²_F",
+                r"$\|W^\top/\|W\|_F - M/\|M\|_F\|_F^2$",
                 20.0,
             ),
             ("NC4: nearest class mean ≠ argmax", [("nc4", "-"), ("test_nc4", "--")], "fraction of samples", 20.0),
         )
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.9))
+        # Two rows of three (the sixth place holds the legend): one row of five panels is a strip
+        # whose text is unreadable at page width.
+        fig, grid = plt.subplots(2, 3, figsize=(13, 7.8))
+        axes, legend_ax = grid.ravel()[: len(panels)], grid.ravel()[-1]
         max_epoch = 1.0
         for ax, (title, lines, ylabel, ratio) in zip(axes, panels):
             max_epoch = max(max_epoch, _curves(ax, nc, exp, colors, lines, ylabel, ratio))
             ax.set_title(title)
         for ax in axes:
             _epoch_axis(ax, max_epoch)
-        _legends(axes[0], colors, [("-", "train"), ("--", "test")])
-        _legends(axes[1], {}, [("-", "class means, train"), ("--", "class means, test"), (WEIGHTS_STYLE, "classifier rows")])
+        legend_ax.axis("off")
+        _legends(
+            legend_ax,
+            colors,
+            [("-", "train (class means)"), ("--", "test (class means)"), (WEIGHTS_STYLE, "classifier rows")],
+            loc="center",
+            fontsize="small",
+        )
         n = rows["n_runs"].max()
         _finish(
             fig,
@@ -850,7 +1012,7 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
             _name("ncpanel", exp, {}),
             f"{exp}: neural collapse during training (mean ± std over seeds, up to {int(n)} per setting)",
             f"NC panel — {exp}: NC1, NC2 equinorm and {'equiangularity' if angle == 'equiangular' else 'max-angle'}, "
-            f"{'NC3 (centred classifier rows)' if nc3 == 'nc3_centered' else 'NC3'} and NC4 vs epoch for {', '.join(settings)}; "
+            f"{'NC3 (centred classifier rows)' if nc3 == 'nc3_centered' else 'NC3'} and NC4 vs epoch for {_listing(settings)}; "
             "train solid, test dashed, classifier rows dotted.",
         )
 
@@ -866,7 +1028,7 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
     nc = t.nc_epochs
     for exp, settings in _nc_experiments(t, "mse_total"):
         shown = settings[:4]
-        fig, axes = plt.subplots(2, len(shown), figsize=(4.8 * len(shown), 6.6), squeeze=False, sharex="col")
+        fig, axes = plt.subplots(2, len(shown), figsize=(4.8 * len(shown) + 0.4, 7.2), squeeze=False, sharex="col", layout="constrained")
         for j, setting in enumerate(shown):
             top, bottom = axes[0, j], axes[1, j]
             cols = [f"{col}_mean" for col, _, _ in DECOMP_TERMS]
@@ -886,13 +1048,16 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
             top.set_ylabel("J(W) and its terms (square-loss units)")
             top.set_ylim(bottom=0)
             top.set_title(setting)
-            top.legend(fontsize="x-small", loc="upper right")
             max_epoch = max(
-                max_epoch, _curves(bottom, nc, exp, {setting: "tab:purple"}, [("ls_distance", "-")], "‖W − W_LS‖_F / ‖W‖_F", ratio=20.0)
+                max_epoch, _curves(bottom, nc, exp, {setting: "tab:purple"}, [("ls_distance", "-")], r"$\|W - W_\mathrm{LS}\|_F\ /\ \|W\|_F$", ratio=20.0)
             )
             bottom.set_title("distance from the least-squares classifier")
             for ax in (top, bottom):
                 _epoch_axis(ax, max_epoch)
+            top.set_xlabel("")  # shares the x axis of the panel below
+        # One legend for all columns, below the panels: inside, it covered the curves.
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small")
         more = f"; {len(settings) - len(shown)} more settings in nc_epochs.csv" if len(settings) > len(shown) else ""
         _finish(
             fig,
@@ -900,7 +1065,7 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
             _name("decomp", exp, {}),
             f"{exp}: MSE decomposition of the classifier's objective (Han, Papyan & Donoho; train set, mean over seeds)",
             f"MSE decomposition — {exp}: mse_nc1 + mse_nc23 + mse_perp stacked (= J(W), dashed) and ls_distance vs epoch "
-            f"for {', '.join(shown)}{more}.",
+            f"for {_listing(shown)}{more}.",
         )
 
 
@@ -928,6 +1093,23 @@ def _gram_matrix(rows: pd.DataFrame) -> np.ndarray:
     return g
 
 
+def class_names(t: Tables, exp: str, setting: str, n_classes: int) -> list[str]:
+    """The names of a setting's classes by label index (`runs.csv` class_names, which the runs'
+    `status.json` give), or the indices "0".."C-1" when the runs do not say or disagree.
+
+    Example: `class_names(tables, "quickstart", "quickstart", 2)` is `["automobile", "bird"]`.
+    """
+    runs = t.runs
+    if runs.empty or "class_names" not in runs:
+        return [str(i) for i in range(n_classes)]
+    cell = runs.loc[(runs["experiment"] == exp) & (runs["setting"] == setting), "class_names"].dropna().unique()
+    try:
+        names = json.loads(cell[0]) if len(cell) == 1 else None
+    except (json.JSONDecodeError, TypeError):
+        names = None
+    return [str(n) for n in names] if isinstance(names, list) and len(names) == n_classes else [str(i) for i in range(n_classes)]
+
+
 def _gram(t: Tables, figdir: Path, emit) -> None:
     cg = t.class_gram_final
     if cg.empty:
@@ -948,6 +1130,7 @@ def _gram(t: Tables, figdir: Path, emit) -> None:
             mats.append((f"simplex ETF (off-diagonal −1/(C−1) = {-1 / (etf.shape[0] - 1):.3g})", etf))
             fig, axes = plt.subplots(1, len(mats), figsize=(4.3 * len(mats) + 0.8, 4.4), squeeze=False, layout="constrained")
             c = etf.shape[0]
+            names = class_names(t, exp, setting, c)
             for ax, (title, g) in zip(axes[0], mats):
                 # One colour scale for every panel (cosines lie in [-1, 1]) so colours compare.
                 im = ax.imshow(g, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
@@ -963,14 +1146,14 @@ def _gram(t: Tables, figdir: Path, emit) -> None:
                             color="white" if abs(v) > 0.6 else "black",
                         )
                 ticks = _spread(list(range(c)), 10)
-                ax.set_xticks(ticks)
-                ax.set_yticks(ticks)
+                ax.set_xticks(ticks, [names[k] for k in ticks], rotation=45, ha="right", rotation_mode="anchor")
+                ax.set_yticks(ticks, [names[k] for k in ticks])
                 dist = np.linalg.norm(np.nan_to_num(g - etf)) / np.linalg.norm(etf)
-                ax.set_title(title + ("" if g is etf else f"\n‖G − G_ETF‖_F/‖G_ETF‖_F = {dist:.3g}"), fontsize="small")
+                ax.set_title(title + ("" if g is etf else f"\n{GRAM_DIST_TEX} = {dist:.3g}"), fontsize="small")
                 ax.set_xlabel("class j")
                 ax.set_ylabel("class i")
                 ax.grid(False)
-            fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="cos(μ_i − μ_G, μ_j − μ_G)")
+            fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label=r"$\cos(\mu_i - \mu_G,\ \mu_j - \mu_G)$")
             # A one-setting experiment's setting label is the experiment's name: say it once.
             where = exp if setting == exp else f"{exp}, {setting}"
             fig.suptitle(f"{where}: Gram matrix of the normalized centred class means (mean over seeds)", y=1.04)
@@ -1006,7 +1189,7 @@ def _spectra(t: Tables, figdir: Path, emit) -> None:
                 ax.set_yscale("log")
                 ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
                 ax.set_xlabel("singular value index i (1 = largest)")
-                ax.set_ylabel("σ_i / σ_1")
+                ax.set_ylabel(r"$\sigma_i\ /\ \sigma_1$")
                 title = layer
                 if not ranks.empty:
                     r = ranks[(ranks["experiment"] == exp) & (ranks["setting"] == setting) & (ranks["layer"] == layer)]
@@ -1017,13 +1200,17 @@ def _spectra(t: Tables, figdir: Path, emit) -> None:
             for ax in axes.ravel()[len(layers) :]:
                 ax.set_visible(False)
             sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-            fig.colorbar(sm, ax=list(axes.ravel()), shrink=0.8, label="epoch")
+            cbar = fig.colorbar(sm, ax=list(axes.ravel()), shrink=0.8, label="epoch (log scale)")
+            # The same readable epoch ticks as a log epoch axis (matplotlib's are 0 and 10⁰ on a short run).
+            cbar.set_ticks(epoch_ticks(norm.vmax, norm.vmin), labels=[_int_label(e) for e in epoch_ticks(norm.vmax, norm.vmin)])
+            cbar.ax.minorticks_off()
             fig.suptitle(f"{exp}, {setting}: normalized singular values of the weights over training (mean over seeds)")
             emit(
                 _setting_name("spectra", exp, settings, setting),
                 fig,
-                f"Spectra — {exp}, {setting}: σ_i/σ_1 of layers {', '.join(layers)} at epochs {', '.join(str(int(e)) for e in _spread(epochs, 6))}"
-                f"{' …' if len(epochs) > 6 else ''} (colour = epoch).",
+                f"Spectra — {exp}, {setting}: σ_i/σ_1 of layers {', '.join(layers)} at "
+                + (f"epochs {', '.join(str(int(e)) for e in epochs)}" if len(epochs) <= 8 else f"{len(epochs)} epochs from {int(epochs[0])} to {int(epochs[-1])}")
+                + " (colour = epoch).",
             )
 
 
@@ -1054,7 +1241,7 @@ def _rank(t: Tables, figdir: Path, emit) -> None:
         colors = dict(zip(groups, sns.color_palette("viridis", len(groups))))
         for i, layer in enumerate(layers):
             lr = rows[rows["layer"] == layer]
-            for ax, measure, ylabel in ((axes[i, 0], "rank", "numerical rank"), (axes[i, 1], "stable_rank", "stable rank ‖W‖²_F/‖W‖²₂")):
+            for ax, measure, ylabel in ((axes[i, 0], "rank", "numerical rank"), (axes[i, 1], "stable_rank", r"stable rank $\|W\|_F^2/\|W\|_2^2$")):
                 for grp in groups:
                     g = lr[_num(lr, WD) == grp] if by_batch else lr[lr["batch"] == grp]
                     if by_batch:
@@ -1098,6 +1285,15 @@ def _rank(t: Tables, figdir: Path, emit) -> None:
         )
 
 
+def _compares_sgd_with_gd(t: Tables, exp: str) -> bool:
+    """Whether the experiment has both minibatch (SGD) and full-batch (GD) settings."""
+    sub = t.summary[t.summary["experiment"] == exp]
+    if "optim.full_batch" not in sub:
+        return False
+    full = sub["optim.full_batch"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    return bool(full.any() and (~full).any())
+
+
 def _updates(t: Tables, figdir: Path, emit) -> None:
     ep = t.epochs
     if ep.empty or "update_norm_layer_mean_mean" not in ep:
@@ -1111,7 +1307,7 @@ def _updates(t: Tables, figdir: Path, emit) -> None:
         per_setting = settings[:3]
         fig, axes = plt.subplots(1, 1 + len(per_setting), figsize=(4.6 * (1 + len(per_setting)), 4.0), squeeze=False, sharey=True)
         axes = axes[0]
-        ylabel = "‖W_e − W_{e−1}‖_F / ‖W_{e−1}‖_F (log)"
+        ylabel = r"$\|W_e - W_{e-1}\|_F\ /\ \|W_{e-1}\|_F$ (log)"
         max_epoch = _curves(axes[0], ep, exp, colors, [("update_norm_layer_mean", "-")], ylabel, ratio=1.0)
         axes[0].set_yscale("log")
         axes[0].set_title("mean over layers")
@@ -1133,21 +1329,22 @@ def _updates(t: Tables, figdir: Path, emit) -> None:
             ax.set_title(f"{setting}: per layer", fontsize="small")
             ax.legend(fontsize="x-small", ncol=2 if len(layers) > 6 else 1)
         for ax in axes:
-            _epoch_axis(ax, max_epoch)
+            _epoch_axis(ax, max_epoch, min_epoch=1)  # epoch 0 has no update: the axis starts at 1
         tail = ""
         un = t.update_norms
         if not un.empty:
             u = un[(un["experiment"] == exp) & (un["layer"] == "all layers")]
             tail = "; end of training (mean over the last epochs): " + ", ".join(
-                f"{r['setting']} {r['tail_mean']:.2g}" for _, r in u.iterrows() if r["setting"] in colors
+                f"{_listing([r['setting']])} {r['tail_mean']:.2g}" for _, r in u.iterrows() if r["setting"] in colors
             )
         _finish(
             fig,
             emit,
             _name("updates", exp, {}),
-            f"{exp}: relative weight update per epoch — SGD noise (mean ± std over seeds)",
-            f"Update norms — {exp}: ‖W_e − W_(e−1)‖_F/‖W_(e−1)‖_F vs epoch, mean over layers for {', '.join(settings)} and per layer for "
-            f"{', '.join(per_setting)}{tail}.",
+            f"{exp}: relative weight update per epoch{' — SGD noise: SGD vs full-batch GD' if _compares_sgd_with_gd(t, exp) else ''}"
+            " (mean ± std over seeds)",
+            f"Update norms — {exp}: ‖W_e − W_(e−1)‖_F/‖W_(e−1)‖_F vs epoch, mean over layers for {_listing(settings)} and per layer for "
+            f"{_listing(per_setting)}{tail}.",
         )
 
 
@@ -1162,17 +1359,23 @@ def _layerwise(t: Tables, figdir: Path, emit) -> None:
         if not settings:
             continue
         colors = _palette(settings)
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+        fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6), layout="constrained")
         for ax, measure, splits, ylabel in (
             (axes[0], "ncc_accuracy", SPLIT_STYLES, "NCC accuracy (fraction of samples)"),
             (axes[1], "alignment", SPLIT_STYLES[:1], "mean cos of principal angles"),
         ):
-            for setting, color in colors.items():
+            for k, (setting, color) in enumerate(colors.items()):
                 for _, style, split in splits:
                     g = rows[(rows["setting"] == setting) & (rows["measure"] == measure) & (rows["split"] == split)].sort_values("depth")
-                    if not g.empty:
+                    if len(g) >= 2:
                         x, m, sd = g["depth"].to_numpy(float), g["mean"].to_numpy(float), g["std"].to_numpy(float)
-                        _band(ax, x, m, sd, color=color, ls=style, marker="o", ms=3)
+                        _band(ax, x, m, sd, color=color, ls=style, marker="o", ms=4)
+                    elif len(g) == 1:
+                        # One measured layer (alignment needs a next layer): a point with its std,
+                        # set apart per setting so that the points do not hide each other.
+                        x = float(g["depth"].iloc[0]) + 0.12 * (k - (len(colors) - 1) / 2) / max(len(colors), 1)
+                        sd = float(g["std"].iloc[0]) if g["std"].notna().iloc[0] else 0.0
+                        ax.errorbar([x], g["mean"], yerr=[sd], color=color, marker="o", ms=7, capsize=4, ls="none")
             # Tick labels are the layer names when every setting names a depth alike.
             have = rows[rows["measure"] == measure]
             names = have.drop_duplicates(["depth", "layer"]).groupby("depth")["layer"].agg(list)
@@ -1181,15 +1384,16 @@ def _layerwise(t: Tables, figdir: Path, emit) -> None:
             ax.set_ylabel(ylabel)
             ax.set_ylim(-0.02, 1.02)
         axes[0].set_title("nearest-class-mean accuracy of each layer")
-        axes[1].set_title("alignment of class means with the next layer's top-C singular vectors")
-        _legends(axes[0], colors, [("-", "train"), ("--", "test")], loc="lower right")
+        axes[1].set_title("alignment of class means with the\nnext layer's top-C singular vectors (train)")
+        # One legend for both panels, outside them: the colours are the same settings in each.
+        fig.legend(handles=_legend_handles(colors, [("-", "train"), ("--", "test")]), loc="outside right center", fontsize="small")
         ep = ", ".join(str(int(e)) for e in sorted(rows["epoch"].unique()))
         _finish(
             fig,
             emit,
             _name("layerwise", exp, {}),
             f"{exp}: layer-wise collapse at the last epoch ({ep}; mean ± std over seeds)",
-            f"Layer-wise — {exp}: NCC accuracy (train solid, test dashed) and alignment against depth for {', '.join(settings)}.",
+            f"Layer-wise — {exp}: NCC accuracy (train solid, test dashed) and alignment against depth for {_listing(settings)}.",
         )
 
 

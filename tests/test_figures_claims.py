@@ -135,7 +135,7 @@ def test_nc_panel_lines_are_the_seed_means(claims_out):
         np.testing.assert_array_equal(x, rows["epoch"])
     assert len(line_data(axes[0], ls="-")) == 6  # one train line per setting
     assert len(line_data(axes[1], ls=":")) == 6  # classifier rows: one line per setting, whatever the split
-    assert "Σ_W" in axes[0].get_ylabel() and "epoch" in axes[0].get_xlabel()
+    assert r"\Sigma_W" in axes[0].get_ylabel() and "epoch" in axes[0].get_xlabel()
 
 
 def test_decomposition_stack_adds_up_to_the_total(claims_out):
@@ -149,7 +149,7 @@ def test_decomposition_stack_adds_up_to_the_total(claims_out):
     verts = top.collections[-1].get_paths()[0].vertices
     upper = [verts[verts[:, 0] == e, 1].max() for e in rows["epoch"]]
     np.testing.assert_allclose(upper, rows[["mse_nc1_mean", "mse_nc23_mean", "mse_perp_mean"]].sum(axis=1), rtol=1e-9)
-    assert "W_LS" in fig.axes[len(fig.axes) // 2].get_ylabel()
+    assert r"W_\mathrm{LS}" in fig.axes[len(fig.axes) // 2].get_ylabel()
 
 
 def test_rank_against_batch_size_with_full_batch_last(claims_out):
@@ -168,7 +168,7 @@ def test_rank_against_batch_size_with_full_batch_last(claims_out):
 def test_update_norms_and_layerwise(claims_out):
     fig = one(capture(figures._updates, claims_out), "updates_claims")
     ax = fig.axes[0]
-    assert ax.get_yscale() == "log" and "W_{e−1}" in ax.get_ylabel()
+    assert ax.get_yscale() == "log" and "W_{e-1}" in ax.get_ylabel()
     ep = load_tables(claims_out).epochs
     setting = setting_where(claims_out, "full", 0.0)
     rows = ep[(ep["setting"] == setting) & ep["update_norm_layer_mean_mean"].notna()].sort_values("epoch")
