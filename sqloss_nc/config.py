@@ -133,8 +133,14 @@ class ModelConfig(_Strict):
     """none, batchnorm, lagrange (layers compute with V/||V||, paper Eq. 5), weightnorm (W = g·V/||V||)."""
     bias: bool = False
     """Add the standard biases (default: bias-free layers, as in the paper)."""
-    init_scale: float = Field(0.01, gt=0)
-    """The Frobenius norm of each layer's initial weights (the paper's initialization)."""
+    # SPEC §12: `frobenius` (the paper's, §3), `torch` (PyTorch's Conv2d/Linear default,
+    # U(±1/√fan_in) for kernels and biases), `torchvision` (kaiming-normal fan-out convs, the
+    # classifier as `torch`); see `sqloss_nc/models`. init_scale is the Frobenius norm only:
+    # null (filled with 0.01) for frobenius, refused with the others.
+    init: Literal["frobenius", "torch", "torchvision"] = "frobenius"
+    """Initialization: frobenius (the paper's: each layer's weights scaled to Frobenius norm init_scale), torch, torchvision."""
+    init_scale: Optional[float] = Field(None, gt=0)
+    """model.init frobenius: the Frobenius norm of each layer's initial weights (default 0.01)."""
     output: Literal["onehot", "scalar"] = "onehot"
     """onehot (one output per class) or scalar (one output, binary, y in {-1, +1})."""
     # lagrange/weightnorm: normalize each layer (Frobenius) or each unit (row), appendix H.2.
@@ -164,6 +170,31 @@ class ModelConfig(_Strict):
         norm = info.data.get("normalization")
         if v and norm in ("lagrange", "weightnorm"):
             raise ValueError(f"the {norm!r} layers are bias-free; use model.bias=false")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_init_scale(cls, data):
+        # The Frobenius default (0.01) is filled in here, not as the field default, so that an
+        # init_scale given with another `init` can be told from one nobody set.
+        if isinstance(data, dict) and data.get("init", "frobenius") == "frobenius" and data.get("init_scale") is None:
+            data = {**data, "init_scale": 0.01}
+        return data
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str, info: ValidationInfo) -> str:
+        norm = info.data.get("normalization")
+        if v != "frobenius" and norm in ("lagrange", "weightnorm"):
+            raise ValueError(f"{v!r} is for normalization 'none' or 'batchnorm'; the {norm!r} layers start at unit norm (use 'frobenius')")
+        return v
+
+    @field_validator("init_scale")
+    @classmethod
+    def _init_scale(cls, v: Optional[float], info: ValidationInfo) -> Optional[float]:
+        init = info.data.get("init", "frobenius")
+        if v is not None and init != "frobenius":
+            raise ValueError(f"unused with model.init {init!r} (the Frobenius norm applies to model.init 'frobenius' only); remove it")
         return v
 
 

@@ -23,7 +23,15 @@ Keys:
 - `model.normalization`: `none` or `batchnorm` for resnet18/vgg11 (the config refuses `lagrange`
   and `weightnorm` there); every BatchNorm is the affine-free PyTorch-default one of SPEC §3
   unless `model.bias`.
-- `model.init_scale`: every kernel (stem, block convs, 1×1 shortcuts, classifier) starts at exactly
+- `model.init` (SPEC §12): `frobenius` (default, the paper's: below), `torch` (PyTorch's
+  `nn.Conv2d`/`nn.Linear` default, kaiming-uniform with a = √5: every kernel U(±1/√fan_in), every
+  bias U(±1/√fan_in) of its layer; kuangliu-style CIFAR nets left at their defaults) or
+  `torchvision` (torchvision's ResNet/VGG: convolutions kaiming-normal N(0, 2/fan_out), conv biases
+  0, BN γ = 1, β = 0, the dense classifier at PyTorch's Linear default). `model.init_scale` is then
+  unused and refused if given. The published NC codes build torchvision's ImageNet-stem
+  ResNet-18 (7×7 stride-2 stem + max-pool) and VGG-11-BN (4096-wide head); this package's
+  `resnet18`/`vgg11` are the CIFAR variants, so only the initialization is theirs.
+- `model.init_scale` (`model.init: frobenius`): every kernel (stem, block convs, 1×1 shortcuts, classifier) starts at exactly
   that Frobenius norm (SPEC §3), drawn with seed·1000 + k for the k-th kernel in depth order. For a
   deep net without BN this is a per-layer *scale*, not a variance-preserving init: a 3×3×64×64 conv
   at norm s has entries of std s/192 and shrinks its input by about s/8 per layer, so at
@@ -113,7 +121,40 @@ def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: i
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     h = BODIES[cfg.arch](inputs, make)
     out = make.classifier(h, 1 if cfg.output == "scalar" else num_classes)
-    return keras.Model(inputs, out, name=f"{cfg.arch}_{cfg.normalization}")
+    net = keras.Model(inputs, out, name=f"{cfg.arch}_{cfg.normalization}")
+    init_biases(net, getattr(cfg, "init", "frobenius"), seed)
+    return net
+
+
+def init_biases(network: keras.Model, init: str, seed: int) -> None:
+    """Set the biases of `network`'s weight layers as `model.init` says (they are built at 0).
+
+    `frobenius` keeps them at 0. `torch`: PyTorch's Conv2d/Linear default bias, U(±1/√fan_in)
+    with the layer's fan-in (a Keras bias initializer sees only the bias shape, so this is done
+    after the build). `torchvision`: conv biases 0 (torchvision's VGG sets them to 0, its ResNet
+    has none), dense biases the `torch` default (its classifier is a plain `nn.Linear`). The k-th
+    weight layer's bias draws from the seed (seed·1000 + k, 1), apart from its kernel's.
+
+    Args:
+        network: a built network (`build_network`).
+        init: `model.init`.
+        seed: the run seed.
+
+    Example: `init_biases(net, "torch", 0)`.
+    """
+    from ..initializers import TorchDefaultUniform, fans
+
+    if init == "frobenius":
+        return
+    for k, layer in enumerate(weight_layers(network), start=1):
+        bias = getattr(layer, "bias", None)
+        if bias is None:
+            continue
+        conv = len(layer.kernel.shape) > 2
+        if init == "torchvision" and conv:
+            continue  # already 0
+        fan_in = fans(layer.kernel.shape)[0]
+        bias.assign(TorchDefaultUniform(seed=[seed * 1000 + k, 1], fan_in=fan_in).numpy(bias.shape).astype("float32"))
 
 
 def weight_layers(network: keras.Model) -> list[keras.layers.Layer]:

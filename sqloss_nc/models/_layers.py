@@ -7,7 +7,7 @@ import math
 
 import keras
 
-from ..initializers import FrobeniusNormal
+from ..initializers import FrobeniusNormal, KaimingNormalFanOut, TorchDefaultUniform
 from ..normalization import hidden_normalization, linear_layer
 
 
@@ -40,16 +40,26 @@ class LayerFactory:
         """`c` times `model.width`, rounded half up, at least 1."""
         return max(1, math.floor(c * self.cfg.width + 0.5))
 
-    def _init(self, scale: float) -> FrobeniusNormal:
+    def _init(self, scale: float | None, conv: bool = False) -> keras.initializers.Initializer:
+        """The next kernel's initializer under `model.init` (`scale`: its Frobenius norm, used
+        by `frobenius` only): `torch` is PyTorch's Conv2d/Linear default for every kernel,
+        `torchvision` kaiming-normal fan-out for convolutions and the Linear default for dense
+        maps (torchvision re-initializes only its convs; the classifier is a plain Linear)."""
         self.count += 1
-        return FrobeniusNormal(scale, seed=self.seed * 1000 + self.count)
+        seed = self.seed * 1000 + self.count
+        init = getattr(self.cfg, "init", "frobenius")
+        if init == "frobenius":
+            return FrobeniusNormal(scale, seed=seed)
+        if init == "torchvision" and conv:
+            return KaimingNormalFanOut(seed=seed)
+        return TorchDefaultUniform(seed=seed)
 
     def linear(self, conv: bool, units: int, name: str, **conv_kwargs) -> keras.layers.Layer:
         """A hidden conv/dense map with `units` outputs (already width-scaled). A map followed by
         BatchNorm gets no bias even with `model.bias` (BN's mean subtraction cancels it exactly:
         it would have zero gradient and only decay), as in torchvision's ResNet."""
         use_bias = self.cfg.bias and self.kind == "none"
-        return linear_layer(self.kind, self.cfg, conv, units, self._init(self.hidden_scale), name, use_bias=use_bias, **conv_kwargs)
+        return linear_layer(self.kind, self.cfg, conv, units, self._init(self.hidden_scale, conv), name, use_bias=use_bias, **conv_kwargs)
 
     def normalize(self, x, name: str):
         """The hidden normalization after a linear map (identity unless `batchnorm`); BatchNorm
