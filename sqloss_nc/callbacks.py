@@ -50,37 +50,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend
+from . import backend, schema, tracking
 from .engine import measures
-from .engine.collapse import SIGMA_W_KEYS, CollapseResult, measure_collapse
-from .engine.decomposition import DECOMPOSITION_KEYS
-from .models import weight_layers
-from .engine.nc import NC_KEYS
+from .engine.collapse import CollapseResult, measure_collapse
+from .engine.spectra import DEFAULT_RANK_TOL
 from .losses import np_accuracy, np_loss
+from .models import weight_layers
 from .normalization import effective_kernel, rho_mode
 from .rundir import CSVAppender, RunDir, atomic_write_text
-from .engine.spectra import DEFAULT_RANK_TOL, SPECTRA_COLUMNS, spectra_rows, update_norms
 from .theory import predicted_w_norm_sq
-
-MARGIN_COLUMNS = ["margin_mean", "margin_sq_mean", "margin_std", "margin_min", "margin_p05", "margin_p50", "margin_p95"]
-RAW_MARGIN_COLUMNS = ["raw_margin_mean", "raw_margin_std", "raw_margin_min"]
-MARGINS_CSV_COLUMNS = ["epoch", "index", "label", "margin", "margin_normalized"]
-NC_LAYERS_CSV_COLUMNS = ["epoch", "split", "layer", "measure", "value"]
-
-
-def metrics_columns(layer_names: list[str]) -> list[str]:
-    """The `metrics.csv` header of SPEC §6 for a network with these weight layers."""
-    return (
-        ["epoch", "lr", "train_loss", "train_objective", "train_acc", "test_loss", "test_acc"]
-        + ["rho", "rho_product", "rho_last", "rho_bn"]
-        + [f"norm_{n}" for n in layer_names]
-        + MARGIN_COLUMNS
-        + RAW_MARGIN_COLUMNS
-        + ["grad_norm_sq", "elapsed_s"]
-        + ["fsc_term"]  # beyond SPEC §6: the finite-step correction term (0 when off)
-        + [f"update_norm_{n}" for n in layer_names]  # SPEC §10; last, so older columns keep their place
-    )
-
 
 @dataclass
 class Measurement:
@@ -189,6 +167,15 @@ class Tracker:
             return backend.compile_inference(model, jit_compile=jit_compile)
 
         self._predict, self._probe = compiled(network), compiled(probe)
+        # What is measured, by whom, into which file (`tracking`): one probe per measure family.
+        self.update_norms = tracking.UpdateNormProbe()
+        self.probes = [
+            tracking.MetricsProbe(self.loss_value, np_accuracy, self.weight_decay),
+            self.update_norms,
+            tracking.MarginsProbe(),
+            tracking.CollapseProbe(self.probe_names, self._scale_to_target, nc_test=nc_test),
+            tracking.SpectraProbe(rank_tol),
+        ]
 
     def _batches(self, x):
         for i in range(0, len(x), self.batch_size):
@@ -208,15 +195,15 @@ class Tracker:
         """Copies of the weight tensors the layers compute with (those of `norm_<layer>`), by layer."""
         return {layer.name: np.array(effective_kernel(layer), copy=True) for layer in self.layers}
 
-    def spectra(self, epoch: int, kernels: dict | None = None) -> list[dict]:
-        """`spectra.csv` rows of every weight tensor at this epoch (one NaN row for a non-finite
-        tensor: a diverged network has no spectrum, and an SVD of NaNs raises)."""
-        kernels = self.kernels() if kernels is None else kernels
-        finite = {k: v for k, v in kernels.items() if np.isfinite(v).all()}
-        rows = spectra_rows(epoch, finite, self.rank_tol)
-        nan = float("nan")
-        rows += [dict(zip(SPECTRA_COLUMNS, (epoch, k, 0, nan, nan, nan))) for k in kernels if k not in finite]
-        return rows
+    def weights(self) -> tracking.Weights:
+        """The weights the probes read: effective kernels (copies), ρ mode, BN variances, and
+        Σ||θ||² over the decayed variables."""
+        return tracking.Weights(
+            kernels=self.kernels(),
+            rho_mode=self.mode,
+            bn_moving_vars=[np.asarray(layer.moving_variance) for layer in self.bn_layers],
+            decayed_sq=sum(measures.frobenius(np.asarray(v)) ** 2 for v in self.decayed),
+        )
 
     def _class_scores(self, f: np.ndarray) -> np.ndarray:
         """Per-class scores for the NC measures: the outputs, or (−f, f) for a scalar head, whose
@@ -266,12 +253,6 @@ class Tracker:
             next_kernels={n: (None if nxt is None else np.asarray(effective_kernel(nxt))) for n, nxt in self._next_layer.items()},
             nc_test=self.nc_test,
         )
-        self._scale_to_target(out.nc)
-        if self.nc_test:
-            test_nc = {k[len("test_") :]: v for k, v in out.nc.items() if k.startswith("test_")}
-            if test_nc:
-                self._scale_to_target(test_nc)
-                out.nc.update({f"test_{k}": v for k, v in test_nc.items()})
         return out
 
     def _scale_to_target(self, nc: dict) -> None:
@@ -284,43 +265,39 @@ class Tracker:
         else:
             nc["w_norm_sq_eq34"] = float("nan")
 
-    def measure(self, nc: bool = False) -> Measurement:
-        """Measure at the current weights; `nc=True` adds the neural-collapse measures."""
+    def view(self, epoch: int, nc: bool = False) -> tracking.EpochView:
+        """One epoch's inference passes: the engine's layer-wise passes on collapse epochs (they
+        give the outputs too), a plain forward pass over train and test otherwise."""
         d = self.data
-        nc_row, layer_rows, gram_rows = None, [], []
+        collapse = None
         if nc:
-            out = self.collapse(d.x_train, d.y_train, test=(d.x_test, d.y_test))
-            f_train, f_test = self._outputs([out.scores["train"]]), self._outputs([out.scores["test"]])
-            nc_row, layer_rows, gram_rows = out.nc, out.layers, out.gram
+            collapse = self.collapse(d.x_train, d.y_train, test=(d.x_test, d.y_test))
+            f_train, f_test = self._outputs([collapse.scores["train"]]), self._outputs([collapse.scores["test"]])
         else:
             f_train, f_test = self.predict(d.x_train), self.predict(d.x_test)
-        norms = self.norms()
-        rho = measures.rho_values(norms, self.mode, [np.asarray(layer.moving_variance) for layer in self.bn_layers])
-        train_loss = self.loss_value(f_train, d.y_train)
-        penalty = 0.5 * self.weight_decay * sum(measures.frobenius(np.asarray(v)) ** 2 for v in self.decayed)
-        m = measures.margins(f_train, d.y_train)
-        row = {
-            "train_loss": train_loss,
-            "train_objective": train_loss + penalty,
-            "train_acc": np_accuracy(f_train, d.y_train),
-            "test_loss": self.loss_value(f_test, d.y_test),
-            "test_acc": np_accuracy(f_test, d.y_test),
-            **rho,
-            **{f"norm_{k}": v for k, v in norms.items()},
-            **measures.margin_stats(m, rho["rho"]),
-        }
-        return Measurement(row, m, nc_row, layer_rows, gram_rows)
+        return tracking.EpochView(epoch, d.y_train, f_train, self.weights(), d.y_test, f_test, collapse)
+
+    def record(self, epoch: int, nc: bool = False, margins: bool = False) -> dict[str, list]:
+        """Rows per run file (`schema` names) of every probe active at this epoch."""
+        return tracking.collect(tracking.active(self.probes, nc, margins), self.view(epoch, nc))
+
+    def measure(self, nc: bool = False) -> Measurement:
+        """Measure at the current weights; `nc=True` adds the neural-collapse measures (no
+        update norms: those need the previous epoch, which `RunLogger` keeps)."""
+        probes = [p for p in tracking.active(self.probes, nc, False) if not isinstance(p, tracking.UpdateNormProbe)]
+        view = self.view(0, nc)
+        rows = tracking.collect(probes, view)
+        strip = lambda rs: [{k: v for k, v in r.items() if k != "epoch"} for r in rs]  # noqa: E731
+        return Measurement(
+            rows[schema.METRICS_CSV][0],
+            view.margins(),
+            strip(rows[schema.NC_CSV])[0] if nc else None,
+            strip(rows.get(schema.NC_LAYERS_CSV, [])),
+            strip(rows.get(schema.CLASS_GRAM_CSV, [])),
+        )
 
     def nc_columns(self) -> list[str]:
-        keys = list(NC_KEYS) + ["w_norm_sq_eq34"]
-        # The decomposition (train split) comes last, so older columns keep their place; then ||Σ_W||_F.
-        return ["epoch"] + keys + ([f"test_{k}" for k in keys] if self.nc_test else []) + list(DECOMPOSITION_KEYS) + list(SIGMA_W_KEYS)
-
-
-SPECTRA_CSV = "spectra.csv"
-# The C x C Gram matrix of the features' normalized centred class means, per NC epoch and split.
-CLASS_GRAM_CSV = "class_gram.csv"
-CLASS_GRAM_COLUMNS = ["epoch", "split", "i", "j", "value"]
+        return schema.nc_columns(self.nc_test)
 
 
 def _appender(path, columns: list[str]) -> CSVAppender:
@@ -384,16 +361,18 @@ class RunLogger(keras.callbacks.Callback):
         self.margin_epochs, self.nc_epochs = set(margin_epochs), set(nc_epochs)
         self.first_epoch, self.elapsed_offset = first_epoch, elapsed_offset
         self.initial_grad_norm_sq, self.checkpoint = initial_grad_norm_sq, checkpoint
-        self.columns = metrics_columns([layer.name for layer in tracker.layers])
-        self.metrics_csv = _appender(rundir.metrics_path, self.columns)
-        self.margins_csv = CSVAppender(rundir.margins_path, MARGINS_CSV_COLUMNS)
-        self.nc_csv = _appender(rundir.nc_path, tracker.nc_columns()) if self.nc_epochs else None
-        self.nc_layers_csv = CSVAppender(rundir.nc_layers_path, NC_LAYERS_CSV_COLUMNS) if self.nc_epochs else None
-        self.spectra_csv = CSVAppender(rundir.path / SPECTRA_CSV, list(SPECTRA_COLUMNS)) if self.nc_epochs else None
-        self.gram_csv = CSVAppender(rundir.path / CLASS_GRAM_CSV, CLASS_GRAM_COLUMNS) if self.nc_epochs else None
-        # W_{e-1} for update_norm: taken when epoch e-1 is recorded, or, resuming, from the
-        # weights the checkpoint restored (read at on_train_begin, before any step).
-        self._prev_kernels: dict | None = None
+        self.columns = schema.metrics_columns([layer.name for layer in tracker.layers])
+        # One appender per file the probes write (`schema`); the collapse files only with NC epochs.
+        path = rundir.path
+        self.files = {
+            schema.METRICS_CSV: _appender(path / schema.METRICS_CSV, self.columns),
+            schema.MARGINS_CSV: CSVAppender(path / schema.MARGINS_CSV, schema.MARGINS),
+        }
+        if self.nc_epochs:
+            self.files[schema.NC_CSV] = _appender(path / schema.NC_CSV, tracker.nc_columns())
+            self.files[schema.NC_LAYERS_CSV] = CSVAppender(path / schema.NC_LAYERS_CSV, schema.NC_LAYERS)
+            self.files[schema.SPECTRA_CSV] = CSVAppender(path / schema.SPECTRA_CSV, schema.SPECTRA)
+            self.files[schema.CLASS_GRAM_CSV] = CSVAppender(path / schema.CLASS_GRAM_CSV, schema.CLASS_GRAM)
         self.last_row: dict | None = None
         self.divergence: str | None = None
         self._t0 = time.perf_counter()
@@ -402,23 +381,14 @@ class RunLogger(keras.callbacks.Callback):
         return self.elapsed_offset + time.perf_counter() - self._t0
 
     def record(self, epoch: int, grad_norm_sq: float, fsc_term: float = float("nan")) -> dict:
-        out = self.tracker.measure(nc=epoch in self.nc_epochs)
-        row, m = out.row, out.margins
-        kernels = self.tracker.kernels()
-        if self._prev_kernels is not None:
-            row.update(update_norms(self._prev_kernels, kernels))
-        self._prev_kernels = kernels
+        rows = self.tracker.record(epoch, nc=epoch in self.nc_epochs, margins=epoch in self.margin_epochs)
+        row = rows[schema.METRICS_CSV][0]
         row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, fsc_term=fsc_term, elapsed_s=self.elapsed())
-        self.metrics_csv.write(row)
-        if out.nc is not None:
-            self.nc_csv.write({"epoch": epoch, **out.nc})
-            self.nc_layers_csv.write_many({"epoch": epoch, **r} for r in out.layers)
-            self.spectra_csv.write_many(self.tracker.spectra(epoch, kernels))
-            self.gram_csv.write_many({"epoch": epoch, **r} for r in out.gram)
-        if epoch in self.margin_epochs:
-            labels = self.tracker.data.y_train
-            block = zip([epoch] * len(m), range(len(m)), labels.tolist(), m.tolist(), (m / row["rho"]).tolist())
-            self.margins_csv.write_array(block)
+        for name, file_rows in rows.items():
+            if file_rows and isinstance(file_rows[0], tuple):
+                self.files[name].write_array(file_rows)  # long numeric blocks (margins.csv)
+            else:
+                self.files[name].write_many(file_rows)
         self.last_row = row
         bad = diverged(row)
         if bad is not None:
@@ -435,8 +405,9 @@ class RunLogger(keras.callbacks.Callback):
         if self.first_epoch == 1 and self.last_row is None:
             grad = self.initial_grad_norm_sq() if self.initial_grad_norm_sq else float("nan")
             self.record(0, grad)
-        elif self._prev_kernels is None:
-            self._prev_kernels = self.tracker.kernels()  # resumed: the checkpoint's epoch
+        elif self.tracker.update_norms.previous is None:
+            # Resumed: W_{e-1} of the first update norm is the checkpoint's, read before any step.
+            self.tracker.update_norms.prime(self.tracker.kernels())
 
     def on_epoch_end(self, epoch, logs=None):
         if self.divergence:  # epoch 0 already diverged
@@ -447,13 +418,11 @@ class RunLogger(keras.callbacks.Callback):
         logs.update(row)
 
     def close(self):
-        for f in (self.metrics_csv, self.margins_csv, self.nc_csv, self.nc_layers_csv, self.spectra_csv, self.gram_csv):
-            if f is not None:
-                f.close()
+        for f in self.files.values():
+            f.close()
 
 
-STEPS_CSV_COLUMNS = ["epoch", "step", "rho", "rho_product", "train_loss", "train_acc"] + MARGIN_COLUMNS
-STEP_MARGINS_CSV_COLUMNS = ["epoch", "step", "index", "label", "margin", "margin_normalized"]
+STEPS_CSV_COLUMNS, STEP_MARGINS_CSV_COLUMNS = schema.STEPS, schema.MARGINS_STEPS
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -472,8 +441,8 @@ class StepLogger(keras.callbacks.Callback):
     def __init__(self, rundir: RunDir, tracker: Tracker, until: int, every: int, steps_per_epoch: int):
         super().__init__()
         self.tracker, self.until, self.every, self.spe = tracker, until, every, steps_per_epoch
-        self.steps_csv = CSVAppender(rundir.path / "steps.csv", STEPS_CSV_COLUMNS)
-        self.margins_csv = CSVAppender(rundir.path / "margins_steps.csv", STEP_MARGINS_CSV_COLUMNS)
+        self.steps_csv = CSVAppender(rundir.path / schema.STEPS_CSV, STEPS_CSV_COLUMNS)
+        self.margins_csv = CSVAppender(rundir.path / schema.MARGINS_STEPS_CSV, STEP_MARGINS_CSV_COLUMNS)
 
     def record(self, step: int) -> None:
         d = self.tracker.data

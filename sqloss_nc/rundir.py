@@ -21,9 +21,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from . import schema
+from .schema import EPOCH_CSVS  # noqa: F401  (files cut back together on resume; re-exported)
+
 STATES = ("running", "done", "failed", "diverged", "interrupted")
-# Files with one or more rows per epoch, epoch in the first column: cut back together on resume.
-EPOCH_CSVS = ("metrics.csv", "margins.csv", "nc.csv", "nc_layers.csv", "spectra.csv", "class_gram.csv", "steps.csv", "margins_steps.csv")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,13 +128,13 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    config_path = property(lambda self: self.path / "config.yaml")
-    status_path = property(lambda self: self.path / "status.json")
-    metrics_path = property(lambda self: self.path / "metrics.csv")
-    margins_path = property(lambda self: self.path / "margins.csv")
-    nc_path = property(lambda self: self.path / "nc.csv")
-    nc_layers_path = property(lambda self: self.path / "nc_layers.csv")
-    model_path = property(lambda self: self.path / "model.keras")
+    config_path = property(lambda self: self.path / schema.CONFIG_YAML)
+    status_path = property(lambda self: self.path / schema.STATUS_JSON)
+    metrics_path = property(lambda self: self.path / schema.METRICS_CSV)
+    margins_path = property(lambda self: self.path / schema.MARGINS_CSV)
+    nc_path = property(lambda self: self.path / schema.NC_CSV)
+    nc_layers_path = property(lambda self: self.path / schema.NC_LAYERS_CSV)
+    model_path = property(lambda self: self.path / schema.MODEL_KERAS)
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
