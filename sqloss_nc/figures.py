@@ -1565,6 +1565,8 @@ def _write_index(figdir: Path, results: list[FigureResult]) -> None:
         ),
         f"<h1>sqloss-nc figures</h1><p>{len(drawn)} figure(s) drawn from <code>../analysis/</code>.</p>",
     ]
+    if (figdir.parent / "report" / "claims.html").exists():  # keep `sqnc report`'s link on a redraw
+        parts.append('<p><a href="../report/claims.html">Claims report</a> (<code>sqnc report</code>): each claim\'s verdict from these runs.</p>')
     for r in drawn:
         png = f"{r.name}.png"
         parts.append(

@@ -59,6 +59,10 @@ def test_report_embeds_figures_and_is_linked_from_the_index(tmp_path):
     assert index.count("../report/claims.html") == 1
     make_report(out)  # the link is added once
     assert (out / "figures" / "index.html").read_text().count("../report/claims.html") == 1
+    from sqloss_nc.figures import draw_figures
+
+    draw_figures(out, only=["fig14"])  # a redraw keeps it
+    assert (out / "figures" / "index.html").read_text().count("../report/claims.html") == 1
 
 
 def test_published_numbers_against_a_shortened_run(tmp_path):
