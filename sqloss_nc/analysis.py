@@ -71,12 +71,13 @@ import pandas as pd
 import yaml
 
 from .config import SHORT_NAMES  # setting labels use the run ids' short names (config is pure Python)
+from . import schema
 from .errors import UserError
 from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
 SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard"})
-MARKERS = ("config.yaml", "status.json", "metrics.csv")
+MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV)
 DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
 HIST_BINS = 60
@@ -372,31 +373,31 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
         report("no status.json: state unknown, left out of the aggregates")
 
     for name, attr in (
-        ("metrics.csv", "metrics"),
-        ("nc.csv", "nc"),
-        ("nc_layers.csv", "nc_layers"),
-        ("theory.csv", "theory"),
-        ("rho_flow.csv", "rho_flow"),
-        ("steps.csv", "steps"),
-        ("spectra.csv", "spectra"),
-        ("class_gram.csv", "class_gram"),
+        (schema.METRICS_CSV, "metrics"),
+        (schema.NC_CSV, "nc"),
+        (schema.NC_LAYERS_CSV, "nc_layers"),
+        (schema.THEORY_CSV, "theory"),
+        (schema.RHO_FLOW_CSV, "rho_flow"),
+        (schema.STEPS_CSV, "steps"),
+        (schema.SPECTRA_CSV, "spectra"),
+        (schema.CLASS_GRAM_CSV, "class_gram"),
     ):
         p = path / name
         if not p.exists():
-            if name == "metrics.csv":
-                report("no metrics.csv")
+            if name == schema.METRICS_CSV:
+                report(f"no {schema.METRICS_CSV}")
             continue
         df, msgs = read_csv_robust(p)
         for m in msgs:
             report(m)
-        if df is not None and "epoch" in df.columns and name in ("metrics.csv", "nc.csv"):
+        if df is not None and "epoch" in df.columns and name in (schema.METRICS_CSV, schema.NC_CSV):
             df = df[pd.to_numeric(df["epoch"], errors="coerce").notna()]
             df["epoch"] = df["epoch"].astype(int)
             if df["epoch"].duplicated().any():
                 report(f"{name}: repeated epochs, the last row of each kept")
                 df = df.drop_duplicates("epoch", keep="last")
             df = df.sort_values("epoch").reset_index(drop=True)
-        if df is not None and name == "metrics.csv":
+        if df is not None and name == schema.METRICS_CSV:
             df = _add_derived(df)
         setattr(run, attr, df)
     return run

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import schema
 from .analysis import read_csv_robust, require_run_dirs
 from .errors import UserError
 
 # CSV -> tag prefix. Both are one row per (tracked) epoch with an `epoch` column.
-CSVS = {"metrics.csv": "metrics", "nc.csv": "nc"}
+CSVS = {schema.METRICS_CSV: "metrics", schema.NC_CSV: "nc"}
 EVENTS_PREFIX = "events.out.tfevents."
 
 
@@ -94,7 +95,7 @@ def run_scalars(run_dir: Path) -> tuple[list[tuple[str, int, float, float]], lis
 
 def _clock(run_dir: Path) -> tuple[float, dict[int, float]]:
     """(time of the last metrics row, epoch -> seconds before it), from `elapsed_s`."""
-    path = run_dir / "metrics.csv"
+    path = run_dir / schema.METRICS_CSV
     try:
         end = path.stat().st_mtime
     except OSError:
