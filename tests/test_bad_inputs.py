@@ -65,6 +65,7 @@ CASES = [
     ("label-noise-above-1", lambda t: (None, ["data.label_noise=1.5"], []), "data.label_noise"),
     ("label-noise-negative", lambda t: (None, ["data.label_noise=-0.1"], []), "data.label_noise"),
     ("init-scale-zero", lambda t: (None, ["model.init_scale=0"], []), "model.init_scale"),
+    ("init-scale-with-torch-init", lambda t: (None, ["model.init=torch", "model.init_scale=1"], []), "model.init_scale: unused with model.init 'torch'"),
     ("init-scale-negative", lambda t: (None, ["model.init_scale=-1"], []), "model.init_scale"),
     ("unknown-normalization", lambda t: (None, ["model.normalization=groupnorm"], []), "model.normalization"),
     ("unknown-loss", lambda t: (None, ["loss.kind=hinge"], []), "loss.kind"),
