@@ -50,12 +50,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import schema
 from .config import Config, load_config
 from .errors import UserError
 
 POOLS = ("flatten", "avg")
 SPLITS = ("train", "test")
-MEASURE_FILES = ("nc.csv", "nc_layers.csv", "class_gram.csv", "spectra.csv", "measure.json")
 # keras-hub's remote preset handles (a local preset is a folder holding config.json).
 _PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
 
@@ -89,8 +89,9 @@ class _Model:
 
     network: Any
     kind: str  # "sqnc", "keras" or "keras-hub"
-    source: str
-    sha256: str | None
+    source: str  # as given
+    sha256: str | None  # of the file, or over a preset folder's files; None for a remote preset
+    path: str | None = None  # the absolute path of a file or a local preset
 
 
 @dataclass
@@ -158,11 +159,11 @@ def load_network(model: str | Path) -> _Model:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise MeasureError(f"MODEL: {path} is a folder but not a keras-hub preset (no config.json); give a .keras file or a preset")
-        return _load_preset(str(path), _sha256_folder(path))
+        return _load_preset(str(path), _sha256_folder(path), str(path.resolve()))
     if path.is_file():
         return _load_keras_file(path)
     if _is_preset_name(text):
-        return _load_preset(text, None)
+        return _load_preset(text, None, None)
     raise MeasureError(f"MODEL: {path} does not exist")
 
 
@@ -184,17 +185,17 @@ def _load_keras_file(path: Path) -> _Model:
         raise MeasureError(f"MODEL: cannot load {path} ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
     names = {layer.name for layer in getattr(network, "layers", [])}
     kind = "sqnc" if {"features", "classifier"} <= names else "keras"
-    return _Model(network, kind, str(path), _sha256_file(path))
+    return _Model(network, kind, str(path), _sha256_file(path), str(path.resolve()))
 
 
-def _load_preset(preset: str, sha256: str | None) -> _Model:
+def _load_preset(preset: str, sha256: str | None, path: str | None) -> _Model:
     keras_hub = _import_keras_hub()
     try:
         network = keras_hub.models.Backbone.from_preset(preset)
     except Exception as err:  # noqa: BLE001 - missing preset, offline, not a backbone, ...
         first = str(err).splitlines()[0][:200] if str(err) else ""
         raise MeasureError(f"MODEL: cannot load keras-hub preset {preset!r} ({type(err).__name__}: {first})") from None
-    return _Model(network, "keras-hub", preset, sha256)
+    return _Model(network, "keras-hub", preset, sha256, path)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -365,7 +366,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
     if out.exists() and not out.is_dir():
         raise MeasureError(f"--out: {out} exists and is not a folder")
-    held = [name for name in MEASURE_FILES if (out / name).exists()]
+    held = [name for name in schema.MEASURE_FILES if (out / name).exists()]
     if held and not overwrite:
         raise MeasureError(f"--out: {out} already holds a measurement ({held[0]}); choose another --out or pass --overwrite")
     check_writable(out)
@@ -380,7 +381,7 @@ class _Feeder:
 
     def __init__(self, run, plan: _Plan, x, y, batch_size: int, progress=None, label: str = ""):
         self.run, self.plan, self.x, self.y, self.batch_size = run, plan, x, y, batch_size
-        self.progress, self.label, self.task, self.passes = progress, label, None, 0
+        self.progress, self.label, self.task, self.passes, self.total = progress, label, None, 0, 0
 
     def _pooled(self, reps) -> list:
         from .engine import pool_representation
@@ -394,12 +395,11 @@ class _Feeder:
     def __call__(self) -> Iterable:
         self.passes += 1
         n_batches = -(-len(self.x) // self.batch_size)
+        self.total += n_batches
         if self.progress is not None:
             if self.task is None:
-                self.task = self.progress.add_task(self.label, total=n_batches)
-            else:
-                self.progress.update(self.task, total=self.progress.tasks[self.task].total + n_batches)
-            self.progress.update(self.task, description=f"{self.label} pass {self.passes}")
+                self.task = self.progress.add_task(self.label, total=self.total)
+            self.progress.update(self.task, total=self.total, description=f"{self.label} pass {self.passes}")
         return self._iterate()
 
     def _iterate(self):
@@ -453,17 +453,17 @@ def _objective(m: _Model, plan: _Plan, cfg: Config) -> dict:
     """The loss the MSE decomposition describes: the run's own for a model of this tool, the
     plain one-hot square loss without weight decay otherwise."""
     clf = plan.classifier
-    if clf is None or plan.scalar_head:
-        return {"decomposition": False, "weight_decay": 0.0, "decay_bias": False, "loss_k": 1.0, "loss_M": 1.0, "source": "none"}
+    head = clf is not None and not plan.scalar_head
     if m.kind != "sqnc":
-        return {"decomposition": True, "weight_decay": 0.0, "decay_bias": False, "loss_k": 1.0, "loss_M": 1.0, "source": "plain square loss, no weight decay"}
+        source = "plain square loss, no weight decay" if head else "none (no Dense head)"
+        return {"decomposition": head, "weight_decay": 0.0, "decay_bias": False, "loss_k": 1.0, "loss_M": 1.0, "source": source}
     from .normalization import decayed_variables
 
     decayed = decayed_variables(m.network, cfg.model.normalization)
     bias = getattr(clf, "bias", None)
     rescaled = cfg.loss.kind == "square_rescaled"
     return {
-        "decomposition": bool(cfg.track.mse_decomposition),
+        "decomposition": head and bool(cfg.track.mse_decomposition),
         "weight_decay": float(cfg.optim.weight_decay) if any(v is clf.kernel for v in decayed) else 0.0,
         "decay_bias": bias is not None and any(v is bias for v in decayed),
         "loss_k": float(cfg.loss.k) if rescaled else 1.0,
@@ -562,7 +562,7 @@ def measure(
 
     import keras
 
-    from . import backend, schema
+    from . import backend
 
     probe = keras.Model(m.network.inputs, plan.tensors)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
@@ -603,9 +603,11 @@ def measure(
     kernels = {layer.name: np.asarray(effective_kernel(layer)) for layer in weight_layers(m.network)}
     finite = {k: v for k, v in kernels.items() if np.isfinite(v).all()}
     spectra = spectra_rows(0, finite, cfg.track.rank_tol)
+    spectra += [{"epoch": 0, "layer": k, "index": 0} for k in kernels if k not in finite]  # a diverged net has no spectrum
     info = {
-        "model": {"source": m.source, "kind": m.kind, "sha256": m.sha256, "class": type(m.network).__name__},
+        "model": {"source": m.source, "path": m.path, "kind": m.kind, "sha256": m.sha256, "class": type(m.network).__name__},
         "config": config_source,
+        "overrides": list(overrides),
         "features": plan.features,
         "classifier": clf.name if clf is not None else None,
         "scalar_head": plan.scalar_head,
@@ -622,7 +624,7 @@ def measure(
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(m.kind),
     }
-    files = _write(out, nc, result, spectra, info, test is not None, schema)
+    files = _write(out, nc, result, spectra, info, test is not None)
     return MeasureResult(out, nc, list(result.layers), info, files)
 
 
@@ -638,13 +640,13 @@ def _add_theory(nc: dict, m: _Model, cfg: Config, objective: dict, num_classes: 
         target = objective["loss_M"]
         if m.kind == "sqnc" and target != 1.0:
             nc[key] = 1.0 - (1.0 - nc[key]) / target
-        known = m.kind == "sqnc" and cfg.loss.kind in ("square", "square_rescaled") and objective["source"] != "none"
+        known = m.kind == "sqnc" and cfg.loss.kind in ("square", "square_rescaled")
         nc[f"{prefix}w_norm_sq_eq34"] = (
             predicted_w_norm_sq(nc[key], cfg.optim.weight_decay, num_classes, k=objective["loss_k"], M=target) if known else float("nan")
         )
 
 
-def _write(out: Path, nc: dict, result, spectra: list[dict], info: dict, nc_test: bool, schema) -> list[str]:
+def _write(out: Path, nc: dict, result, spectra: list[dict], info: dict, nc_test: bool) -> list[str]:
     """Write the four CSVs (epoch 0) and measure.json, each atomically."""
     from .rundir import atomic_write_text
 
@@ -652,12 +654,12 @@ def _write(out: Path, nc: dict, result, spectra: list[dict], info: dict, nc_test
     columns = schema.nc_columns(nc_test)
     row = {k: v for k, v in {"epoch": 0, **nc}.items() if k in columns}
     texts = {
-        "nc.csv": _csv_text(columns, [row]),
-        "nc_layers.csv": _csv_text(schema.NC_LAYERS, ({"epoch": 0, **r} for r in result.layers)),
-        "class_gram.csv": _csv_text(schema.CLASS_GRAM, ({"epoch": 0, **r} for r in result.gram)),
-        "spectra.csv": _csv_text(schema.SPECTRA, spectra),
+        schema.NC_CSV: _csv_text(columns, [row]),
+        schema.NC_LAYERS_CSV: _csv_text(schema.NC_LAYERS, ({"epoch": 0, **r} for r in result.layers)),
+        schema.CLASS_GRAM_CSV: _csv_text(schema.CLASS_GRAM, ({"epoch": 0, **r} for r in result.gram)),
+        schema.SPECTRA_CSV: _csv_text(schema.SPECTRA, spectra),
     }
     for name, text in texts.items():
         atomic_write_text(out / name, text)
-    atomic_write_text(out / "measure.json", json.dumps(info, indent=2, default=str) + "\n")
-    return [*texts, "measure.json"]
+    atomic_write_text(out / schema.MEASURE_JSON, json.dumps(info, indent=2, default=str) + "\n")
+    return [*texts, schema.MEASURE_JSON]
