@@ -672,8 +672,11 @@ def judge_rank(ev: Evidence) -> Verdict:
     drops = [1 - r["rel"] / at_zero[r["batch"]] for _, r in mini.iterrows() if r["batch"] in at_zero.index]
     wd_lowers = bool(drops) and min(drops) >= RANK_DROP
     nums[f"rank drop WD {_g(top)} vs 0 (minibatch, smallest)"] = min(drops) if drops else float("nan")
-    # (ii) more with smaller batches: rank rises with batch size at the largest WD.
-    s_batch = spearman(at_top["batch_size_numeric"].astype(float).tolist(), at_top["rel"].tolist()) if len(at_top) >= 3 else float("nan")
+    # (ii) more with smaller batches: at the largest WD, the rank must not fall as the batch grows.
+    ordered = at_top[["batch", "rel"]].to_numpy().tolist()
+    inversions = [(a, b) for (a, ra), (b, rb) in zip(ordered, ordered[1:]) if ra > rb * (1 + RANK_DROP)]
+    rises = [(a, b) for (a, ra), (b, rb) in zip(ordered, ordered[1:]) if rb > ra * (1 + RANK_DROP)]
+    s_batch = spearman(at_top["batch_size_numeric"].astype(float).tolist(), at_top["rel"].tolist()) if len(at_top) >= 2 else float("nan")
     nums[f"Spearman(batch, rank) at WD {_g(top)}"] = s_batch
     # (iii) not without WD: the WD-0 ranks stay near their initial value.
     re = ev.rank_epochs
@@ -690,18 +693,23 @@ def judge_rank(ev: Evidence) -> Verdict:
     verdicts = []
     verdicts.append(SUPPORTED if wd_lowers else NOT_SUPPORTED)
     parts.append(f"WD {_g(top)} {'lowers' if wd_lowers else 'does not lower'} the minibatch rank (smallest drop {min(drops) if drops else float('nan'):.0%})")
-    if math.isnan(s_batch):
+    rel = dict(ordered)
+    if len(ordered) < 2:
         verdicts.append(INCONCLUSIVE)
-        parts.append("too few batch sizes (needs >= 3 at the largest WD)")
-    elif s_batch >= TREND_SUPPORTED:
+        parts.append("too few batch sizes (needs >= 2 at the largest WD)")
+    elif inversions:
+        verdicts.append(NOT_SUPPORTED)
+        parts.append(
+            "smaller batches do not give a lower rank: "
+            + ", ".join(f"batch {a} {rel[a]:.2f} > batch {b} {rel[b]:.2f}" for a, b in inversions)
+            + f" (rank/max at WD {_g(top)})"
+        )
+    elif rises:
         verdicts.append(SUPPORTED)
         parts.append(f"rank rises with batch size (Spearman {s_batch:.2f})")
-    elif s_batch <= TREND_NOT:
-        verdicts.append(NOT_SUPPORTED)
-        parts.append(f"rank does not rise with batch size (Spearman {s_batch:.2f}): smaller batches do not give lower rank")
     else:
         verdicts.append(INCONCLUSIVE)
-        parts.append(f"weak batch-size trend (Spearman {s_batch:.2f})")
+        parts.append(f"rank within {RANK_DROP:.0%} across batch sizes: no batch-size effect to read")
     if math.isnan(zero_drop):
         verdicts.append(INCONCLUSIVE)
         parts.append("no initial rank of the WD-0 runs")
@@ -917,8 +925,9 @@ CLAIMS: tuple[Claim, ...] = (
         ("configs/claims/rank_batch_wd.yaml", "configs/claims/rank_full_batch.yaml"),
         ("rank_batch_wd",),
         "rank_final.csv: rank/min(out, fan_in) per hidden layer, averaged over layers, per batch size and WD; rank_epochs.csv for the WD-0 runs' initial rank",
-        f"three parts: (i) at the largest WD every minibatch rank >= {RANK_DROP:.0%} below WD 0's; (ii) at the largest WD, Spearman(batch size, rank) >= {TREND_SUPPORTED} "
-        f"(<= {TREND_NOT}: contradicted; needs >= 3 batch sizes, full batch = N); (iii) at WD 0 the rank falls < {RANK_NO_WD_DROP:.0%} from init. "
+        f"three parts: (i) at the largest WD every minibatch rank >= {RANK_DROP:.0%} below WD 0's; (ii) at the largest WD, in batch-size order (full batch = N), "
+        f"no rank more than {RANK_DROP:.0%} above the next larger batch's (an inversion contradicts) and at least one rise of >= {RANK_DROP:.0%}; "
+        f"(iii) at WD 0 the rank falls < {RANK_NO_WD_DROP:.0%} from init. "
         "Supported when all three hold, not supported when any is contradicted, else inconclusive",
         Scale(None, None, None, "batch sizes x WD (journal version)"),
         ("rank", "spectra"),

@@ -365,7 +365,9 @@ def test_claim9_exponential_loss(tree, nc1_sgd, nc1_gd, loss_gd, expected):
         ({16: 3, 32: 5, "full": 8}, 8, SUPPORTED),
         ({16: 7, 32: 5, "full": 3}, 8, NOT_SUPPORTED),  # rank falls with the batch size
         ({16: 3, 32: 5, "full": 8}, 5, NOT_SUPPORTED),  # without WD the rank fell 37.5% too
-        ({16: 3, 32: 5}, 8, INCONCLUSIVE),  # two batch sizes: no trend to read
+        ({16: 6, 32: 3, "full": 8}, 8, NOT_SUPPORTED),  # batch 16's rank above batch 32's (an inversion)
+        ({16: 3, 32: 5}, 8, SUPPORTED),  # two batch sizes, ordered
+        ({16: 5, 32: 5, "full": 5}, 8, INCONCLUSIVE),  # WD lowers it, but equally for every batch
     ],
 )
 def test_claim10_rank(tree, ranks_wd, rank_wd0, expected):
