@@ -137,7 +137,8 @@ class Scale:
         for label, v in (("epochs", self.epochs), ("N", self.n_train), ("seeds", self.seeds), ("settings", self.settings)):
             if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
                 continue
-            parts.append(f"{label} {_g(v)}")
+            # a described grid ("init {0.01, 1, 5} x WD {0.01, 0}") reads without its label
+            parts.append(v if label == "settings" and isinstance(v, str) else f"{label} {_g(v)}")
         return ", ".join(parts) or "—"
 
 
