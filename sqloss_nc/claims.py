@@ -144,7 +144,16 @@ class Scale:
 
 @dataclass
 class Verdict:
-    """What a claim's rule returned: the verdict, why, the numbers, and the settings used."""
+    """What a claim's rule returned.
+
+    Args:
+        verdict: one of VERDICTS.
+        why: one line: the statistic against its threshold, or what is missing.
+        numbers: name -> value of the numbers the rule used.
+        used: the (experiment, setting) pairs it read.
+
+    Example: `Verdict(INCONCLUSIVE, "too few settings: needs WD 0", used=[("fig2_init_wd", "init=5")])`
+    """
 
     verdict: str
     why: str
@@ -187,8 +196,17 @@ class Claim:
 
 @dataclass
 class ClaimResult:
-    """A claim judged on OUT's tables: `verdict`, `why`, `numbers`, the runs and settings used
-    and their `scale`."""
+    """A claim judged on OUT's tables.
+
+    Args:
+        claim: the registry entry.
+        verdict, why, numbers: as in `Verdict`.
+        runs: how many runs the settings used hold (their seeds summed).
+        settings: the (experiment, setting) pairs used.
+        scale: their epochs, N, seeds and number of settings.
+
+    Example: `evaluate_claim(CLAIMS[0], tables).scale.text()` gives e.g. "epochs 100, N 2000, seeds 1, settings 2".
+    """
 
     claim: Claim
     verdict: str

@@ -58,6 +58,8 @@ class PublishedNumber:
         epoch: the epoch it is reported at (None: the last epoch of the run).
         value: the published value.
         note: how the value is read (e.g. "throughout").
+
+    Example: `PublishedNumber("test accuracy", "epochs", "test_acc", 200, 0.7839)`
     """
 
     quantity: str
@@ -71,6 +73,13 @@ class PublishedNumber:
 @dataclass(frozen=True)
 class PublishedSetup:
     """A published multiclass setup reproduced by a config of `configs/published/`.
+
+    Args:
+        experiment: the config's `name` (its runs' folder under OUT).
+        config: the config's path in this repository.
+        source: the paper and code.
+        setup: the setup in one line.
+        numbers: its published numbers.
 
     Example: `PUBLISHED[0].numbers[0].value`
     """
@@ -126,7 +135,16 @@ PUBLISHED: tuple[PublishedSetup, ...] = (
 
 @dataclass
 class Comparison:
-    """One published number against the runs: measured (seed mean) at the epoch, or why not."""
+    """One published number against the runs.
+
+    Args:
+        setup, number: what is compared.
+        measured: the runs' seed mean at `at_epoch` (NaN when there are none).
+        at_epoch: the epoch it was read at (None without runs).
+        note: why it is not at the published epoch, or why it is missing.
+
+    Example: `compare_published(tables)["zhu2021_resnet18_cifar10_ce"][0].measured`
+    """
 
     setup: PublishedSetup
     number: PublishedNumber
@@ -212,8 +230,18 @@ def _figures_stale(out: Path) -> bool:
 
 @dataclass
 class Report:
-    """What `make_report` did: the claims' results, the published comparisons, the files
-    written, whether it ran `analyze` and drew figures, and messages (figures that failed)."""
+    """What `make_report` did.
+
+    Args:
+        out: the output root.
+        results: one `ClaimResult` per claim, in registry order.
+        published: experiment -> its `Comparison` rows.
+        files: file name -> path written under `OUT/report/`.
+        analyzed, figures_drawn: whether it ran `analyze` / drew the figures.
+        messages: figures that failed to draw.
+
+    Example: `make_report(Path("outputs")).results[0].verdict`
+    """
 
     out: Path
     results: list[ClaimResult]
