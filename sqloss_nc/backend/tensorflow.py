@@ -59,13 +59,26 @@ class TrainStep:
         """The step's quantities at the current weights, changing nothing: (f, loss, L_tot,
         gradients of the minimized objective, ||∇L_tot||², correction), as numpy. BatchNorm's
         moving statistics, which a training-mode call updates, are restored afterwards."""
-        if getattr(self, "_gradients_fn", None) is None:
-            self._gradients_fn = tf.function(
-                lambda x, y, eta, training: self._objective_and_grads(x, y, training=training, eta=eta), reduce_retracing=True
-            )
+        # One trace per trainer and (training, eta given or not): the batch size is left unknown,
+        # so an epoch's last, smaller batch reuses the trace, and eta is a tensor argument. Each
+        # run's partial batch used to retrace the double-backprop graph, which in a sweep also
+        # printed TensorFlow's "tf.function retracing" warning amid the progress bars.
+        fns = self.__dict__.setdefault("_gradients_fns", {})
+        key = (bool(training), eta is None)
+        x = tf.convert_to_tensor(x)
+        if key not in fns:
+            spec = [tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None], tf.int32)]
+            if eta is None:
+                fns[key] = tf.function(lambda x, y: self._objective_and_grads(x, y, training=training), input_signature=spec)
+            else:
+                fns[key] = tf.function(
+                    lambda x, y, eta: self._objective_and_grads(x, y, training=training, eta=eta),
+                    input_signature=[*spec, tf.TensorSpec([], tf.float64)],
+                )
+        args = (x, tf.constant(np.asarray(y, dtype=np.int32))) + (() if eta is None else (tf.cast(eta, tf.float64),))
         saved = [v.numpy() for v in self.network.non_trainable_variables]
         try:
-            out = self._gradients_fn(x, tf.constant(np.asarray(y, dtype=np.int32)), eta, training)
+            out = fns[key](*args)
         finally:
             for v, value in zip(self.network.non_trainable_variables, saved):
                 v.assign(value)
@@ -76,7 +89,10 @@ class TrainStep:
 def compile_inference(model, jit_compile: bool = False):
     """x (numpy batch) -> list of numpy outputs of `model(x, training=False)`, as a `tf.function`
     (with XLA when `jit_compile`)."""
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=bool(jit_compile))
+    # One trace per model: the batch size is left unknown, so a split's last, smaller batch and
+    # the test split reuse it (each new shape used to retrace, and warn, in every run of a sweep).
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec], jit_compile=bool(jit_compile))
 
     def run(x):
         out = fn(x)

@@ -1,0 +1,221 @@
+"""State that must not lie (issue 20): a run stopped by SIGTERM or SIGHUP says `interrupted` and how
+to resume; one that hit a full disk says `failed` with the reason and leaves no temporary
+checkpoint; a second identical command says who is training the run; a 10-class sweep traces its
+gradient probe once per run (no `tf.function retracing` warning). Each case runs `sqnc` in a
+subprocess, as a user does."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A synthetic MLP run that trains until stopped (epochs are a few milliseconds each).
+ENDLESS = [
+    "data.source=synthetic",
+    "data.synthetic.shape=[8,8,3]",
+    "data.train_per_class=16",
+    "data.test_per_class=4",
+    "model.arch=mlp",
+    "model.widths=[4]",
+    "optim.epochs=100000",
+    "optim.batch_size=8",
+    "track.margin_epochs=none",
+    "track.nc_epochs=none",
+]
+
+
+def sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="100")
+
+
+def start(out, *extra, python_args=("-m", "cli.main")):
+    return subprocess.Popen(
+        [sys.executable, *python_args, "run", *sets(ENDLESS), "--out", str(out), "--no-progress", *extra],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def status(out):
+    try:
+        return json.loads((out / "quickstart" / "seed=0" / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def wait_training(proc, out, timeout=240):
+    """Until the run has finished an epoch (so it is past its setup, inside `fit`)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = status(out)
+        if s.get("state") == "running" and s.get("epoch", 0) >= 1:
+            return s
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.returncode}\n{proc.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the run never reached epoch 1")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, sig):
+    out = tmp_path / "o"
+    proc = start(out)
+    wait_training(proc, out)
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=120)
+    s = status(out)
+    assert s["state"] == "interrupted", (s, stderr[-3000:])
+    assert sig in s["reason"] and "rerun the same command to resume" in s["reason"], s["reason"]
+    assert proc.returncode == 128 + getattr(signal, sig), (proc.returncode, stderr[-3000:])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and sig in lines[0] and "rerun the same command" in lines[0], stderr[-3000:]
+    assert not (out / "quickstart" / "seed=0" / ".lock").exists()  # released: the rerun may resume
+
+
+# The disk fills while the second checkpoint is written: numpy's writer raises ENOSPC after part
+# of the file, and (the disk being full) no other file can be created while that partial
+# temporary checkpoint takes the last free space.
+DISK_FULL = """
+import errno, glob, sys, tempfile
+import numpy as np
+
+out = sys.argv[-1]
+calls = {"savez": 0}
+real_savez, real_mkstemp = np.savez, tempfile.mkstemp
+
+def savez(file, *args, **kwargs):
+    calls["savez"] += 1
+    if calls["savez"] >= 2:
+        file.write(b"x" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_savez(file, *args, **kwargs)
+
+def mkstemp(*args, **kwargs):
+    if glob.glob(out + "/**/.checkpoint.tmp.npz", recursive=True):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_mkstemp(*args, **kwargs)
+
+np.savez, tempfile.mkstemp = savez, mkstemp
+import runpy
+sys.argv = ["sqnc", *sys.argv[1:]]
+runpy.run_module("cli.main", run_name="__main__")
+"""
+
+
+def test_full_disk_marks_the_run_failed_and_leaves_no_temporary_checkpoint(tmp_path):
+    out = tmp_path / "o"
+    overrides = [o for o in ENDLESS if not o.startswith("optim.epochs")] + ["optim.epochs=5"]
+    res = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, "run", *sets(overrides), "--no-progress", "--out", str(out)],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1, res.stderr[-3000:]
+    s = status(out)
+    assert s["state"] == "failed", s
+    assert "No space left on device" in s["reason"] and "rerun the same command to resume" in s["reason"], s["reason"]
+    assert s["epoch"] == 1  # the last epoch whose checkpoint was written
+    assert not list(out.rglob(".checkpoint.tmp.npz"))
+    assert "Traceback" not in res.stderr
+
+
+def test_second_identical_command_says_who_is_training_the_run(tmp_path):
+    out = tmp_path / "o"
+    first = start(out)
+    try:
+        wait_training(first, out)
+        second = subprocess.run(
+            [sys.executable, "-m", "cli.main", "run", *sets(ENDLESS), "--out", str(out), "--no-progress"],
+            cwd=ROOT,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert second.returncode == 0, second.stderr[-3000:]
+    text = " ".join(second.stdout.split())  # the note may wrap
+    assert f"being trained by pid {first.pid} on host {socket.gethostname()}" in text, second.stdout
+    assert "finished before this command" not in text
+    assert "locked*" not in text
+
+
+def test_ten_class_sweep_traces_the_gradient_probe_once_per_run(tmp_path):
+    """Each run's epoch-0 gradient probe used to trace twice (a full and the last, smaller batch),
+    and three runs of a sweep were enough for TensorFlow's `tf.function retracing` warning."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a tf.function matter")
+    overrides = [
+        "data.source=synthetic",
+        "data.synthetic.shape=[8,8,3]",
+        "data.classes=[0,1,2,3,4,5,6,7,8,9]",
+        "data.train_per_class=10",  # 100 samples, batches of 32: three full, one of 4
+        "data.test_per_class=2",
+        "model.arch=mlp",
+        "model.widths=[16]",
+        "optim.epochs=1",
+        "optim.batch_size=32",
+        "track.margin_epochs=none",
+        "track.nc_epochs=none",
+        "sweep={loss.kind: [square, square_rescaled, cross_entropy]}",
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.main", "run", *sets(overrides), "--out", str(tmp_path / "o"), "--no-progress"],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "retracing" not in res.stderr, res.stderr[-3000:]
+
+
+def test_gradient_probe_reuses_one_trace_for_every_batch_size():
+    """The probe itself: batches of 32 and 4 (and eta given) trace once each, with the values of
+    an eager computation."""
+    import keras
+    import numpy as np
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a tf.function matter")
+    from sqloss_nc.config import load_config
+    from sqloss_nc.data import load_dataset
+    from sqloss_nc.experiment import build_training
+
+    cfg = load_config(None, ["data.source=synthetic", "data.synthetic.shape=[8,8,3]", "data.train_per_class=18", "model.arch=mlp", "model.widths=[8]"])
+    ds = load_dataset(cfg)
+    _, trainer, _ = build_training(cfg, ds)
+    for n in (32, 4, 32, 4):
+        trainer.gradients(ds.x_train[:n], ds.y_train[:n])
+    trainer.gradients(ds.x_train[:4], ds.y_train[:4], eta=0.1)
+    trainer.gradients(ds.x_train[:32], ds.y_train[:32], eta=0.2)
+    traces = {key: fn.experimental_get_tracing_count() for key, fn in trainer._gradients_fns.items()}
+    assert traces == {(True, True): 1, (True, False): 1}, traces
+    # Same numbers as the graph-free computation.
+    f, loss, objective, grads, grad_sq, corr = trainer.gradients(ds.x_train[:4], ds.y_train[:4], eta=0.1)
+    _, loss_e, objective_e, grads_e, grad_sq_e, corr_e = trainer._objective_and_grads(ds.x_train[:4], ds.y_train[:4], eta=0.1)
+    np.testing.assert_allclose([loss, objective, grad_sq, corr], [float(loss_e), float(objective_e), float(grad_sq_e), float(corr_e)], rtol=1e-5)
