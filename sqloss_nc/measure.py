@@ -290,12 +290,6 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
     scalar = False
     if classifier is not None:
         width = int(classifier.kernel.shape[-1])
-        p_feat = int(np.prod([d for d in feat_tensor.shape[1:]]))
-        if int(classifier.kernel.shape[0]) != p_feat and not (len(feat_tensor.shape) == 4 and pool == "avg" and int(classifier.kernel.shape[0]) == int(feat_tensor.shape[-1])):
-            raise MeasureError(
-                f"--feature-layer: {feat_name!r} has {p_feat} values, the classifier {classifier.name!r} reads {int(classifier.kernel.shape[0])}; "
-                "name the layer whose output the classifier reads"
-            )
         scalar = width == 1 and num_classes == 2
         if width != num_classes and not scalar:
             raise MeasureError(
@@ -316,12 +310,6 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
     if classifier is not None:
         names.append(cls_name)
         tensors.append(_output(classifier, "--classifier-layer"))
-    shapes = {n: [int(d) if d is not None else None for d in t.shape[1:]] for n, t in zip(names, tensors)}
-    bad = [n for n, s in shapes.items() if None in s]
-    if bad:
-        raise MeasureError(f"--layers: layer {bad[0]!r} has an undefined size {shapes[bad[0]]}; the model needs a fixed input shape")
-    pools = {n: (pool if len(s) == 3 else "flatten" if len(s) > 1 else "none") for n, s in shapes.items()}
-    dims = {n: (s[-1] if pools[n] == "avg" else int(np.prod(s))) for n, s in shapes.items()}
     # Alignment: the first weight layer after each hidden representation (as a run's tracker).
     order = [layer.name for layer in net.layers]
     weighted = {layer.name for layer in weight_layers(net)}
@@ -333,7 +321,26 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
         later = net.layers[order.index(producer) + 1 :] if producer in order else []
         nxt = next((layer for layer in later if layer.name in weighted), None)
         next_kernels[name] = None if nxt is None else np.asarray(effective_kernel(nxt))
-    return _Plan(names, tensors, feat_name, classifier, scalar, pools, dims, shapes, next_kernels)
+    return _Plan(names, tensors, feat_name, classifier, scalar, {}, {}, {}, next_kernels)
+
+
+def _set_shapes(plan: _Plan, probe, x_shape: tuple, pool: str) -> None:
+    """Each representation's per-sample shape at the data's input shape (a backbone built for
+    any image size has no spatial size of its own), its pooling and its p; the classifier must
+    read exactly the features' p values."""
+    import keras
+
+    specs = probe.compute_output_spec(keras.KerasTensor((None, *x_shape)))
+    specs = specs if isinstance(specs, (list, tuple)) else [specs]
+    plan.shapes = {n: [int(d) for d in s.shape[1:]] for n, s in zip(plan.names, specs)}
+    plan.pools = {n: (pool if len(s) == 3 else "flatten" if len(s) > 1 else "none") for n, s in plan.shapes.items()}
+    plan.dims = {n: (s[-1] if plan.pools[n] == "avg" else int(np.prod(s))) for n, s in plan.shapes.items()}
+    clf = plan.classifier
+    if clf is not None and int(clf.kernel.shape[0]) != plan.dims[plan.features]:
+        raise MeasureError(
+            f"--feature-layer: {plan.features!r} gives {plan.dims[plan.features]} values ({plan.pools[plan.features]}), "
+            f"the classifier {clf.name!r} reads {int(clf.kernel.shape[0])}; name the layer whose output the classifier reads (or change --pool)"
+        )
 
 
 # ----------------------------------------------------------------------------- data and config
@@ -548,15 +555,8 @@ def measure(
     m = load_network(model)
     num_classes = len(cfg.data.classes)
     plan = _plan(m, layers, feature_layer, classifier_layer, pool, num_classes)
-    data = load_dataset(cfg, data_dir)
-    if data.num_classes != num_classes:  # pragma: no cover - the loaders relabel to data.classes
-        raise MeasureError(f"data: {data.num_classes} classes, the config names {num_classes}")
-    for split in splits:
-        y = data.y_train if split == "train" else data.y_test
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):  # pragma: no cover - same
-            raise MeasureError(f"data: {split} labels outside 0..{num_classes - 1}")
+    data = load_dataset(cfg, data_dir)  # labels 0..C-1 in the order of data.classes
     _check_input(m.network, data.x_train.shape[1:])
-    _check_out(out, overwrite)
     batch_size = int(batch_size or cfg.compute.inference_batch)
     objective = _objective(m, plan, cfg)
 
@@ -565,6 +565,8 @@ def measure(
     from . import backend
 
     probe = keras.Model(m.network.inputs, plan.tensors)
+    _set_shapes(plan, probe, data.x_train.shape[1:], pool)
+    _check_out(out, overwrite)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
     bar = None
     if progress:

@@ -255,8 +255,7 @@ def test_keras_hub_resnet_backbone_from_a_local_preset(tmp_path):
         stackwise_num_strides=[1, 2],
         block_type="basic_block",
         use_pre_activation=False,
-        image_shape=(16, 16, 3),
-    )
+    )  # image_shape (None, None, 3), as the published presets: the spatial sizes come from the data
     preset = tmp_path / "resnet_preset"
     backbone.save_to_preset(str(preset))
     data = dict(SYNTHETIC_DATA, synthetic={"shape": [16, 16, 3], "separation": 3.0, "noise": 1.0})
@@ -398,7 +397,12 @@ def test_bad_options_raise_before_loading(tmp_path):
     for kwargs, message in (({"pool": "max"}, "--pool"), ({"splits": ["test"]}, "must include train"), ({"splits": ["train", "val"]}, "unknown split")):
         with pytest.raises(MeasureError, match=message):
             measure(tmp_path / "missing.keras", cfg, tmp_path / "out", **kwargs)
+    plain_model().save(tmp_path / "m.keras")
     with pytest.raises(MeasureError, match="no config.yaml beside the model"):
-        plain_model().save(tmp_path / "m.keras")
         measure(tmp_path / "m.keras", None, tmp_path / "out")
+    with pytest.raises(MeasureError, match="'conv_relu' gives 256 values .flatten., the classifier 'head' reads 16"):
+        measure(tmp_path / "m.keras", cfg, tmp_path / "out", feature_layer="conv_relu")
+    big = write_config(tmp_path / "big.yaml", dict(SYNTHETIC_DATA, synthetic={"shape": [16, 16, 3]}))
+    with pytest.raises(MeasureError, match=r"inputs of shape \(8, 8, 3\), the data have \(16, 16, 3\)"):
+        measure(tmp_path / "m.keras", big, tmp_path / "out")
     assert not (tmp_path / "out").exists()
