@@ -10,20 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import SYN as TINY  # a 2-class synthetic MLP run that trains in seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# A 2-class synthetic MLP run small enough to train in a few seconds.
-TINY = [
-    "data.source=synthetic",
-    "data.synthetic.shape=[8,8,3]",
-    "data.train_per_class=16",
-    "data.test_per_class=4",
-    "model.arch=mlp",
-    "model.widths=[4]",
-    "optim.epochs=1",
-    "optim.batch_size=8",
-]
 
 
 def sqnc(*args, env=None, timeout=300, python=None):

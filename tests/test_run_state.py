@@ -14,26 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import SYN
+from test_cli_newcomer import sets, sqnc
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A synthetic MLP run that trains until stopped (epochs are a few milliseconds each).
-ENDLESS = [
-    "data.source=synthetic",
-    "data.synthetic.shape=[8,8,3]",
-    "data.train_per_class=16",
-    "data.test_per_class=4",
-    "model.arch=mlp",
-    "model.widths=[4]",
-    "optim.epochs=100000",
-    "optim.batch_size=8",
-    "track.margin_epochs=none",
-    "track.nc_epochs=none",
-]
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
+ENDLESS = [*(o for o in SYN if not o.startswith("optim.epochs")), "optim.epochs=100000", "track.margin_epochs=none", "track.nc_epochs=none"]
 
 
 def env():
@@ -143,14 +130,7 @@ def test_second_identical_command_says_who_is_training_the_run(tmp_path):
     first = start(out)
     try:
         wait_training(first, out)
-        second = subprocess.run(
-            [sys.executable, "-m", "cli.main", "run", *sets(ENDLESS), "--out", str(out), "--no-progress"],
-            cwd=ROOT,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = sqnc("run", *sets(ENDLESS), "--out", str(out), "--no-progress")
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
@@ -182,14 +162,7 @@ def test_ten_class_sweep_traces_the_gradient_probe_once_per_run(tmp_path):
         "track.nc_epochs=none",
         "sweep={loss.kind: [square, square_rescaled, cross_entropy]}",
     ]
-    res = subprocess.run(
-        [sys.executable, "-m", "cli.main", "run", *sets(overrides), "--out", str(tmp_path / "o"), "--no-progress"],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = sqnc("run", *sets(overrides), "--out", str(tmp_path / "o"), "--no-progress", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "retracing" not in res.stderr, res.stderr[-3000:]
 
