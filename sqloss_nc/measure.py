@@ -548,9 +548,6 @@ def measure(
         raise MeasureError(f"MODEL: {model} does not exist")
     cfg, config_source = _resolve_config(model, data_config, overrides)
     from .data import load_dataset
-    from .engine import measure_collapse, spectra_rows
-    from .models import weight_layers
-    from .normalization import effective_kernel
 
     m = load_network(model)
     num_classes = len(cfg.data.classes)
@@ -568,44 +565,11 @@ def measure(
     _set_shapes(plan, probe, data.x_train.shape[1:], pool)
     _check_out(out, overwrite)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-    clf = plan.classifier
-    w = np.asarray(clf.kernel).T if clf is not None and not plan.scalar_head else None
-    b = None if clf is None or plan.scalar_head or getattr(clf, "bias", None) is None else np.asarray(clf.bias)
-    train = _Feeder(run, plan, data.x_train, data.y_train, batch_size, bar, "train")
-    test = _Feeder(run, plan, data.x_test, data.y_test, batch_size, bar, "test") if "test" in splits else None
-    if bar is not None:
-        bar.start()
-    try:
-        result = measure_collapse(
-            train,
-            num_classes=num_classes,
-            layers=plan.names,
-            test=test,
-            features=plan.features,
-            classifier_weights=w,
-            classifier_bias=b,
-            weight_decay=objective["weight_decay"],
-            decay_bias=objective["decay_bias"],
-            loss_k=objective["loss_k"],
-            loss_M=objective["loss_M"],
-            decomposition=objective["decomposition"] and w is not None,
-            next_kernels=plan.next_kernels,
-            nc_test=test is not None,
-        )
-    finally:
-        if bar is not None:
-            bar.stop()
+    result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
     nc = dict(result.nc)
     _add_theory(nc, m, cfg, objective, num_classes)
-    kernels = {layer.name: np.asarray(effective_kernel(layer)) for layer in weight_layers(m.network)}
-    finite = {k: v for k, v in kernels.items() if np.isfinite(v).all()}
-    spectra = spectra_rows(0, finite, cfg.track.rank_tol)
-    spectra += [{"epoch": 0, "layer": k, "index": 0} for k in kernels if k not in finite]  # a diverged net has no spectrum
+    spectra = _spectra(m.network, cfg.track.rank_tol)
+    clf = plan.classifier
     info = {
         "model": {"source": m.source, "path": m.path, "kind": m.kind, "sha256": m.sha256, "class": type(m.network).__name__},
         "config": config_source,
@@ -626,8 +590,58 @@ def measure(
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(m.kind),
     }
-    files = _write(out, nc, result, spectra, info, test is not None)
+    files = _write(out, nc, result, spectra, info, "test" in splits)
     return MeasureResult(out, nc, list(result.layers), info, files)
+
+
+def _collapse(run, plan: _Plan, data, with_test: bool, batch_size: int, objective: dict, num_classes: int, progress: bool, console):
+    """The engine fed from the compiled probe: two passes over train, one or two over test."""
+    from .engine import measure_collapse
+
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    clf = plan.classifier
+    w = np.asarray(clf.kernel).T if clf is not None and not plan.scalar_head else None
+    b = None if w is None or getattr(clf, "bias", None) is None else np.asarray(clf.bias)
+    train = _Feeder(run, plan, data.x_train, data.y_train, batch_size, bar, "train")
+    test = _Feeder(run, plan, data.x_test, data.y_test, batch_size, bar, "test") if with_test else None
+    if bar is not None:
+        bar.start()
+    try:
+        return measure_collapse(
+            train,
+            num_classes=num_classes,
+            layers=plan.names,
+            test=test,
+            features=plan.features,
+            classifier_weights=w,
+            classifier_bias=b,
+            weight_decay=objective["weight_decay"],
+            decay_bias=objective["decay_bias"],
+            loss_k=objective["loss_k"],
+            loss_M=objective["loss_M"],
+            decomposition=objective["decomposition"] and w is not None,
+            next_kernels=plan.next_kernels,
+            nc_test=with_test,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _spectra(network, rank_tol: float) -> list[dict]:
+    """spectra.csv rows (epoch 0) of every weight tensor as the layer computes with it, as a run
+    writes them (a NaN row for a non-finite tensor: a diverged net has no spectrum)."""
+    from .engine import spectra_rows
+    from .models import weight_layers
+    from .normalization import effective_kernel
+
+    kernels = {layer.name: np.asarray(effective_kernel(layer)) for layer in weight_layers(network)}
+    finite = {k: v for k, v in kernels.items() if np.isfinite(v).all()}
+    return spectra_rows(0, finite, rank_tol) + [{"epoch": 0, "layer": k, "index": 0} for k in kernels if k not in finite]
 
 
 def _add_theory(nc: dict, m: _Model, cfg: Config, objective: dict, num_classes: int) -> None:
