@@ -233,6 +233,9 @@ def require_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
     out = Path(out)
     if not out.is_dir():
         raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
+    if any((out / m).is_file() for m in MARKERS):
+        # OUT/<experiment>/<run_id>/ is one run: its output root is two levels up.
+        raise AnalysisError(f"OUT: {out} is one run's folder; give the output root that holds it: {out.parent.parent}")
     run_dirs, empty_dirs = find_run_dirs(out)
     if not run_dirs:
         extra = f" ({len(empty_dirs)} empty folder(s))" if empty_dirs else ""
@@ -389,7 +392,10 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
             continue
         df, msgs = read_csv_robust(p)
         for m in msgs:
-            report(m)
+            # A header-only theory.csv is the run saying that no check applies to its loss
+            # (cross-entropy, the exponential loss): expected, not a problem.
+            if not (name == schema.THEORY_CSV and m == f"{name}: no rows"):
+                report(m)
         if df is not None and "epoch" in df.columns and name in (schema.METRICS_CSV, schema.NC_CSV):
             df = df[pd.to_numeric(df["epoch"], errors="coerce").notna()]
             df["epoch"] = df["epoch"].astype(int)
@@ -1042,7 +1048,9 @@ def _pm(row: pd.Series, col: str, spec: str = ".3g") -> str:
 
 
 def key_numbers_table(result: AnalysisResult, max_rows: int = 60):
-    """A rich table of the key final numbers per setting (mean±std over seeds).
+    """The key final numbers per setting (mean±std over seeds), as a table that never breaks a
+    cell: where the console is too narrow, the less important columns are left out (a note says
+    which), then one line per setting (`sweep.FitTable`).
 
     Args:
         result: what `analyze` returned.
@@ -1050,40 +1058,42 @@ def key_numbers_table(result: AnalysisResult, max_rows: int = 60):
 
     Example: `rich.print(key_numbers_table(analyze(Path("outputs"))))`
     """
-    from rich.table import Table
+    from .sweep import FitTable  # plain rich rendering; sweep.py imports no framework at module level
 
     s = result.summary
     experiments = list(dict.fromkeys(s["experiment"])) if "experiment" in s else []
     one = len(experiments) == 1
     title = "final values per setting, mean±std over seeds" + (f" — {experiments[0]}" if one else "")
-    table = Table(title=title, caption=f"all columns: {result.out / ANALYSIS_DIR / 'summary.csv'}")
-    cols = ([] if one else ["experiment"]) + ["setting", "n", "epoch", "ρ", "train acc", "test acc", "m̄ mean", "m̄ std", "NC1"]
+    cols = [] if one else [("experiment", "experiment", "left")]
+    cols += [("setting", "setting", "left"), ("n", "n", "right"), ("epoch", "epoch", "right"), ("ρ", "rho", "right")]
+    cols += [("train\nacc", "train_acc", "right"), ("test\nacc", "test_acc", "right"), ("m̄\nmean", "m_mean", "right")]
+    cols += [("m̄\nstd", "m_std", "right"), ("NC1", "nc1", "right")]
     # The SGD-noise key number (issue 14): the relative update per epoch at the end of training.
     noise = "update_norm_tail_mean" in s and pd.to_numeric(s["update_norm_tail_mean"], errors="coerce").notna().any()
     if noise:
-        cols.append("‖ΔW‖/‖W‖ end")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("experiment", "setting") else "right", overflow="fold")
+        cols.append(("‖ΔW‖/‖W‖\nend", "dw_end", "right"))
+    rows = []
     for _, row in s.head(max_rows).iterrows():
         epochs = row.get("epochs_max")
-        cells = [] if one else [str(row["experiment"])]
-        cells += [
-            str(row["setting"]),
-            str(row["n_seeds"]),
-            "" if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else str(int(epochs)),
-            _pm(row, "rho"),
-            _pm(row, "train_acc", ".3f"),
-            _pm(row, "test_acc", ".3f"),
-            _pm(row, "margin_mean"),
-            _pm(row, "margin_std"),
-            _pm(row, "nc1", ".2g"),
-        ]
-        if noise:
-            cells.append(_pm(row, "update_norm_tail", ".2g"))
-        table.add_row(*cells)
-    if len(s) > max_rows:
-        table.add_row(*(["…", f"{len(s) - max_rows} more in summary.csv"] + [""] * (len(cols) - 2)))
-    return table
+        rows.append(
+            {
+                "experiment": str(row.get("experiment", "")),
+                "setting": str(row["setting"]),
+                "n": str(row["n_seeds"]),
+                "epoch": "" if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else str(int(epochs)),
+                "rho": _pm(row, "rho"),
+                "train_acc": _pm(row, "train_acc", ".3f"),
+                "test_acc": _pm(row, "test_acc", ".3f"),
+                "m_mean": _pm(row, "margin_mean"),
+                "m_std": _pm(row, "margin_std"),
+                "nc1": _pm(row, "nc1", ".2g"),
+                "dw_end": _pm(row, "update_norm_tail", ".2g") if noise else "",
+            }
+        )
+    notes = [f"{len(s) - max_rows} more settings in summary.csv"] if len(s) > max_rows else []
+    notes.append(f"all columns: {result.out / ANALYSIS_DIR / 'summary.csv'}")
+    drop = ["m_std", "dw_end", "epoch", "n", "m_mean", "experiment"]
+    return FitTable(title, cols, rows, notes, plain=1 if one else 2, drop=drop)
 
 
 def problems_table(problems: list[tuple[str, str]], max_rows: int = 50):
@@ -1095,7 +1105,7 @@ def problems_table(problems: list[tuple[str, str]], max_rows: int = 50):
 
     table = Table(title=f"problems ({len(problems)})", title_style="bold yellow")
     table.add_column("run", overflow="fold")
-    table.add_column("problem", overflow="fold")
+    table.add_column("problem")  # prose: wrapped between words
     for run, problem in problems[:max_rows]:
         table.add_row(run, problem)
     if len(problems) > max_rows:

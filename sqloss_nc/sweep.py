@@ -476,6 +476,8 @@ class FitTable:
         notes: lines printed under the table (legend, where the files are), wrapped between words.
         plain: how many leading columns the compact form prints as bare values (the others as
             `key=value`).
+        drop: keys of columns that may be left out, in this order, to keep a table that is too
+            wide for the console a table (a note names them); the compact form comes after.
 
     Example:
 
@@ -486,8 +488,11 @@ class FitTable:
     ```
     """
 
-    def __init__(self, title: str, columns: list[tuple[str, str, str]], rows: list[dict], notes: list[str] = (), plain: int = 2):
+    def __init__(
+        self, title: str, columns: list[tuple[str, str, str]], rows: list[dict], notes: list[str] = (), plain: int = 2, drop: list[str] = ()
+    ):
         self.title, self.columns, self.rows, self.notes, self.plain = title, columns, rows, list(notes), plain
+        self.drop = list(drop)
 
     def widths(self) -> list[int]:
         from rich.cells import cell_len
@@ -507,17 +512,27 @@ class FitTable:
         from rich.table import Table
         from rich.text import Text
 
-        widths = self.widths()
-        for gap in (2, 1):  # two spaces between columns when they fit, else one
-            if sum(widths) + gap * (len(widths) - 1) <= options.max_width:
-                # box.SIMPLE_HEAD's column divider is one blank; padding adds the rest of the gap.
-                table = Table(title=self.title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, gap - 1, 0, 0))
-                for (header, _, justify), width in zip(self.columns, widths):
-                    table.add_column(header, justify=justify, no_wrap=True, width=width)
-                for r in self.rows:
-                    table.add_row(*(r.get(key, "") for _, key, _ in self.columns))
-                yield table
+        fitted = None
+        for n_left_out in range(len(self.drop) + 1):  # the whole table first, then fewer columns
+            left_out = set(self.drop[:n_left_out])
+            shown = [(c, w) for c, w in zip(self.columns, self.widths()) if c[1] not in left_out]
+            for gap in (2, 1):  # two spaces between columns when they fit, else one
+                if sum(w for _, w in shown) + gap * (len(shown) - 1) <= options.max_width:
+                    fitted = (shown, gap, [c[0].replace("\n", " ") for c in self.columns if c[1] in left_out])
+                    break
+            if fitted:
                 break
+        if fitted:
+            shown, gap, names = fitted
+            # box.SIMPLE_HEAD's column divider is one blank; padding adds the rest of the gap.
+            table = Table(title=self.title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, gap - 1, 0, 0))
+            for (header, _, justify), width in shown:
+                table.add_column(header, justify=justify, no_wrap=True, width=width)
+            for r in self.rows:
+                table.add_row(*(r.get(c[1], "") for c, _ in shown))
+            yield table
+            if names:
+                yield Text(f"left out at this width: {', '.join(names)}", style="dim")
         else:
             yield Text(self.title, style="italic")
             for line in self.compact_lines():

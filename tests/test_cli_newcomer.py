@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def sqnc(*args, env=None, timeout=300, python=None):
     """`sqnc ARGS` as a user runs it (a fresh process); returns the CompletedProcess."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="100", **(env or {}))
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "100", **(env or {})}
     cmd = [*(python or [sys.executable]), "-m", "cli.main", *args]
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -210,3 +210,57 @@ def test_config_show_lists_every_key_with_default_and_meaning():
     one = sqnc("config", "show", "optim.lr")
     assert one.returncode == 0 and one.stdout.splitlines()[0] == "optim.lr = 0.01  (float)" and "Learning rate" in one.stdout
     one_line_error(sqnc("config", "show", "optim.learning_rate"), "did you mean 'optim.lr'")
+
+
+# ----------------------------------------------------------------------------- analyze
+
+
+def fake_out(root, losses=("cross_entropy", "square_rescaled")):
+    """OUT with one finished fake run per loss; a cross-entropy run's theory.csv is header-only
+    (no toy-model check applies to it), as `sqnc run` writes it."""
+    import numpy as np
+    from fake_runs import config, fake_run, write_run
+
+    rng = np.random.default_rng(0)
+    for loss in losses:
+        cfg = config("nc_sweep", 0, 4, loss__kind=loss)
+        run = write_run(root / "nc_sweep" / f"loss={loss}_seed=0", cfg, fake_run(rng, 4, [0, 2, 4]))
+        (run / "theory.csv").write_text("check,measured,predicted,rel_error,note\n")
+    return root
+
+
+def test_analyze_of_one_run_folder_names_the_output_root(tmp_path):
+    out = fake_out(tmp_path / "out")
+    res = sqnc("analyze", str(out / "nc_sweep" / "loss=cross_entropy_seed=0"))
+    one_line_error(res, "is one run's folder", f"give the output root that holds it: {out}")
+
+
+def test_expected_empty_theory_csv_is_not_a_problem(tmp_path):
+    out = fake_out(tmp_path / "out")
+    res = sqnc("analyze", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "theory.csv" not in res.stdout.split("final values")[0], res.stdout  # no "problems" row for it
+    import pandas as pd
+
+    problems = pd.read_csv(out / "analysis" / "problems.csv")
+    assert not problems["problem"].astype(str).str.contains("theory.csv").any(), problems
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_analyze_table_keeps_every_cell_whole_at_terminal_widths(tmp_path, width):
+    """At 80 columns the table split `loss=cross_entropy` into `loss=c / ross_e / ntropy`."""
+    import pandas as pd
+
+    out = fake_out(tmp_path / "out")
+    res = sqnc("analyze", str(out), env={"COLUMNS": str(width)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("all columns:"))]  # the table (paths follow)
+    assert all(len(line) <= width for line in lines), res.stdout
+    tokens = {t for line in lines for t in line.split()} | {t.split("=", 1)[1] for line in lines for t in line.split() if "=" in t}
+    summary = pd.read_csv(out / "analysis" / "summary.csv")
+    for setting in summary["setting"]:
+        assert setting in tokens, (setting, res.stdout)
+    # The ρ column is never left out: every setting's mean ρ appears whole, at the table's precision.
+    for rho in summary["rho_mean"]:
+        assert f"{rho:.3g}" in tokens or any(t.startswith(f"{rho:.3g}±") for t in tokens), (rho, res.stdout)
