@@ -4,7 +4,9 @@ Reads only the tables `sqnc analyze OUT` wrote to `OUT/analysis/` and draws ever
 paper those tables support, as PNG and PDF under `OUT/figures/`, plus `OUT/figures/index.html`
 showing all PNGs with one-line captions. Curves are means over seeds with ± 1 std bands (sample
 std; no band with one seed). Epoch axes are `symlog` (linear between 0 and 1, logarithmic
-beyond) so that epoch 0, the initialization, stays visible on a log axis.
+beyond) so that epoch 0, the initialization, stays visible on a log axis, with integer labels at
+any run length (`epoch_ticks`). Loss axes name the runs' own loss (`loss_name`), class-mean
+figures the classes (runs.csv `class_names`).
 
 Which runs a figure uses is decided from the config columns of `summary.csv` (one row per
 setting): within one experiment, the config keys that vary between settings are the figure's
@@ -15,8 +17,8 @@ vary too, one figure is drawn per combination of their values (named with a suff
 |---|---|---|---|
 | fig2 | ≥ 2 values of `model.init_scale` and of `optim.weight_decay` | epochs.csv | `configs/paper/fig2_init_wd.yaml` |
 | fig3 | ≥ 2 settings differing in init and/or WD | margins_hist.csv (last margin epoch) | `configs/paper/fig3_margins.yaml` |
-| fig4 | any run with per-sample margins | margins_hist.csv (one setting, several epochs) | `configs/paper/fig4_margin_hist.yaml` |
-| fig5 | per-step margins (`margins_steps.csv` in the runs) | margins_steps_hist.csv, steps.csv | `configs/paper/fig4_margin_hist.yaml` |
+| fig4 | per-sample margins at ≥ 2 epochs | margins_hist.csv (one panel per setting, every margin epoch up to 30) | `configs/paper/fig4_margin_hist.yaml` |
+| fig5 | per-step margins (`margins_steps.csv` in the runs) | margins_steps_hist.csv, steps.csv (one column per setting, ρ below) | `configs/paper/fig4_margin_hist.yaml` |
 | fig6 | NC measured at ≥ 2 epochs | nc_epochs.csv | `configs/paper/fig6_nc_step.yaml` |
 | fig10 | `OUT/simulations/logistic*.csv` with `t` and `rho*` columns | simulations.csv | `sqnc simulate --logistic --out OUT/simulations` |
 | fig11, fig13 | ≥ 2 values of `data.label_noise` | summary.csv, epochs.csv | `configs/paper/fig11_random_labels.yaml` |
@@ -463,6 +465,8 @@ def _fig2(t: Tables, figdir: Path, emit) -> None:
                 ax.legend(handles=handles, loc="best", fontsize="small")
         for ax in axes.ravel():
             _epoch_axis(ax, max_epoch)
+        for ax in axes[:-1].ravel():
+            ax.set_xlabel("")  # rows share the bottom row's epoch axis
         fig.suptitle(f"{exp}{_settings_text(fixed)}: ρ, training loss and test error (mean ± std over seeds)")
         fig.tight_layout()
         name = _name("fig2", exp, fixed)
@@ -857,6 +861,8 @@ def _per_init(t: Tables, figdir: Path, emit, positive_wd: bool, kind_rho: str, k
                 ax.set_title(f"init {r['_i']:g}: {'loss' if metric == 'loss' else 'accuracy'}")
                 ax.legend(fontsize="small")
                 _epoch_axis(ax, max_epoch)
+                if i < len(rows) - 1:
+                    ax.set_xlabel("")  # rows share the bottom row's epoch axis
         fig.suptitle(f"{exp}{_settings_text(fixed)}: performance, {wd_text} (mean ± std over {_seeds_note(sub)})")
         fig.tight_layout()
         emit(
@@ -1048,9 +1054,8 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
             top.set_ylabel("J(W) and its terms (square-loss units)")
             top.set_ylim(bottom=0)
             top.set_title(setting)
-            max_epoch = max(
-                max_epoch, _curves(bottom, nc, exp, {setting: "tab:purple"}, [("ls_distance", "-")], r"$\|W - W_\mathrm{LS}\|_F\ /\ \|W\|_F$", ratio=20.0)
-            )
+            ls_label = r"$\|W - W_\mathrm{LS}\|_F\ /\ \|W\|_F$"
+            max_epoch = max(max_epoch, _curves(bottom, nc, exp, {setting: "tab:purple"}, [("ls_distance", "-")], ls_label, ratio=20.0))
             bottom.set_title("distance from the least-squares classifier")
             for ax in (top, bottom):
                 _epoch_axis(ax, max_epoch)
@@ -1209,7 +1214,11 @@ def _spectra(t: Tables, figdir: Path, emit) -> None:
                 _setting_name("spectra", exp, settings, setting),
                 fig,
                 f"Spectra — {exp}, {setting}: σ_i/σ_1 of layers {', '.join(layers)} at "
-                + (f"epochs {', '.join(str(int(e)) for e in epochs)}" if len(epochs) <= 8 else f"{len(epochs)} epochs from {int(epochs[0])} to {int(epochs[-1])}")
+                + (
+                    f"epochs {', '.join(str(int(e)) for e in epochs)}"
+                    if len(epochs) <= 8
+                    else f"{len(epochs)} epochs from {int(epochs[0])} to {int(epochs[-1])}"
+                )
                 + " (colour = epoch).",
             )
 
@@ -1241,7 +1250,8 @@ def _rank(t: Tables, figdir: Path, emit) -> None:
         colors = dict(zip(groups, sns.color_palette("viridis", len(groups))))
         for i, layer in enumerate(layers):
             lr = rows[rows["layer"] == layer]
-            for ax, measure, ylabel in ((axes[i, 0], "rank", "numerical rank"), (axes[i, 1], "stable_rank", r"stable rank $\|W\|_F^2/\|W\|_2^2$")):
+            stable = r"stable rank $\|W\|_F^2/\|W\|_2^2$"
+            for ax, measure, ylabel in ((axes[i, 0], "rank", "numerical rank"), (axes[i, 1], "stable_rank", stable)):
                 for grp in groups:
                     g = lr[_num(lr, WD) == grp] if by_batch else lr[lr["batch"] == grp]
                     if by_batch:
