@@ -549,10 +549,13 @@ def measure(
     cfg, config_source = _resolve_config(model, data_config, overrides)
     from .data import load_dataset
 
+    clock = {"start": time.perf_counter()}
     m = load_network(model)
+    clock["model"] = time.perf_counter()
     num_classes = len(cfg.data.classes)
     plan = _plan(m, layers, feature_layer, classifier_layer, pool, num_classes)
     data = load_dataset(cfg, data_dir)  # labels 0..C-1 in the order of data.classes
+    clock["data"] = time.perf_counter()
     _check_input(m.network, data.x_train.shape[1:])
     batch_size = int(batch_size or cfg.compute.inference_batch)
     objective = _objective(m, plan, cfg)
@@ -566,6 +569,7 @@ def measure(
     _check_out(out, overwrite)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
     result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
+    clock["measure"] = time.perf_counter()
     nc = dict(result.nc)
     _add_theory(nc, m, cfg, objective, num_classes)
     spectra = _spectra(m.network, cfg.track.rank_tol)
@@ -587,6 +591,12 @@ def measure(
         "rank_tol": cfg.track.rank_tol,
         "epoch": 0,
         "seconds": round(time.perf_counter() - t0, 3),
+        # where they went: loading the model (Keras' import included), the data, the passes + engine
+        "seconds_by_step": {
+            "load_model": round(clock["model"] - clock["start"], 3),
+            "load_data": round(clock["data"] - clock["model"], 3),
+            "measure": round(clock["measure"] - clock["data"], 3),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(m.kind),
     }
