@@ -61,7 +61,12 @@ _PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
 
 
 class MeasureError(UserError):
-    """A user mistake in what `sqnc measure` was asked to measure: one line."""
+    """A user mistake in what `sqnc measure` was asked to measure: one line, raised before
+    anything is written.
+
+    Example: `measure("missing.keras", "data.yaml", "out")` raises
+    `MeasureError("MODEL: missing.keras does not exist")`.
+    """
 
 
 @dataclass
@@ -74,6 +79,13 @@ class MeasureResult:
         layers: the `nc_layers.csv` rows (without `epoch`).
         info: the content of `measure.json`.
         files: the files written, by name.
+
+    Example:
+
+    ```python
+    r = measure("model.keras", "data.yaml", "measured")
+    r.nc["nc1"], r.info["layers"][0]["pool"], r.files  # (..., 'flatten', ['nc.csv', ...])
+    ```
     """
 
     out: Path
@@ -136,11 +148,11 @@ def _is_preset_name(text: str) -> bool:
     return "/" not in text and "\\" not in text and not text.endswith((".keras", ".h5")) and not Path(text).exists()
 
 
-def _import_keras_hub():
+def _import_keras_hub(preset: str):
     try:
         import keras_hub
     except ImportError:
-        raise MeasureError('MODEL: a keras-hub preset needs keras-hub: pip install -e ".[hub]"') from None
+        raise MeasureError(f'MODEL: {preset} is no file or folder; as a keras-hub preset it needs keras-hub: pip install -e ".[hub]"') from None
     return keras_hub
 
 
@@ -189,7 +201,7 @@ def _load_keras_file(path: Path) -> _Model:
 
 
 def _load_preset(preset: str, sha256: str | None, path: str | None) -> _Model:
-    keras_hub = _import_keras_hub()
+    keras_hub = _import_keras_hub(preset)
     try:
         network = keras_hub.models.Backbone.from_preset(preset)
     except Exception as err:  # noqa: BLE001 - missing preset, offline, not a backbone, ...
