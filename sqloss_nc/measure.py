@@ -13,7 +13,9 @@ What MODEL can be:
 - a `model.keras` written by `sqnc run`: its `features` and `classifier` layers, the layers the
   run's tracker probes, and the run's objective (weight decay λ, loss k and M, from the config)
   for the MSE decomposition, so the numbers equal the run's last NC epoch when the config is the
-  run's (the `config.yaml` beside the model is used when no config is given);
+  run's (the `config.yaml` beside the model is used when no config is given). With a config whose
+  `model:` section does not build this network (other layers or weight shapes), it is measured
+  as any other Keras model;
 - any Keras 3 model file (functional or sequential): by default the features are the input of
   the last `Dense` layer and the classifier is that layer (`feature_layer`, `classifier_layer`
   name others); the decomposition is that of the plain square loss with λ = 0;
@@ -248,6 +250,23 @@ def _sqnc_probe_layers(network) -> list[str]:
     if isinstance(network.get_layer("features"), keras.layers.Flatten):
         names = names[:-1]
     return names
+
+
+def _built_by(cfg: Config, network, num_classes: int) -> bool:
+    """Whether `cfg.model` builds this network (same layer types, same weight shapes in order):
+    only then does the config's training section describe how it was trained."""
+    from .models import build_network
+
+    input_shape = tuple(network.inputs[0].shape[1:])
+    try:
+        twin = build_network(cfg.model, input_shape, 1 if cfg.model.output == "scalar" else num_classes, seed=cfg.seed)
+    except Exception:  # noqa: BLE001 - a config that cannot build a net of this input describes another net
+        return False
+
+    def signature(net):
+        return [type(layer).__name__ for layer in net.layers], [tuple(w.shape) for w in net.weights]
+
+    return signature(twin) == signature(network)
 
 
 def _producer(network, tensor) -> str:
@@ -565,6 +584,8 @@ def measure(
     m = load_network(model)
     clock["model"] = time.perf_counter()
     num_classes = len(cfg.data.classes)
+    if m.kind == "sqnc" and not _built_by(cfg, m.network, num_classes):
+        m.kind = "keras"  # named like a network of `sqnc run`, but not the one this config describes
     plan = _plan(m, layers, feature_layer, classifier_layer, pool, num_classes)
     data = load_dataset(cfg, data_dir)  # labels 0..C-1 in the order of data.classes
     clock["data"] = time.perf_counter()

@@ -329,6 +329,15 @@ def test_model_of_sqnc_run_equals_its_last_nc_epoch(tmp_path):
             if b[c] != "":
                 close(float(a[c]), float(b[c]), rtol=1e-9, atol=1e-15)
 
+    # With a config that only names the data, the training objective is unknown: the same
+    # features and NC, but the decomposition of the plain square loss without weight decay.
+    data_only = write_config(tmp_path / "data_only.yaml", yaml.safe_load((rundir / "config.yaml").read_text())["data"])
+    plain = measure(rundir / "model.keras", data_only, tmp_path / "plain", splits=["train"])
+    assert plain.info["model"]["kind"] == "keras" and plain.info["objective"]["weight_decay"] == 0.0
+    assert (plain.info["features"], plain.info["classifier"]) == ("features", "classifier")
+    close(plain.nc["nc1"], got["nc1"], rtol=1e-12)
+    assert np.isnan(plain.nc["w_norm_sq_eq34"]) and plain.nc["mse_total"] < got["mse_total"]
+
     # And against the brute force, from the features of the saved model.
     model = keras.saving.load_model(rundir / "model.keras")
     ds = load_data_from_run(rundir)
