@@ -445,7 +445,7 @@ def _fig2(t: Tables, figdir: Path, emit) -> None:
                 if rho:
                     max_epoch = max(max_epoch, rho[0].max())
                     log = _maybe_log_y(ax, [rho[1]], ratio=10)
-                    handles.append(_band(ax, *rho[:3], label=f"ρ ({rho[3]} seeds)", color="black", log_y=log))
+                    handles.append(_band(ax, *rho[:3], label=f"ρ ({rho[3]} seed{'s' if rho[3] != 1 else ''})", color="black", log_y=log))
                 ax.set_ylabel("ρ (weight norm)")
                 ax2 = ax.twinx()
                 ax2.grid(False)
@@ -581,7 +581,8 @@ def _fig4(t: Tables, figdir: Path, emit, time: str = "epoch", hist: pd.DataFrame
             nrow = math.ceil(len(chunk) / ncol)
             n_times = max(min(rows[rows["setting"] == s][time].nunique(), MAX_RIDGES) for s in chunk)
             ridge_h = max(2.6, 0.3 * n_times + 0.9)
-            fig = plt.figure(figsize=(4.4 * ncol + 0.4, (ridge_h + (2.4 if with_rho else 0)) * nrow + 0.6), layout="constrained")
+            width = max(4.4 * ncol + 0.4, 7.0)  # room for the title over a single panel
+            fig = plt.figure(figsize=(width, (ridge_h + (2.4 if with_rho else 0)) * nrow + 0.6), layout="constrained")
             gs = fig.add_gridspec(nrow * (2 if with_rho else 1), ncol, height_ratios=[ridge_h, 2.4] * nrow if with_rho else None)
             notes = []
             for i, setting in enumerate(chunk):
@@ -597,7 +598,7 @@ def _fig4(t: Tables, figdir: Path, emit, time: str = "epoch", hist: pd.DataFrame
                 ax.set_title(f"{setting}\n({n_runs} seed{'s' if n_runs != 1 else ''} pooled)", fontsize="small")
                 ax.set_xlabel("normalized train margin y·f/ρ")
                 if c == 0:
-                    ax.set_ylabel(f"{time} (each histogram scaled to its peak)")
+                    ax.set_ylabel(f"{time}\n(each histogram scaled to its peak)")
                 if with_rho:
                     rax = fig.add_subplot(gs[r * 2 + 1, c])
                     s = _series(t.steps, exp, setting, "rho", time="step")
@@ -1273,6 +1274,8 @@ def _rank(t: Tables, figdir: Path, emit) -> None:
                         label=label,
                     )
                 n_sv = int(lr["n_singular"].max()) if "n_singular" in lr else None
+                if measure == "rank" and lr["rank_std"].fillna(0).eq(0).all():
+                    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole ranks: no 1.5
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{layer}" + (f" (min(out, fan_in) = {n_sv})" if n_sv and measure == "rank" else ""), fontsize="small")
                 ax.legend(fontsize="x-small")
@@ -1282,6 +1285,7 @@ def _rank(t: Tables, figdir: Path, emit) -> None:
                 ax.set_xlabel("batch size (full = gradient descent on all N samples)")
             else:
                 ax.set_xscale("symlog", linthresh=max(min([w for w in wds if w > 0], default=1e-4), 1e-8))
+                ax.set_xticks(wds, [f"{w:g}" for w in wds])  # the values swept, not powers of ten
                 ax.set_xlabel("weight decay λ")
         epochs = ", ".join(str(int(e)) for e in sorted(rows["epoch"].unique()))
         _finish(
