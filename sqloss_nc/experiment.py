@@ -31,7 +31,7 @@ import numpy as np
 from .config import Config, ConfigError, config_warnings, epoch_schedule, resolve_steps_per_execution
 from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
-from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment
+from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment, replace_file, sync_file
 
 
 class RunDirError(UserError):
@@ -122,9 +122,8 @@ def save_checkpoint(rundir: RunDir, network, optimizer, epoch: int) -> None:
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, rundir.path / "checkpoint.npz")
+            sync_file(fh)  # fsynced now, or with the stack's epoch (`rundir.one_sync`)
+        replace_file(tmp, rundir.path / "checkpoint.npz")
     except BaseException:
         # A half-written checkpoint is useless, and on a full disk it holds the space that the
         # run's `failed` status still has to be written into.
@@ -336,23 +335,26 @@ def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: obj
     return OpenRun(network, trainer, optimizer, first_epoch, elapsed)
 
 
-def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe):
+def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe, tracker=None, state=None):
     """The run's `RunLogger` over its `Tracker`, checkpointing (and heart-beating the lock) after
-    every epoch; `probe()` gives epoch 0's grad_norm_sq of a fresh run."""
+    every epoch; `probe()` gives epoch 0's grad_norm_sq of a fresh run. A stack passes its own
+    `tracker` (measuring from its batched pass) and `state()` -> (network, optimizer) objects
+    whose values the checkpoint saves (default: the run's own)."""
     from .callbacks import RunLogger
     from .optimizers import lr_at_epoch
 
     epochs = cfg.optim.epochs
+    state = state or (lambda: (run.network, run.optimizer))
     return RunLogger(
         rundir,
-        build_tracker(cfg, ds, run.network, run.trainer),
+        tracker if tracker is not None else build_tracker(cfg, ds, run.network, run.trainer),
         lambda e: lr_at_epoch(cfg.optim, e),
         epoch_schedule(cfg.track.margin_epochs, epochs, cfg.track.log_points),
         nc_epochs=epoch_schedule(cfg.track.nc_epochs, epochs, cfg.track.log_points),
         first_epoch=run.first_epoch,
         elapsed_offset=run.elapsed,
         initial_grad_norm_sq=probe,
-        checkpoint=lambda e: (save_checkpoint(rundir, run.network, run.optimizer, e), lock.heartbeat()),
+        checkpoint=lambda e: (save_checkpoint(rundir, *state(), e), lock.heartbeat()),
     )
 
 
@@ -371,7 +373,8 @@ def finish_run(rundir: RunDir, ds: Dataset, run: OpenRun, logger, seconds: float
 def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
     from . import backend
     from .batches import array_batches, steps_per_epoch, train_batch_size
-    from .callbacks import RichProgress, StepLogger
+    from .callbacks import StepLogger
+    from .progress import EpochProgress
 
     run = open_run(cfg, ds, rundir, state)
     batch_size = train_batch_size(cfg.optim, len(ds.y_train))
@@ -386,7 +389,7 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     if cfg.track.step_margins_until > 0:
         callbacks.insert(0, StepLogger(rundir, logger.tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
     if progress:
-        callbacks.append(RichProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
+        callbacks.append(EpochProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
     t0 = time.perf_counter()
     try:
         if first_epoch <= epochs:

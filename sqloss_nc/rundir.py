@@ -8,6 +8,7 @@ epoch in flight.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -27,6 +28,70 @@ from .schema import EPOCH_CSVS  # noqa: F401  (files cut back together on resume
 STATES = ("running", "done", "failed", "diverged", "interrupted")
 
 
+# While a `one_sync()` block is open: final path -> its pending temporary file.
+_pending: dict[Path, Path] | None = None
+
+
+@contextlib.contextmanager
+def one_sync():
+    """Write many runs' files with one sync (a stack's epoch: K runs' rows, checkpoints and
+    statuses would otherwise cost ~3 fsyncs each, ~10 ms apiece on this machine's disk).
+
+    Inside the block, files written through this module (`CSVAppender`, `atomic_write_text`,
+    `sync_file` / `replace_file`) are flushed to the kernel as they are written, and the atomic
+    replacements are held back; at the end one `os.sync()` makes everything durable, then the
+    replacements are made, in order. A killed process thus loses at most what was in flight in
+    the block (the replacements not yet made: the epoch being written, as without the block; the
+    CSV rows past a run's checkpoint are cut on resume), and a power cut never leaves a renamed,
+    unsynced file. A `status.json` read inside the block is the pending one (`current`).
+    Nested blocks join the outer one.
+
+    Example:
+
+    ```python
+    with one_sync():
+        for rd in rundirs:
+            rd.write_status("running", 3)
+    ```
+    """
+    global _pending
+    if _pending is not None:
+        yield
+        return
+    _pending = {}
+    try:
+        yield
+    finally:
+        pending, _pending = _pending, None
+        os.sync()
+        for path, tmp in pending.items():
+            os.replace(tmp, path)
+
+
+def sync_file(fh) -> None:
+    """Flush `fh` and fsync it, now or (inside `one_sync`) at the end of the block."""
+    fh.flush()
+    if _pending is None:
+        os.fsync(fh.fileno())
+
+
+def replace_file(tmp: Path, path: Path) -> None:
+    """`os.replace(tmp, path)`, now or (inside `one_sync`) after the block's sync."""
+    if _pending is None:
+        os.replace(tmp, path)
+        return
+    path = Path(path)
+    old = _pending.pop(path, None)
+    if old is not None and Path(old) != Path(tmp):
+        Path(old).unlink(missing_ok=True)  # replaced twice in the block: the later one wins
+    _pending[path] = Path(tmp)
+
+
+def current(path: Path) -> Path:
+    """The file to read for `path`: its pending replacement inside a `one_sync` block."""
+    return _pending.get(Path(path), path) if _pending else path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,9 +102,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            sync_file(fh)
+        replace_file(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -88,8 +152,7 @@ class CSVAppender:
         self._sync()
 
     def _sync(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        sync_file(self._fh)
 
     def close(self) -> None:
         self._fh.close()
@@ -147,7 +210,7 @@ class RunDir:
 
     def read_status(self) -> dict | None:
         try:
-            return json.loads(self.status_path.read_text())
+            return json.loads(current(self.status_path).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 

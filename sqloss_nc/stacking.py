@@ -237,12 +237,15 @@ def _open_member(spec, path, ds, stack_ids: list[str]) -> _Member:
     return m
 
 
-def _attach_logger(m: _Member, probe) -> None:
-    """The run's `Tracker` and `RunLogger`, as an unstacked run builds them; `probe` gives its
-    epoch-0 grad_norm_sq (computed for the whole stack at once)."""
-    from .experiment import run_logger
+def _attach_logger(m: _Member, probe, stack: "_Stack", k: int) -> None:
+    """The run's `Tracker` and `RunLogger`, as an unstacked run builds them, except that its
+    Tracker measures from the stack's batched pass (`_MemberTracker`) and its checkpoint saves
+    the stack's values of run k; `probe` gives its epoch-0 grad_norm_sq (computed for the whole
+    stack at once)."""
+    from .experiment import build_tracker, run_logger
 
-    m.logger = run_logger(m.config, m.ds, m.rundir, m.lock, m.run, probe)
+    tracker = _MemberTracker(build_tracker(m.config, m.ds, m.network, m.trainer), stack, k)
+    m.logger = run_logger(m.config, m.ds, m.rundir, m.lock, m.run, probe, tracker=tracker, state=lambda: stack.checkpoint_values(k))
     m.logger.set_model(m.trainer)  # RunLogger sets `model.stop_training` on divergence
 
 
@@ -250,21 +253,29 @@ def _attach_logger(m: _Member, probe) -> None:
 
 
 class _Stack:
-    """The K runs' variable values as stacked (K, ...) arrays and the vmapped, jitted epoch.
+    """The K runs' variable values as stacked (K, ...) arrays, the mapped, jitted step, and the
+    batched inference-mode measurement of every run (`backend.jax.stacked_inference`).
 
     `state` = (trainable, non_trainable, optimizer) value lists, each entry (K, ...), in the
     template (first) run's variable order; the optimizer list follows one template `TorchSGD`
-    with a float learning-rate variable (so each run's rate of the epoch can be fed in)."""
+    with a float learning-rate variable (so each run's rate of the epoch can be fed in). Every
+    compiled function is the stack's, shared by its runs (their shapes are equal by construction).
 
-    def __init__(self, members: list[_Member]):
+    Args:
+        members: the runs (opened, or built for the benchmark).
+        mode: `vmap` or `map` over the runs (`backend.jax.map_runs`).
+    """
+
+    def __init__(self, members: list[_Member], mode: str = "vmap"):
         import jax
         import jax.numpy as jnp
 
         from .backend import jax as jax_backend
         from .batches import train_batch_size
+        from .models import weight_layers
         from .optimizers import TorchSGD
 
-        self.members = members
+        self.members, self.mode = members, mode
         first = members[0]
         self.net, self.trainer = first.network, first.trainer
         cfg, ds = first.config, first.ds
@@ -274,6 +285,7 @@ class _Stack:
         lr_var = [v for v in self.template.variables if v is not self.template.iterations and all(v is not s for s in self.template.velocities)]
         assert len(lr_var) == 1, "TorchSGD's variables: iterations, learning_rate, velocities"
         self.lr_slot = next(i for i, v in enumerate(self.template.variables) if v is lr_var[0])
+        self.iter_slot = _position(self.template.variables, self.template.iterations)
         self.state = self.gather()
         # On the device once (an argument, not a constant baked into the program); every run's
         # batches are gathered from it by index, its labels from its own row of `labels`.
@@ -281,39 +293,9 @@ class _Stack:
         self.labels = jnp.asarray(np.stack([np.asarray(m.ds.y_train, np.int32) for m in members]))
         self.half_decay = jnp.asarray([0.5 * m.config.optim.weight_decay for m in members], jnp.float32)
         self.metric_names = [mt.name for mt in self.trainer.metrics]
-        net, trainer, opt = self.net, self.trainer, self.template
-        fsc = trainer.finite_step_correction
 
-        class RunObjective(jax_backend.TrainStep):
-            """The trainer's step for one run of the stack: its loss plus this run's λ/2·Σ||θ||²
-            (a vmapped scalar; the trainer's own penalty holds one Python λ)."""
-
-            def __init__(self, half_decay):
-                self.network, self.decayed, self.finite_step_correction = net, trainer.decayed, fsc
-                self.half_decay = half_decay
-
-            def objective(self, y, f, decayed_values):
-                loss, _ = trainer.objective(y, f, [])  # loss only: no decayed variables, no penalty
-                # The same expression as SquareLossTrainer.penalty, with λ/2 a traced value.
-                return loss, loss + self.half_decay * sum(jnp.sum(jnp.square(w)) for w in decayed_values)
-
-        self.RunObjective = RunObjective
-
-        def run_step(tv, ntv, ov, x, y, half_decay, active, training=True, update=True):
-            step = RunObjective(half_decay)
-            eta = ov[self.lr_slot] if fsc and update else None
-            f, loss, objective, grads, grad_sq, correction, new_ntv = step._objective_and_grads(tv, ntv, x, y, training=training, eta=eta)
-            values = trainer.step_values(f, y, loss, objective, grad_sq, correction)
-            if not update:
-                return values
-            order = opt._trainable_variables  # stateless_apply's order (as in backend/jax.py)
-            updated, new_ov = opt.stateless_apply(ov, step._reorder(grads, net.trainable_variables, order), step._reorder(tv, net.trainable_variables, order))
-            new_tv = step._reorder(updated, order, net.trainable_variables)
-            # A frozen run (diverged, or ahead of the stack after a resume) keeps its state.
-            keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-            return (jax.tree.map(keep, new_tv, tv), jax.tree.map(keep, new_ntv, ntv), jax.tree.map(keep, new_ov, ov)), values
-
-        stacked_step = jax.vmap(run_step, in_axes=(0, 0, 0, 0, 0, 0, 0))
+        run_step = jax_backend.stacked_run_step(self.trainer, self.template, self.lr_slot)
+        stacked_step = jax_backend.map_runs(run_step, mode)
 
         def step(carry, constants, batch):
             """One step of every run: `batch` (K, b) indices; carry = (state, per-run running
@@ -332,15 +314,40 @@ class _Stack:
         # is its own call; accelerators take the whole epoch's full batches in one scan.
         self.step_fn, self.steps_fn = jax.jit(step), jax.jit(steps)
         self.scan = jax.devices()[0].platform != "cpu"
+        probe_step = jax_backend.map_runs(lambda *a: run_step(*a, update=False), mode)
 
         def probe(state, constants, batch):
             x_all, labels, half_decay, active = constants
-            tv, ntv, ov = state
             x, y = x_all[batch], jnp.take_along_axis(labels, batch, axis=1)
-            values = jax.vmap(lambda *a: run_step(*a, update=False))(tv, ntv, ov, x, y, half_decay, active)
-            return values["grad_norm_sq"]
+            return probe_step(*state, x, y, half_decay, active)["grad_norm_sq"]
 
         self.probe_fn = jax.jit(probe)
+
+        # The batched measurement: positions (in the template's variable lists) of what the
+        # probes read besides the outputs, the same for every run.
+        self.layers = weight_layers(self.net)
+        self.outputs_fn, self.kernels_fn = jax_backend.stacked_inference(self.net, self.layers, mode)
+        tvars, ntvars = self.net.trainable_variables, self.net.non_trainable_variables
+        self.decayed_at = [_position(tvars, v) for v in self.trainer.decayed]
+        import keras
+
+        bn = [layer for layer in self.net.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        self.bn_at = [_position(ntvars, layer.moving_variance) for layer in bn]
+        # network.get_weights() order (the checkpoint's w0, w1, ...) as (trainable?, position).
+        self.weights_at = [(True, _position(tvars, v)) if any(v is t for t in tvars) else (False, _position(ntvars, v)) for v in self.net.weights]
+        opt = first.optimizer
+        slots = self.template.variables
+        # Each run's optimizer.variables (the checkpoint's o0, o1, ...) as a template slot, or
+        # None for its own (constant) learning-rate variable.
+        self.opt_at = [
+            self.iter_slot if v is opt.iterations else _position(slots, self.template.velocities[_position(opt.velocities, v)]) if any(v is u for u in opt.velocities) else None
+            for v in opt.variables
+        ]
+        # Inference chunks: at most `compute.inference_batch` samples over all K runs per call
+        # (the memory of one unstacked pass); the last chunk is padded to the same shape, so the
+        # measurement compiles once per split size.
+        self.chunk = max(1, cfg.compute.inference_batch // len(members))
+        self.host = None  # the state on the host after the last `measure` (checkpoints read it)
 
     # -- moving values between the stacked arrays and each run's own Keras objects
 
@@ -380,7 +387,8 @@ class _Stack:
         )
 
     def scatter(self, k: int) -> None:
-        """Write run k's stacked values into its own network and optimizer."""
+        """Write run k's stacked values into its own network and optimizer (only where Keras
+        objects are read: NC epochs, `model.keras`)."""
         tv, ntv, ov = self.state
         m = self.members[k]
         for v, a in zip(m.network.trainable_variables, tv):
@@ -388,15 +396,19 @@ class _Stack:
         for v, a in zip(m.network.non_trainable_variables, ntv):
             v.assign(a[k])
         slots = self.template.variables
-        m.optimizer.iterations.assign(ov[_position(slots, self.template.iterations)][k])
+        m.optimizer.iterations.assign(ov[self.iter_slot][k])
         for v, s in zip(m.optimizer.velocities, self.template.velocities):
             v.assign(ov[_position(slots, s)][k])
 
     def set_rates(self) -> None:
-        """Each run's learning rate for the coming epoch (read from its own optimizer)."""
+        """Each run's learning rate for the coming epoch (read from its own optimizer, whose
+        iteration count is the stack's)."""
         tv, ntv, ov = self.state
         import jax.numpy as jnp
 
+        iterations = np.asarray(ov[self.iter_slot])
+        for m, it in zip(self.members, iterations):
+            m.optimizer.iterations.assign(it)
         rates = np.stack([self.rate(m) for m in self.members])
         ov = list(ov)
         ov[self.lr_slot] = jnp.asarray(rates)
@@ -447,6 +459,89 @@ class _Stack:
             steps += len(block)
         self.state, sums = carry
         return {k: np.asarray(v) / np.float32(steps) for k, v in sums.items()}
+
+    # -- the batched measurement
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        """(K, N, out) inference-mode outputs of every run on `x`, in padded chunks."""
+        import jax
+
+        tv, ntv, _ = self.state
+        c, n = self.chunk, len(x)
+        parts = []
+        for i in range(0, n, c):
+            xb = x[i : i + c]
+            if len(xb) < c:  # pad to the chunk's shape (one compiled program); cut below
+                xb = np.concatenate([xb, np.repeat(xb[-1:], c - len(xb), axis=0)])
+            parts.append(self.outputs_fn(tv, ntv, xb))
+        return np.concatenate(jax.device_get(parts), axis=1)[:, :n]
+
+    def measure(self) -> None:
+        """Every run's outputs on the train and test sets and effective kernels, on the device
+        in one compiled pass each; the state comes to the host once (checkpoints, norms)."""
+        import jax
+
+        ds = self.members[0].ds
+        tv, ntv, ov = self.state
+        kernels = self.kernels_fn(tv, ntv)
+        self.f_train, self.f_test = self._outputs(ds.x_train), self._outputs(ds.x_test)
+        self.kernels, self.host = jax.device_get((kernels, self.state))
+
+    def view(self, k: int, epoch: int):
+        """Run k's `tracking.EpochView` of the last `measure` (what its Tracker would compute
+        from its own network: outputs, effective kernels, BN variances, Σ||θ||² of the decayed)."""
+        from . import tracking
+        from .engine.measures import frobenius
+
+        tv, ntv, _ = self.host
+        t = self.members[k].logger.tracker
+        weights = tracking.Weights(
+            kernels={layer.name: kern[k] for layer, kern in zip(self.layers, self.kernels)},
+            rho_mode=t.mode,
+            bn_moving_vars=[ntv[j][k] for j in self.bn_at],
+            decayed_sq=sum(frobenius(tv[i][k]) ** 2 for i in self.decayed_at),
+        )
+        d = self.members[k].ds
+        return tracking.EpochView(epoch, d.y_train, self.f_train[k], weights, d.y_test, self.f_test[k])
+
+    def checkpoint_values(self, k: int):
+        """Run k's (network, optimizer) as `experiment.save_checkpoint` reads them, from the
+        host copy of the stacked state (no Keras variable is written)."""
+        tv, ntv, ov = self.host
+        weights = [tv[i][k] if trainable else ntv[i][k] for trainable, i in self.weights_at]
+        own = self.members[k].optimizer.variables
+        variables = [np.asarray(v) if slot is None else ov[slot][k] for v, slot in zip(own, self.opt_at)]
+        return _Values(weights, variables), _Values(weights, variables)
+
+
+@dataclass
+class _Values:
+    """What `experiment.save_checkpoint` reads of a network (`get_weights()`) and an optimizer
+    (`variables`), as numpy arrays."""
+
+    weights: list
+    variables: list
+
+    def get_weights(self) -> list:
+        return self.weights
+
+
+class _MemberTracker:
+    """Run k's `Tracker` as its `RunLogger` sees it, measuring from the stack's batched pass
+    (`_Stack.view`) on epochs without NC; on NC epochs the run's own Tracker measures its
+    network (written back first), through the stack's shared compiled passes."""
+
+    def __init__(self, tracker, stack: "_Stack", k: int):
+        self.tracker, self.stack, self.k = tracker, stack, k
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+    def record(self, epoch: int, nc: bool = False, margins: bool = False) -> dict[str, list]:
+        from . import tracking
+
+        view = self.tracker.view(epoch, nc) if nc else self.stack.view(self.k, epoch)
+        return tracking.collect(tracking.active(self.tracker.probes, nc, margins), view)
 
 
 # ----------------------------------------------------------------------------- training a stack
@@ -501,35 +596,75 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
     return [dict(m.result, run_id=m.spec.run_id) for m in members]
 
 
+def _share_passes(members: list[_Member]) -> None:
+    """One compiled inference function per stack for the NC epochs' passes: every run's Tracker
+    calls the template's (their networks have one shape), instead of compiling its own."""
+    import keras
+
+    from .backend import jax as jax_backend
+
+    t0 = members[0].logger.tracker.tracker
+    net = members[0].network
+    names = t0.probe_names[:-1]  # the Tracker's probe model: hidden representations, features, outputs
+    probe_model = keras.Model(net.inputs, [net.get_layer(n).output for n in names] + [net.output])
+    bind_probe, bind_predict = jax_backend.shared_inference(probe_model, net), jax_backend.shared_inference(net, net)
+    for m in members:
+        t = m.logger.tracker.tracker
+        # The Tracker's compiled passes (private to it; replaced by the stack's shared ones).
+        t._probe, t._predict = bind_probe(m.network), bind_predict(m.network)
+
+
 def _train_members(members: list[_Member]) -> None:
-    """The epochs of a stack of opened runs; sets each member's `result`."""
+    """The epochs of a stack of opened runs; sets each member's `result`.
+
+    Per epoch: one mapped step per batch for all runs; then, on epochs without NC, one batched
+    measurement of every run on the device (`_Stack.measure`) whose per-run views the runs'
+    probes turn into rows, and checkpoints from the stacked values; on NC epochs each run's
+    values are written back into its network and its Tracker measures it (shared compiled
+    passes). All runs' files of an epoch are fsynced together (`rundir.one_sync`)."""
     from .experiment import finish_run
+    from .rundir import one_sync
 
     t0 = time.perf_counter()
     start, epochs = min(m.first_epoch for m in members), members[0].config.optim.epochs
+    nc_epochs = None
     try:
         stack = _Stack(members)
         fresh = [m.first_epoch == 1 for m in members]
         probes = stack.probe(fresh) if any(fresh) else None
         for k, m in enumerate(members):
-            _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None)
-        for m in members:
-            m.logger.on_train_begin()  # epoch 0 of a fresh run
-            m.stopped = m.logger.divergence is not None
+            _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None, stack, k)
+        _share_passes(members)
+        nc_epochs = members[0].logger.nc_epochs  # the same schedule for every run (same tracking config)
+
+        def measured(epoch: int, on: list[bool]) -> None:
+            """Before the runs' loggers record `epoch`: the batched pass, or the write-back."""
+            stack.measure()  # also the host copy the checkpoints are written from
+            if epoch in nc_epochs:
+                for k, flag in enumerate(on):
+                    if flag:
+                        stack.scatter(k)
+
+        if any(fresh):
+            measured(0, fresh)
+        with one_sync():
+            for m in members:
+                m.logger.on_train_begin()  # epoch 0 of a fresh run
+                m.stopped = m.logger.divergence is not None
         for epoch in range(start, epochs + 1):
             # A run trains from its own first epoch on (ahead of the stack after a resume: frozen until then).
             active = [not m.stopped and m.first_epoch <= epoch for m in members]
             if not any(active):
                 break
-            for m, on in zip(members, active):
-                if on:
-                    m.logger.on_epoch_begin(epoch - 1)
             means = stack.train_epoch(epoch, active)
-            for k, (m, on) in enumerate(zip(members, active)):
-                if on:
-                    stack.scatter(k)
-                    m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()})
-                    m.stopped = m.logger.divergence is not None
+            measured(epoch, active)
+            with one_sync():
+                for k, (m, on) in enumerate(zip(members, active)):
+                    if on:
+                        m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()})
+                        m.stopped = m.logger.divergence is not None
+        for k in range(len(members)):
+            stack.scatter(k)  # model.keras: each run's final (or frozen) values
     except KeyboardInterrupt:
         for m in members:
             m.rundir.write_status("interrupted", _epoch_of(m), reason="interrupted by the user (rerun the same command to resume)")

@@ -136,6 +136,156 @@ class TrainStep:
         return np.asarray(f), float(loss), float(objective), [np.asarray(g) for g in grads], float(grad_sq), float(correction)
 
 
+# ----------------------------------------------------------------------------- stacked runs
+#
+# `sqloss_nc.stacking` trains K runs of one shape as one program. These are the JAX pieces it
+# needs, written here so that the step's internals (`_objective_and_grads`, `_reorder`) stay in
+# this module: the step of one run of a stack, its mapping over the K runs (`vmap` or
+# `lax.map`), and the batched inference-mode measurement of all K runs at once.
+
+STACK_MODES = ("vmap", "map")
+
+
+class _StackedRunStep(TrainStep):
+    """The trainer's step for one run of a stack: its loss plus this run's λ/2·Σ||θ||² (a traced
+    scalar per run; the trainer's own penalty holds one Python λ)."""
+
+    def __init__(self, trainer, half_decay):
+        self.network, self.decayed, self.finite_step_correction = trainer.network, trainer.decayed, trainer.finite_step_correction
+        self.trainer, self.half_decay = trainer, half_decay
+
+    def objective(self, y, f, decayed_values):
+        loss, _ = self.trainer.objective(y, f, [])  # loss only: no decayed variables, no penalty
+        # The same expression as SquareLossTrainer.penalty, with λ/2 a traced value.
+        return loss, loss + self.half_decay * _sum_of_squares(decayed_values)
+
+
+def stacked_run_step(trainer, optimizer, lr_slot: int):
+    """The train step of ONE run of a stack, as a pure function to be mapped over the runs.
+
+    Args:
+        trainer: the template run's `SquareLossTrainer` (its network, loss, decayed variables,
+            finite-step correction; every run of the stack has the same).
+        optimizer: a built `TorchSGD` whose `variables` order the optimizer state `ov`.
+        lr_slot: the index in `optimizer.variables` of its float learning-rate variable (each
+            run's rate of the epoch is fed there).
+
+    Returns:
+        `run_step(tv, ntv, ov, x, y, half_decay, active, update=True)`: with `update`
+        ((new tv, new ntv, new ov), step values) where a run with `active` False keeps its
+        state; without, the step values only (nothing changes). `tv`, `ntv` in the network's
+        variable order; `half_decay` = λ/2 of this run.
+
+    Example: `step = stacked_run_step(trainer, template_sgd, slot); map_runs(step, "vmap")`.
+    """
+    net = trainer.network
+    fsc = trainer.finite_step_correction
+
+    def run_step(tv, ntv, ov, x, y, half_decay, active, update=True):
+        step = _StackedRunStep(trainer, half_decay)
+        eta = ov[lr_slot] if fsc and update else None
+        f, loss, objective, grads, grad_sq, correction, new_ntv = step._objective_and_grads(tv, ntv, x, y, eta=eta)
+        values = trainer.step_values(f, y, loss, objective, grad_sq, correction)
+        if not update:
+            return values
+        order = optimizer._trainable_variables  # stateless_apply's order (as in TrainStep.train_step)
+        updated, new_ov = optimizer.stateless_apply(ov, step._reorder(grads, net.trainable_variables, order), step._reorder(tv, net.trainable_variables, order))
+        new_tv = step._reorder(updated, order, net.trainable_variables)
+        # A frozen run (diverged, or ahead of the stack after a resume) keeps its state.
+        keep = lambda new, old: jax.numpy.where(active, new, old)  # noqa: E731
+        return (jax.tree.map(keep, new_tv, tv), jax.tree.map(keep, new_ntv, ntv), jax.tree.map(keep, new_ov, ov)), values
+
+    return run_step
+
+
+def map_runs(fn, mode: str = "vmap", shared: tuple = ()):
+    """`fn` mapped over the leading (run) axis of its arguments, in one program either way.
+
+    Args:
+        fn: a function of one run's arguments.
+        mode: `vmap` (one batched computation: K runs' matmuls become batched matmuls and their
+            convolutions grouped convolutions) or `map` (`lax.map`: a loop over the runs inside
+            the program, each run's ops at their unstacked shapes).
+        shared: positions of arguments that are the same for every run (not mapped).
+
+    Example: `map_runs(lambda w, x: x @ w, "map", shared=(1,))(w_stack, x)` is (K, n, m).
+    """
+    if mode not in STACK_MODES:
+        raise ValueError(f"stack mode must be one of {STACK_MODES}, got {mode!r}")
+    if mode == "vmap":
+        return lambda *args: jax.vmap(fn, in_axes=tuple(None if i in shared else 0 for i in range(len(args))))(*args)
+
+    def mapped(*args):
+        fixed = {i: args[i] for i in shared}
+        per_run = tuple(a for i, a in enumerate(args) if i not in shared)
+
+        def one(run_args):
+            it = iter(run_args)
+            return fn(*(fixed[i] if i in fixed else next(it) for i in range(len(args))))
+
+        return jax.lax.map(one, per_run)
+
+    return mapped
+
+
+def stacked_inference(network, weight_layers, mode: str = "vmap"):
+    """Inference-mode outputs and effective kernels of K stacked runs of `network`'s shape.
+
+    Args:
+        network: the template run's network (every run of the stack has its shape).
+        weight_layers: the layers whose effective kernels (`normalization.effective_kernel`:
+            V/||V||, ·g for weight norm, else the kernel) are returned, in this order.
+        mode: `vmap` or `map` over the runs (`map_runs`).
+
+    Returns:
+        (outputs, kernels), two jitted functions compiled once per input shape:
+        `outputs(tv, ntv, x)` -> (K, n, out) for a batch `x` (n, ...) shared by the runs, and
+        `kernels(tv, ntv)` -> [(K, ...) per weight layer]; `tv`, `ntv` are the network's
+        (trainable, non-trainable) values stacked (K, ...), in its variable order.
+
+    Example: `outputs, kernels = stacked_inference(net, weight_layers(net)); outputs(tv, ntv, x).shape`.
+    """
+    from ..normalization import effective_kernel
+
+    def outputs(tv, ntv, x):
+        return network.stateless_call(tv, ntv, x, training=False)[0]
+
+    variables = [*network.trainable_variables, *network.non_trainable_variables]
+
+    def kernels(tv, ntv):
+        # The layers' own `effective_kernel`, evaluated on this run's values (no variable touched).
+        with keras.StatelessScope(state_mapping=list(zip(variables, [*tv, *ntv]))):
+            return [keras.ops.convert_to_tensor(effective_kernel(layer)) for layer in weight_layers]
+
+    return jax.jit(map_runs(outputs, mode, shared=(2,))), jax.jit(map_runs(kernels, mode))
+
+
+def shared_inference(model, network):
+    """`compile_inference` for many networks built like `network` (the runs of a stack), compiled
+    once: `model` is built on `network`'s layers (the network itself, or a multi-output model
+    over them); returns `bind(other)` -> run(x), `model`'s function on `other`'s current values.
+
+    Example: `bind = shared_inference(probe_model, net0); run1 = bind(net1); run1(x)`.
+    """
+    tpos = [_position(network.trainable_variables, v) for v in model.trainable_variables]
+    npos = [_position(network.non_trainable_variables, v) for v in model.non_trainable_variables]
+    fn = jax.jit(lambda tv, ntv, x: model.stateless_call([tv[i] for i in tpos], [ntv[j] for j in npos], x, training=False)[0])
+
+    def bind(other):
+        def run(x):
+            out = fn([v.value for v in other.trainable_variables], [v.value for v in other.non_trainable_variables], x)
+            return [np.asarray(t) for t in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+        return run
+
+    return bind
+
+
+def _position(items, obj) -> int:
+    """Index of `obj` in `items` by identity (`list.index` compares Keras variables by value)."""
+    return next(i for i, v in enumerate(items) if v is obj)
+
+
 def compile_inference(model, jit_compile: bool = True):
     """x (numpy batch) -> list of numpy outputs of `model(x, training=False)`: `jax.jit` of
     `stateless_call` on the variables' current values (always XLA; `jit_compile` is ignored)."""
