@@ -152,7 +152,7 @@ def run(
         _fail(str(err), 2)
     except KeyboardInterrupt as err:
         # Ctrl-C, or SIGTERM / SIGHUP turned into the same exception by `_stop_on_signals`.
-        _fail(f"{err or 'interrupted'}; rerun the same command to resume where it stopped", getattr(err, "exit_code", 130))
+        _fail(f"{str(err) or 'interrupted'}; rerun the same command to resume where it stopped", getattr(err, "exit_code", 130))
     except OSError as err:
         _fail(f"{type(err).__name__}: {err}", 1)
     from sqloss_nc.sweep import summary_table
