@@ -404,6 +404,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
     if out.exists() and not out.is_dir():
         raise MeasureError(f"--out: {out} exists and is not a folder")
+    if any((out / name).exists() for name in (schema.METRICS_CSV, schema.STATUS_JSON)):
+        # Never, not even with --overwrite: the run's own nc.csv etc. would be replaced.
+        raise MeasureError(f"--out: {out} is a run directory of sqnc run; measure into another folder")
     held = [name for name in schema.MEASURE_FILES if (out / name).exists()]
     if held and not overwrite:
         raise MeasureError(f"--out: {out} already holds a measurement ({held[0]}); choose another --out or pass --overwrite")

@@ -411,6 +411,11 @@ def test_bad_options_raise_before_loading(tmp_path):
         measure(tmp_path / "m.keras", None, tmp_path / "out")
     with pytest.raises(MeasureError, match="'conv_relu' gives 256 values .flatten., the classifier 'head' reads 16"):
         measure(tmp_path / "m.keras", cfg, tmp_path / "out", feature_layer="conv_relu")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.csv").write_text("epoch\n0\n")
+    with pytest.raises(MeasureError, match="is a run directory"):
+        measure(tmp_path / "m.keras", cfg, tmp_path / "run", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.csv"]
     big = write_config(tmp_path / "big.yaml", dict(SYNTHETIC_DATA, synthetic={"shape": [16, 16, 3]}))
     with pytest.raises(MeasureError, match=r"inputs of shape \(8, 8, 3\), the data have \(16, 16, 3\)"):
         measure(tmp_path / "m.keras", big, tmp_path / "out")
