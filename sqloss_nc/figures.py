@@ -292,7 +292,8 @@ def epoch_ticks(max_epoch: float, min_epoch: float = 0.0) -> list[int]:
 
     Matplotlib's own symlog ticks are the powers of ten, so a run of 3 to 9 epochs gets the
     labels `0` and `10⁰` only. These are every integer up to 5 epochs, then 1, 2, 5 per decade
-    (1 per decade beyond 4 decades, where 1-2-5 would crowd the axis) and the last epoch.
+    up to ~20 epochs, 1, 3 per decade up to ~3,000 and 1 per decade beyond (where more would
+    crowd the axis), and the last epoch.
 
     Args:
         max_epoch: the axis' upper end (at least 1 is assumed).
@@ -302,14 +303,17 @@ def epoch_ticks(max_epoch: float, min_epoch: float = 0.0) -> list[int]:
         Increasing integer epochs within [min_epoch, max_epoch].
 
     Example: `epoch_ticks(3)` is `[0, 1, 2, 3]`; `epoch_ticks(8)` is `[0, 1, 2, 5, 8]`;
-    `epoch_ticks(300)` is `[0, 1, 2, 5, 10, 20, 50, 100, 200, 300]`.
+    `epoch_ticks(1000)` is `[0, 1, 3, 10, 30, 100, 300, 1000]`.
     """
     top = max(float(max_epoch), 1.0)
     if top <= 5:
         ticks = list(range(int(math.floor(top)) + 1))
     else:
-        mults = (1, 2, 5) if math.log10(top) <= 4 else (1,)
-        ticks = [0] + [m * 10**k for k in range(int(math.log10(top)) + 1) for m in mults if m * 10**k <= top]
+        # As many labels as a 4-inch panel holds: 1-2-5 up to ~20 epochs, 1-3 up to ~3,000,
+        # the powers of ten beyond.
+        decades = math.log10(top)
+        mults = (1, 2, 5) if decades <= 1.35 else (1, 3) if decades <= 3.5 else (1,)
+        ticks = [0] + [m * 10**k for k in range(int(decades) + 1) for m in mults if m * 10**k <= top]
         end = int(math.floor(top))
         if math.log10(end / ticks[-1]) > 0.15:  # the last epoch, unless it would touch the last tick
             ticks.append(end)
@@ -317,7 +321,31 @@ def epoch_ticks(max_epoch: float, min_epoch: float = 0.0) -> list[int]:
 
 
 def _int_label(v, _pos=None) -> str:
-    return f"{v:,.0f}" if abs(v - round(v)) < 1e-9 else f"{v:g}"
+    if abs(v - round(v)) > 1e-9:
+        return f"{v:g}"
+    return f"{v:,.0f}" if abs(v) >= 10_000 else f"{v:.0f}"
+
+
+def _log_label(y, _pos=None) -> str:
+    """A log-axis label: plain decimals where they are short, powers of ten elsewhere."""
+    if y <= 0:
+        return ""
+    if 1e-3 <= y < 1e4:
+        return f"{y:g}"
+    exp = math.floor(math.log10(y) + 1e-9)
+    mant = y / 10**exp
+    return f"$10^{{{exp}}}$" if abs(mant - 1) < 1e-6 else f"${mant:.2g}\\times10^{{{exp}}}$"
+
+
+class _ReadableLogLocator(matplotlib.ticker.LogLocator):
+    """Major ticks of a log axis at 1, 2 and 5 per decade while the view spans less than 2.5
+    decades (matplotlib labels one or two powers of ten there), at the powers of ten beyond."""
+
+    def tick_values(self, vmin, vmax):
+        lo, hi = sorted((vmin, vmax))
+        narrow = lo > 0 and hi / lo < 10**2.5
+        self.set_params(subs=(1.0, 2.0, 5.0) if narrow else (1.0,))
+        return super().tick_values(vmin, vmax)
 
 
 def _epoch_axis(ax, max_epoch: float, log: bool = True, label: str = "epoch", min_epoch: float = 0.0) -> None:
@@ -346,11 +374,9 @@ def _maybe_log_y(ax, values: list[np.ndarray], ratio: float = 20.0, floor: float
     v = v[np.isfinite(v)]
     if v.size and (v > floor).all() and v.max() / v.min() > ratio:
         ax.set_yscale("log")
-        if v.max() / v.min() < 10**2.5:
-            # Over a decade or two matplotlib labels one or two powers of ten only: label 1, 2, 5.
-            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _pos: f"{y:g}"))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_locator(_ReadableLogLocator(base=10))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_log_label))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         return True
     return False
 
@@ -555,8 +581,7 @@ def _ridges(ax, h: pd.DataFrame, time: str, times: list) -> None:
         y = base + 0.92 * d / (d.max() if d.max() > 0 else 1.0)
         ax.stairs(y, edges, baseline=base, fill=True, color=color, alpha=0.75, lw=0)
         ax.stairs(y, edges, baseline=base, color="0.15", lw=0.7)
-    labelled = _spread(list(range(n)), 16)  # every row up to 16; evenly spread beyond
-    ax.set_yticks([n - 1 - k for k in labelled], [f"{times[k]:g}" for k in labelled])
+    ax.set_yticks([n - 1 - k for k in range(n)], [f"{e:g}" for e in times])  # every row: 0.3 in each fits a label
     ax.set_ylim(-0.1, n)
     ax.grid(False, axis="y")
 
@@ -1167,7 +1192,7 @@ def _gram(t: Tables, figdir: Path, emit) -> None:
             emit(
                 name,
                 fig,
-                f"Gram — {exp}, {setting}: cosines between centred class means at the last epoch ({', '.join(splits)}), next to the simplex ETF's.",
+                f"Gram — {where}: cosines between centred class means at the last epoch ({', '.join(splits)}), next to the simplex ETF's.",
             )
 
 
@@ -1210,11 +1235,12 @@ def _spectra(t: Tables, figdir: Path, emit) -> None:
             # The same readable epoch ticks as a log epoch axis (matplotlib's are 0 and 10⁰ on a short run).
             cbar.set_ticks(epoch_ticks(norm.vmax, norm.vmin), labels=[_int_label(e) for e in epoch_ticks(norm.vmax, norm.vmin)])
             cbar.ax.minorticks_off()
-            fig.suptitle(f"{exp}, {setting}: normalized singular values of the weights over training (mean over seeds)")
+            where = exp if setting == exp else f"{exp}, {setting}"  # a one-setting experiment: named once
+            fig.suptitle(f"{where}: normalized singular values of the weights over training (mean over seeds)")
             emit(
                 _setting_name("spectra", exp, settings, setting),
                 fig,
-                f"Spectra — {exp}, {setting}: σ_i/σ_1 of layers {', '.join(layers)} at "
+                f"Spectra — {where}: σ_i/σ_1 of layers {', '.join(layers)} at "
                 + (
                     f"epochs {', '.join(str(int(e)) for e in epochs)}"
                     if len(epochs) <= 8
@@ -1390,10 +1416,15 @@ def _layerwise(t: Tables, figdir: Path, emit) -> None:
                         x = float(g["depth"].iloc[0]) + 0.12 * (k - (len(colors) - 1) / 2) / max(len(colors), 1)
                         sd = float(g["std"].iloc[0]) if g["std"].notna().iloc[0] else 0.0
                         ax.errorbar([x], g["mean"], yerr=[sd], color=color, marker="o", ms=7, capsize=4, ls="none")
-            # Tick labels are the layer names when every setting names a depth alike.
-            have = rows[rows["measure"] == measure]
-            names = have.drop_duplicates(["depth", "layer"]).groupby("depth")["layer"].agg(list)
+            # Both panels show every measured layer (tick labels are the layer names when every
+            # setting names a depth alike); a layer without this measure says so instead of
+            # silently missing from the axis.
+            names = rows.drop_duplicates(["depth", "layer"]).groupby("depth")["layer"].agg(list)
             ax.set_xticks(names.index, [v[0] if len(v) == 1 else str(d) for d, v in names.items()], rotation=45, ha="right")
+            measured = set(rows.loc[rows["measure"] == measure, "depth"])
+            for d in names.index:
+                if d not in measured:
+                    ax.text(d, 0.5, "not\nmeasured", ha="center", va="center", fontsize="x-small", color="0.4")
             ax.set_xlabel("layer (input → output)")
             ax.set_ylabel(ylabel)
             ax.set_ylim(-0.02, 1.02)

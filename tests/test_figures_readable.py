@@ -313,7 +313,9 @@ def test_epoch_ticks_at_any_run_length():
     assert epoch_ticks(1) == [0, 1]
     assert epoch_ticks(3) == [0, 1, 2, 3]  # a short run: every epoch
     assert epoch_ticks(8) == [0, 1, 2, 5, 8]  # 1, 2, 5 per decade and the last epoch
-    assert epoch_ticks(60) == [0, 1, 2, 5, 10, 20, 50]  # 60 would touch 50 on a log axis
-    assert epoch_ticks(300) == [0, 1, 2, 5, 10, 20, 50, 100, 200, 300]
+    assert epoch_ticks(20) == [0, 1, 2, 5, 10, 20]
+    assert epoch_ticks(60) == [0, 1, 3, 10, 30, 60]  # 1, 3 per decade
+    assert epoch_ticks(1000) == [0, 1, 3, 10, 30, 100, 300, 1000]
+    assert epoch_ticks(1100) == [0, 1, 3, 10, 30, 100, 300, 1000]  # 1100 would touch 1000 on a log axis
     assert epoch_ticks(100_000) == [0, 1, 10, 100, 1000, 10_000, 100_000]  # 5 decades: powers of ten
-    assert epoch_ticks(30, min_epoch=1) == [1, 2, 5, 10, 20, 30]
+    assert epoch_ticks(30, min_epoch=1) == [1, 3, 10, 30]
