@@ -742,8 +742,10 @@ def _fig11_13(t: Tables, figdir: Path, emit) -> None:
             (axes[1], "test_error", "test error"),
             (axes[2], "margin_mean", "mean normalized train margin y·f/ρ"),
         ):
-            if f"{col}_mean" in sub:
+            if f"{col}_mean" in sub and sub[f"{col}_mean"].notna().any():
                 ax.errorbar(sub["_r"], sub[f"{col}_mean"], yerr=sub[f"{col}_std"].fillna(0), marker="o", capsize=3, color="black")
+            else:  # an empty panel would read as a plotting failure
+                ax.text(0.5, 0.5, f"not recorded by these runs\n({col})", ha="center", va="center", transform=ax.transAxes, color="0.4")
             ax.set_xlabel("random labels r (% of training labels)")
             ax.set_ylabel(ylabel)
         fig.suptitle(f"{exp}{_settings_text(fixed)}: final values vs label noise (mean ± std over seeds)")
