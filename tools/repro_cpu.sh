@@ -17,14 +17,15 @@ SQNC=${SQNC:-sqnc}
 export TF_CPP_MIN_LOG_LEVEL=3
 run() { echo "=== $(date -u +%H:%M:%S) sqnc run $*"; nice -n 10 "$SQNC" run "$@" --out "$OUT" || echo "exit $?"; }
 # Claims 1, 2, 3, 6 (Figs. 2, 3, 14-17): init {0.1, 5}, 2,000 images, batch 128 (the paper's).
-# With WD 0.01: 100 epochs = 1,600 steps. Without WD: 40 epochs (seed 1, so their folders differ).
-# (A first try at init 0.01 with 1,000 images and batch 32 was chaotic: inference-mode losses up
-# to 2e4 and train accuracy 0.5 at epoch 100; the 100-epoch WD-0 runs were stopped for time.)
+# With WD 0.01: 100 epochs = 1,600 steps. Without WD: 1,000 images, 30 epochs (seed 1, so their
+# folders differ). (A first try at init 0.01 with 1,000 images and batch 32 was chaotic:
+# inference-mode losses up to 2e4 and train accuracy 0.5 at epoch 100; WD-0 runs at 2,000 images
+# took minutes per epoch on the shared CPU and were stopped for time.)
 run configs/paper/fig2_init_wd.yaml --data-dir "$DATA" --set data.train_per_class=1000 --set data.test_per_class=200 \
   --set optim.epochs=100 --set track.nc_epochs=log \
   --set 'sweep={model.init_scale: [0.1, 5], optim.weight_decay: [0.01]}'
-run configs/paper/fig2_init_wd.yaml --data-dir "$DATA" --set data.train_per_class=1000 --set data.test_per_class=200 \
-  --set optim.epochs=40 --set track.nc_epochs=log \
+run configs/paper/fig2_init_wd.yaml --data-dir "$DATA" --set data.train_per_class=500 --set data.test_per_class=200 \
+  --set optim.epochs=30 --set track.nc_epochs=log \
   --set 'sweep={model.init_scale: [0.1, 5], optim.weight_decay: [0], seed: [1]}'
 # Claims 4, 5, 6 (Fig. 6): binary NC with WD 0.01, lr /10 at 1/3 and 2/3, 1,000 images, batch 64, init 0.1.
 run configs/paper/fig6_nc_step.yaml --data-dir "$DATA" --set data.train_per_class=500 --set data.test_per_class=200 \
