@@ -128,8 +128,11 @@ class CSVAppender:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = Path(path), list(columns)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "a", newline="")
+        # Inside `one_sync` a rewritten file (resume cut, widened header) is still pending: append
+        # to that one, the inode the rename then puts in place.
+        target = current(self.path)
+        new = not target.exists() or target.stat().st_size == 0
+        self._fh = open(target, "a", newline="")
         self._writer = csv.writer(self._fh)
         if new:
             self._writer.writerow(self.columns)

@@ -1,42 +1,43 @@
 """Stacked runs (SPEC §11, `compute.stack`): K sweep points that differ only in shape-free values
-trained as one `jax.vmap`-ed step over K stacked parameter sets, each still a run of its own.
+trained as one mapped step over K stacked parameter sets, each still a run of its own.
 
 A sweep of the paper's small nets leaves a GPU idle: one run's step costs launch overhead, not
-arithmetic. Here the stateless train step of `sqloss_nc.backend.jax` (`_objective_and_grads`,
-`TorchSGD.stateless_apply` with its tangent projection and constraints) is vmapped over K runs,
-and on an accelerator an epoch's full batches run as one `lax.scan` (on a CPU step by step: XLA:CPU
-runs this step far slower inside a loop), so K runs cost one launch per step or per epoch.
-
-What stacks (`STACKABLE`): `seed`, `model.init_scale`, `optim.lr`, `optim.weight_decay`,
-`data.label_noise`, `optim.schedule`, `optim.milestones`, `optim.gamma`. Everything else (shapes,
-batch size, epochs, architecture, loss, tracking, compute) must be equal; `stack_groups` puts
-other points in other groups.
+arithmetic. Here the stateless train step of one run (`backend.jax.stacked_run_step`: the
+trainer's objective with this run's λ, `TorchSGD.stateless_apply` with its tangent projection and
+constraints, the finite-step correction) is mapped over K runs (`backend.jax.map_runs`: `vmap`,
+or `lax.map`), and on an accelerator an epoch's full batches run as one `lax.scan` (on a CPU step
+by step: XLA:CPU runs this step far slower inside a loop), so K runs cost one launch per step or
+per epoch. Which runs stack, the groups and K: `sqloss_nc.stackplan` (re-exported here).
 
 Each run keeps what it would have alone:
 
 - initialization, trainer, optimizer and tracker are built per run by `experiment.build_training`
   / `build_tracker` exactly as an unstacked run builds them; the stack gathers their variable
-  values into (K, ...) arrays and, after every epoch, writes run k's values back into run k's own
-  Keras network and optimizer, whose `RunLogger` then measures and writes that run's directory
-  (the same callback hooks `fit` calls, so every file and column is an unstacked run's);
+  values into (K, ...) arrays;
+- measurement, batched: after every epoch one compiled inference pass over the train and test
+  sets gives every run's outputs, and the effective kernels' norms, update norms and Σ||θ||² are
+  reduced on the device (`_Stack.measure`); each run's probes (`tracking`) turn its slice into
+  its rows and its `RunLogger` writes its own files (the same hooks `fit` calls, so every file
+  and column is an unstacked run's); its checkpoint is written from the stacked values. Nothing
+  is written back into the runs' Keras networks except on NC epochs (log-spaced, few), where each
+  run's own Tracker measures its network through one compiled pass shared by the stack, and at
+  the end (`model.keras`);
 - data order (`batches.epoch_order(n, seed_k, epoch)`) and labels (label noise with seed_k): the
   training set lives on the device once, the step gathers run k's batch by index;
 - optimizer state: each run's velocities and iteration count; its learning rate of the epoch is
   read from its own optimizer (`TorchSGD.learning_rate`, schedules included) and fed to the
-  vmapped step through a float learning-rate slot of one template `TorchSGD`; the finite-step
+  mapped step through a float learning-rate slot of one template `TorchSGD`; the finite-step
   correction uses that rate;
-- weight decay: λ_k enters the objective as a vmapped scalar (the penalty λ/2·Σ||θ||² is linear in λ);
+- weight decay: λ_k enters the objective as a mapped scalar (the penalty λ/2·Σ||θ||² is linear in λ);
 - BatchNorm statistics: the non-trainable values, stacked like the weights.
 
-A run whose tracker finds a NaN/Inf (`RunLogger` marks it `diverged`) is frozen: its lane's
-updates are masked (`jnp.where`) and it is measured no more; the others go on. Resume: every run
-loads its own `checkpoint.npz` (the same file an unstacked run writes, so either kind resumes the
-other); the stack starts at the earliest run's next epoch and a run that is ahead stays masked
-until the stack reaches it, so nobody's epochs are repeated or cut and every number is an
-uninterrupted run's. Finished runs (`done`, `diverged`) are not retrained; locks are per run.
-
-Tracking is per run (each run's `Tracker` over its own network: the tracker is not yet batched
-across the stack), so stacking speeds up training, not measurement.
+All runs' files of an epoch are made durable with one sync (`rundir.one_sync`), not ~3 fsyncs
+per run. A run whose tracker finds a NaN/Inf (`RunLogger` marks it `diverged`) is frozen: its
+lane's updates are masked (`jnp.where`) and it is measured no more; the others go on. Resume:
+every run loads its own `checkpoint.npz` (the same file an unstacked run writes, so either kind
+resumes the other); the stack starts at the earliest run's next epoch and a run that is ahead
+stays masked until the stack reaches it, so nobody's epochs are repeated or cut and every number
+is an uninterrupted run's. Finished runs (`done`, `diverged`) are not retrained; locks are per run.
 
 Example:
 
@@ -51,7 +52,6 @@ results = train_stack([(s, f"outputs/quickstart/{s.run_id}") for s in specs])
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,137 +60,19 @@ import numpy as np
 
 from .config import Config, ConfigError
 
-STACKABLE = (
-    "seed",
-    "model.init_scale",
-    "optim.lr",
-    "optim.weight_decay",
-    "data.label_noise",
-    "optim.schedule",
-    "optim.milestones",
-    "optim.gamma",
-)
-AUTO_CAP = 64  # `compute.stack: auto` never stacks more runs than this
+# Planning (which runs stack, the groups, K) lives beside the sweep planner; re-exported here.
+from .stackplan import AUTO_CAP, STACKABLE, check_stack_backend, choose_stack, requested_stack, stack_groups, stack_key  # noqa: E402,F401
 
 
-# ----------------------------------------------------------------------------- planning
+def step_bytes(cfg: Config, ds, k: int) -> int:
+    """Device bytes of the stacked step for k copies of `cfg`'s run (arguments, outputs and XLA
+    temporaries), from compiling it, not running it (`stackplan.choose_stack`'s `auto`).
 
-
-def stack_key(config: Config) -> str:
-    """What must be equal for two runs to share a stack: the config without the `STACKABLE` keys
-    (and without `name`, which only names the folder).
-
-    Example: `stack_key(load_config(None, ["seed=1"])) == stack_key(load_config(None, ["seed=2"]))`.
+    Example: `step_bytes(cfg, ds, 2) - step_bytes(cfg, ds, 1)` is about one more run's bytes.
     """
-    d = config.to_dict()
-    d.pop("name", None)
-    for dotted in STACKABLE:
-        *parents, leaf = dotted.split(".")
-        node = d
-        for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
-    return json.dumps(d, sort_keys=True)
+    from .experiment import OpenRun, build_training
 
-
-def stack_groups(plan: list, k: int) -> list[list]:
-    """`plan` ((spec, run directory) pairs) cut into stacks: runs with the same `stack_key`, in
-    plan order, at most `k` per stack; a group's remainder is a smaller stack.
-
-    Args:
-        plan: `sweep.plan_runs(...)`.
-        k: the largest stack (1: every run alone).
-
-    Example: 8 seeds with k = 3 give stacks of 3, 3 and 2 runs.
-    """
-    groups: dict[str, list] = {}
-    for item in plan:
-        groups.setdefault(stack_key(item[0].config), []).append(item)
-    return [g[i : i + k] for g in groups.values() for i in range(0, len(g), max(1, k))]
-
-
-def requested_stack(plan: list) -> int | str:
-    """The `compute.stack` the plan asks for (an int or `auto`); the first point's value (a sweep
-    over `compute.stack` itself is refused: it would not say how to stack)."""
-    values = {spec.config.compute.stack for spec, _ in plan}
-    if len(values) > 1:
-        raise ConfigError(f"compute.stack: one value per sweep, got {sorted(map(str, values))}")
-    return values.pop() if values else 1
-
-
-def check_stack_backend(k: int | str) -> None:
-    """An explicit `compute.stack` > 1 needs the JAX backend (the vmapped step): one line otherwise."""
-    from . import backend
-
-    if k != "auto" and k > 1 and backend.NAME != "jax":
-        raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
-
-
-def choose_stack(plan: list, datasets: dict | None = None, console=None, data_dir: str | None = None) -> tuple[int, str | None]:
-    """The stack size K for this plan and what to tell the user about it: `compute.stack` when it
-    is a number, else (`auto`) 1 on a CPU or a non-JAX backend, and on a GPU the K whose stacked
-    step fits in 80% of the free device memory (measured by compiling the step for one and two
-    runs of the largest group: XLA's memory analysis, nothing is run), capped at `AUTO_CAP` and at
-    the largest group. The note (None when no group could stack) is printed on `console`.
-
-    Args:
-        plan: `sweep.plan_runs(...)`.
-        datasets: the loaded clean datasets by `sweep._data_key` (loaded here when None).
-        console: a rich Console for the one-line note, or None.
-        data_dir: overrides `data.path` when the data is loaded here.
-
-    Example: `choose_stack(plan_runs(cfg, [], "outputs"))[0]` is 1 on this CPU.
-    """
-    k, note = _choose(plan, datasets, data_dir)
-    if note and console is not None:
-        console.print(f"compute.stack auto: {note}", highlight=False, markup=False, soft_wrap=True)
-    return k, note and f"compute.stack auto: {note}"
-
-
-def _choose(plan: list, datasets: dict | None, data_dir: str | None) -> tuple[int, str | None]:
-    from . import backend
-
-    k = requested_stack(plan)
-    check_stack_backend(k)
-    if k != "auto":
-        return int(k), None
-    largest = max(stack_groups(plan, len(plan) or 1), key=len, default=[])
-    if len(largest) < 2 or any(spec.config.track.step_margins_until > 0 for spec, _ in largest):
-        return 1, None
-    if backend.NAME != "jax":
-        return 1, f"1 (stacking needs the JAX backend; this is {backend.NAME})"
-    import jax
-
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return 1, "1 on a CPU, where stacked runs measured slower than one by one (--stack K forces K)"
-    spec = largest[0][0]
-    if datasets is None:
-        from .data import load_clean_dataset
-
-        ds = load_clean_dataset(spec.config, data_dir)
-    else:
-        from .sweep import _data_key
-
-        ds = datasets[_data_key(spec.config)]
-    one, two = (_step_bytes(spec.config, ds, k) for k in (1, 2))
-    stats = device.memory_stats() or {}
-    free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
-    per_run = max(two - one, 1)
-    fit = int((0.8 * free - (one - per_run)) // per_run) if free > 0 else AUTO_CAP
-    chosen = max(1, min(AUTO_CAP, len(largest), fit))
-    return chosen, (
-        f"K={chosen} on {device.device_kind} (free {free / 2**30:.1f} GiB, ~{per_run / 2**20:.0f} MiB per stacked run, "
-        f"cap {AUTO_CAP}, largest group {len(largest)} runs)"
-    )
-
-
-def _step_bytes(cfg: Config, ds, k: int) -> int:
-    """Device bytes of the stacked epoch function for k copies of `cfg`'s run (arguments, outputs
-    and XLA temporaries), from compiling it, not running it."""
-    from .experiment import build_training
-
-    members = [_Member(None, None, cfg, ds, None, None, *build_training(cfg, ds)) for _ in range(k)]
+    members = [_Member(None, None, cfg, ds, run=OpenRun(*build_training(cfg, ds), first_epoch=1, elapsed=0.0)) for _ in range(k)]
     stack = _Stack(members)
     carry = (stack.state, {name: np.zeros(k, np.float32) for name in stack.metric_names})
     compiled = stack.step_fn.lower(carry, stack.constants(), np.zeros((k, stack.batch_size), np.int32)).compile()
@@ -327,6 +209,11 @@ class _Stack:
         # probes read besides the outputs, the same for every run.
         self.layers = weight_layers(self.net)
         self.outputs_fn, self.kernels_fn = jax_backend.stacked_inference(self.net, self.layers, mode)
+        self.stats_fn = jax_backend.stacked_weight_stats(mode)
+        # W_{e-1} of every run's update norms, first the kernels it starts from (a resumed run's
+        # are its checkpoint's, as `RunLogger` primes an unstacked run's): set before the first
+        # epoch trains or is measured.
+        self.previous = None
         tvars, ntvars = self.net.trainable_variables, self.net.non_trainable_variables
         self.decayed_at = [_position(tvars, v) for v in self.trainer.decayed]
         import keras
@@ -446,6 +333,8 @@ class _Stack:
         """One epoch of every active run; returns the epoch means of the step values per run."""
         import jax.numpy as jnp
 
+        if self.previous is None and self.members[0].logger is not None:  # measured runs only (not the bench)
+            self.previous = self.kernels_fn(*self.state[:2])
         self.set_rates()
         constants = self.constants(active)
         carry = (self.state, {k: jnp.zeros((len(self.members),), jnp.float32) for k in self.metric_names})
@@ -484,25 +373,38 @@ class _Stack:
         ds = self.members[0].ds
         tv, ntv, ov = self.state
         kernels = self.kernels_fn(tv, ntv)
+        stats = self.stats_fn(kernels, kernels if self.previous is None else self.previous, [tv[i] for i in self.decayed_at])
+        self.previous = kernels
         self.f_train, self.f_test = self._outputs(ds.x_train), self._outputs(ds.x_test)
-        self.kernels, self.host = jax.device_get((kernels, self.state))
+        (sq, sq_prev, sq_up, decayed_sq), self.host = jax.device_get((stats, self.state))
+        # float64 from here on, as the unstacked measures (`measures.frobenius`, `update_norm`).
+        sq, sq_prev, sq_up = (np.asarray(a, np.float64) for a in (sq, sq_prev, sq_up))
+        self.norms = np.sqrt(sq)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.updates = np.where(sq_prev > 0, np.sqrt(sq_up) / np.sqrt(sq_prev), np.nan)
+        self.decayed_sq = np.asarray(decayed_sq, np.float64)
 
     def view(self, k: int, epoch: int):
         """Run k's `tracking.EpochView` of the last `measure` (what its Tracker would compute
         from its own network: outputs, effective kernels, BN variances, Σ||θ||² of the decayed)."""
         from . import tracking
-        from .engine.measures import frobenius
 
-        tv, ntv, _ = self.host
+        _, ntv, _ = self.host
         t = self.members[k].logger.tracker
-        weights = tracking.Weights(
-            kernels={layer.name: kern[k] for layer, kern in zip(self.layers, self.kernels)},
+        weights = _stack_weights()(
+            kernels={},  # read on NC epochs only, which the run's own Tracker measures
             rho_mode=t.mode,
             bn_moving_vars=[ntv[j][k] for j in self.bn_at],
-            decayed_sq=sum(frobenius(tv[i][k]) ** 2 for i in self.decayed_at),
+            decayed_sq=float(self.decayed_sq[k]),
+            frobenius={layer.name: float(self.norms[i, k]) for i, layer in enumerate(self.layers)},
         )
         d = self.members[k].ds
         return tracking.EpochView(epoch, d.y_train, self.f_train[k], weights, d.y_test, self.f_test[k])
+
+    def update_norms(self, k: int) -> dict[str, float]:
+        """Run k's `update_norm_<layer>` of the last `measure` (SPEC §10: ||W_e − W_{e−1}||_F /
+        ||W_{e−1}||_F, NaN for a zero W_{e−1})."""
+        return {f"update_norm_{layer.name}": float(self.updates[i, k]) for i, layer in enumerate(self.layers)}
 
     def checkpoint_values(self, k: int):
         """Run k's (network, optimizer) as `experiment.save_checkpoint` reads them, from the
@@ -526,6 +428,43 @@ class _Values:
         return self.weights
 
 
+def _stack_weights():
+    """`tracking.Weights` whose Frobenius norms were computed on the device for the whole stack
+    (defined on first use: `tracking` stays unimported until a stack trains)."""
+    global _StackWeights
+    if _StackWeights is None:
+        from . import tracking
+
+        @dataclass
+        class StackWeights(tracking.Weights):
+            frobenius: dict = field(default_factory=dict)  # layer -> ||W||_F (float64 of a float32 sum)
+
+            def norms(self) -> dict[str, float]:
+                return dict(self.frobenius)
+
+        _StackWeights = StackWeights
+    return _StackWeights
+
+
+_StackWeights = None
+
+
+def _stack_update_norms(stack: "_Stack", k: int):
+    """Run k's update-norm probe reading the stack's device-computed values (the unstacked
+    probe keeps W_{e−1} on the host and recomputes in float64: K runs' kernels every epoch)."""
+    from . import tracking
+
+    class StackUpdateNorms(tracking.UpdateNormProbe):
+        def prime(self, kernels) -> None:
+            pass  # the stack keeps every run's W_{e−1} (`_Stack.previous`)
+
+        def rows(self, view):
+            # Epoch 0 of a fresh run has no W_{e−1}: no values, as `UpdateNormProbe` writes.
+            return {tracking.schema.METRICS_CSV: [stack.update_norms(k) if view.epoch > 0 else {}]}
+
+    return StackUpdateNorms()
+
+
 class _MemberTracker:
     """Run k's `Tracker` as its `RunLogger` sees it, measuring from the stack's batched pass
     (`_Stack.view`) on epochs without NC; on NC epochs the run's own Tracker measures its
@@ -533,6 +472,10 @@ class _MemberTracker:
 
     def __init__(self, tracker, stack: "_Stack", k: int):
         self.tracker, self.stack, self.k = tracker, stack, k
+        # The Tracker's update-norm probe (its attribute and its entry in `probes`) replaced.
+        probe = _stack_update_norms(stack, k)
+        tracker.probes = [probe if p is tracker.update_norms else p for p in tracker.probes]
+        tracker.update_norms = probe
 
     def __getattr__(self, name):
         return getattr(self.tracker, name)
@@ -553,7 +496,7 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
 
     Args:
         plan: (spec, run directory) pairs whose configs differ only in `STACKABLE` keys.
-        datasets: clean datasets by `sweep._data_key` (loaded here when None).
+        datasets: clean datasets by `stackplan.data_key` (loaded here when None).
         data_dir: overrides `data.path`.
         console: where to say which runs train together (None: silent).
 
@@ -564,9 +507,7 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
         ConfigError: the runs cannot share a stack, or the backend is not JAX.
     """
     from . import backend
-    from .data import load_clean_dataset, with_label_noise
-    from .experiment import check_compatible, check_writable
-    from .sweep import _data_key
+    from .rundir import one_sync
 
     if backend.NAME != "jax":
         raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
@@ -576,14 +517,8 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
     members = []
     ids = [spec.run_id for spec, _ in plan]
     try:
-        for spec, path in plan:
-            key = _data_key(spec.config)
-            if key not in datasets:
-                datasets[key] = load_clean_dataset(spec.config, data_dir)
-            ds = with_label_noise(datasets[key], spec.config.data.label_noise, spec.config.seed)
-            check_compatible(spec.config, ds)
-            check_writable(Path(path))
-            members.append(_open_member(spec, path, ds, ids))
+        with one_sync():  # every run's config, status and truncated CSVs: one sync
+            _open_members(plan, datasets, data_dir, ids, members)
         live = [m for m in members if m.result is None]
         if live:
             if console is not None:
@@ -614,6 +549,23 @@ def _share_passes(members: list[_Member]) -> None:
         t._probe, t._predict = bind_probe(m.network), bind_predict(m.network)
 
 
+def _open_members(plan: list, datasets: dict, data_dir, ids: list[str], members: list) -> None:
+    """Claim and open every run of `plan` (appended to `members` as they open, so that a failure
+    half-way still releases the locks taken)."""
+    from .data import load_clean_dataset, with_label_noise
+    from .experiment import check_compatible, check_writable
+    from .stackplan import data_key
+
+    for spec, path in plan:
+        key = data_key(spec.config)
+        if key not in datasets:
+            datasets[key] = load_clean_dataset(spec.config, data_dir)
+        ds = with_label_noise(datasets[key], spec.config.data.label_noise, spec.config.seed)
+        check_compatible(spec.config, ds)
+        check_writable(Path(path))
+        members.append(_open_member(spec, path, ds, ids))
+
+
 def _train_members(members: list[_Member]) -> None:
     """The epochs of a stack of opened runs; sets each member's `result`.
 
@@ -632,8 +584,9 @@ def _train_members(members: list[_Member]) -> None:
         stack = _Stack(members)
         fresh = [m.first_epoch == 1 for m in members]
         probes = stack.probe(fresh) if any(fresh) else None
-        for k, m in enumerate(members):
-            _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None, stack, k)
+        with one_sync():  # the loggers' new CSV headers
+            for k, m in enumerate(members):
+                _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None, stack, k)
         _share_passes(members)
         nc_epochs = members[0].logger.nc_epochs  # the same schedule for every run (same tracking config)
 
@@ -680,11 +633,12 @@ def _train_members(members: list[_Member]) -> None:
             if m.logger is not None:
                 m.logger.close()
     seconds = time.perf_counter() - t0
-    for m in members:
-        m.result = finish_run(m.rundir, m.ds, m.run, m.logger, seconds)
+    with one_sync():
+        for m in members:
+            m.result = finish_run(m.rundir, m.ds, m.run, m.logger, seconds)
 
 
-def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
+def bench_epochs(cfg: Config, ds, k: int, seed: int = 0, mode: str = "vmap"):
     """The benchmark's stacked arm (`sqnc bench --stack K`): K runs of `cfg` (seeds seed..seed+K−1)
     built as a sweep builds them, trained as one stack with no tracking and no files.
 
@@ -693,6 +647,7 @@ def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
         ds: the dataset every run trains on.
         k: the stack size K.
         seed: the first run's seed.
+        mode: `vmap` or `map` over the runs (`backend.jax.map_runs`).
 
     Returns:
         callable(e) that trains 0-based epoch e of all K runs and returns once they are done.
@@ -705,7 +660,7 @@ def bench_epochs(cfg: Config, ds, k: int, seed: int = 0):
     for i in range(k):
         run_cfg = cfg.model_copy(update={"seed": seed + i})
         members.append(_Member(None, None, run_cfg, ds, run=OpenRun(*build_training(run_cfg, ds), first_epoch=1, elapsed=0.0)))
-    stack = _Stack(members)
+    stack = _Stack(members, mode)
     # np.asarray of the epoch's means (inside train_epoch) waits for the device.
     return lambda e: stack.train_epoch(e + 1, None)
 
@@ -733,4 +688,4 @@ def _result(m: _Member, state: str, reason, seconds: float) -> dict:
     }
 
 
-__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "bench_epochs"]
+__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "bench_epochs", "step_bytes"]

@@ -17,7 +17,7 @@ Executors:
 
 With `compute.stack` K > 1 (`--stack K`; JAX backend) the unit of work is a stack: up to K runs
 that differ only in shape-free values, trained together by `stacking.train_stack` (one stack per
-worker process or Ray task; a lone run takes the plain path). `stacking.choose_stack` turns `auto`
+worker process or Ray task; a lone run takes the plain path). `stackplan.choose_stack` turns `auto`
 into a K (1 on a CPU); on Ray it decides inside a task, where the GPU is.
 
 Example:
@@ -42,6 +42,7 @@ from .errors import UserError
 from .experiment import check_compatible, check_rundir, check_writable, train_and_evaluate
 from .rundir import RunDir
 from .stacking import train_stack
+from .stackplan import data_key
 
 
 def plan_runs(config_path, overrides, out) -> list[tuple[RunSpec, Path]]:
@@ -50,10 +51,7 @@ def plan_runs(config_path, overrides, out) -> list[tuple[RunSpec, Path]]:
     return [(spec, Path(out) / spec.config.name / spec.run_id) for spec in expand_sweep(cfg)]
 
 
-def _data_key(config: Config) -> str:
-    d = config.data.model_dump(mode="json")
-    d.pop("label_noise")  # applied per run, with the run's seed
-    return json.dumps(d, sort_keys=True)
+_data_key = data_key  # the clean dataset's key (label noise is applied per run, with the run's seed)
 
 
 def load_datasets(plan, data_dir=None) -> dict[str, Dataset]:
@@ -135,7 +133,7 @@ def run_config(
     gpus_per_run: float | None = None,
 ) -> list[dict]:
     """Validate everything, then train each run of the config; returns one result per run."""
-    from .stacking import check_stack_backend, choose_stack, requested_stack
+    from .stackplan import check_stack_backend, choose_stack, requested_stack
 
     plan = plan_runs(config_path, overrides, out)
     check_stack_backend(requested_stack(plan))
@@ -168,12 +166,12 @@ def run_config(
 
 
 def plan_units(plan, k: int) -> list[list]:
-    """The units of work: stacks of up to `k` stackable runs (`stacking.stack_groups`), or every
+    """The units of work: stacks of up to `k` stackable runs (`stackplan.stack_groups`), or every
     run alone when k == 1, in plan order within a group.
 
     Example: `plan_units(plan, 1) == [[item] for item in plan]`.
     """
-    from .stacking import stack_groups
+    from .stackplan import stack_groups
 
     return stack_groups(plan, k) if k > 1 else [[item] for item in plan]
 
@@ -296,7 +294,7 @@ def _run_ray(plan, data_dir, address: str | None, gpus_per_run: float | None, co
         if gpus_per_run is None:
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         # `auto` is decided where the GPU is: in a task like the ones that will train.
-        from .stacking import requested_stack
+        from .stackplan import requested_stack
 
         k, note = requested_stack(plan), None
         if k == "auto" and gpus_per_run > 0:
@@ -453,7 +451,7 @@ def _ray_task(items, data_dir):
 
 def _ray_choose_stack(items, data_dir) -> tuple[int, str | None]:
     from . import experiment
-    from .stacking import choose_stack
+    from .stackplan import choose_stack
 
     experiment.configure_device()
     plan = [(RunSpec(run_id, Config.model_validate(c)), Path(path)) for c, run_id, path in items]
@@ -647,7 +645,7 @@ def stacks_plan(plan) -> tuple[dict, str] | None:
     Example: `stacks_plan(plan_runs(cfg, ["compute.stack=2", "sweep={seed: [0, 1, 2]}"], "out"))`
     gives `({"seed=0": "1", "seed=1": "1", "seed=2": "2"}, "...")`.
     """
-    from .stacking import check_stack_backend, requested_stack
+    from .stackplan import check_stack_backend, requested_stack
 
     k = requested_stack(plan)
     check_stack_backend(k)

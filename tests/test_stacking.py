@@ -165,7 +165,7 @@ def test_an_interrupted_stack_resumes_to_the_uninterrupted_numbers(tmp_path, alo
 
 def test_groups_and_dry_run_show_which_runs_stack(tmp_path):
     from sqloss_nc.sweep import plan_runs
-    from sqloss_nc.stacking import stack_groups, stack_key
+    from sqloss_nc.stackplan import stack_groups, stack_key
 
     plan = plan_runs(None, [*BASE, "sweep={optim.batch_size: [16, 32], seed: [0, 1, 2], optim.lr: [0.1, 0.01]}"], tmp_path)
     groups = stack_groups(plan, 4)
@@ -180,7 +180,7 @@ def test_groups_and_dry_run_show_which_runs_stack(tmp_path):
 
 
 def test_auto_stack_is_1_on_a_cpu_and_says_so(tmp_path):
-    from sqloss_nc.stacking import choose_stack
+    from sqloss_nc.stackplan import choose_stack
     from sqloss_nc.sweep import plan_runs
 
     k, note = choose_stack(plan_runs(None, [*BASE, "sweep={seed: [0, 1]}"], tmp_path))
@@ -197,3 +197,76 @@ def test_tensorflow_refuses_an_explicit_stack_with_one_line(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "compute.stack: stacked runs need the JAX backend" in lines[0], res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_batched_tracking_equals_each_run_measured_alone(tmp_path):
+    """Epochs without NC are measured from the stack's one batched pass (outputs, effective
+    kernels' norms and update norms, Σ||θ||² reduced on the device), not by each run's Tracker:
+    weight norm (effective kernel V/||V||·g), label noise, a margin epoch between NC epochs."""
+    from sqloss_nc.sweep import run_config
+
+    over = [*BASE, "model.normalization=weightnorm", "track.nc_epochs=[0,3]", "track.margin_epochs=[0,2]",
+            "sweep={seed: [0, 1], optim.weight_decay: [0.01, 0]}"]  # fmt: skip
+    res = run_config(None, [*over, "compute.stack=4"], tmp_path / "stack")
+    run_config(None, [*over, "compute.stack=1"], tmp_path / "alone")
+    assert all(r["state"] == "done" for r in res)
+    for r in res:
+        here, there = tmp_path / "stack" / "quickstart" / r["run_id"], tmp_path / "alone" / "quickstart" / r["run_id"]
+        assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in there.iterdir())
+        assert_runs_equal(there, here, csvs=(*CSVS, "spectra.csv"))
+        m = pd.read_csv(here / "metrics.csv")
+        assert m["update_norm_classifier"].iloc[1:].notna().all() and np.isnan(m["update_norm_classifier"].iloc[0])
+        assert pd.read_csv(here / "margins.csv")["epoch"].unique().tolist() == [0, 2]
+
+
+def test_map_runs_modes_equal_a_loop_over_runs():
+    import jax.numpy as jnp
+
+    from sqloss_nc.backend.jax import STACK_MODES, map_runs, stacked_weight_stats
+
+    rng = np.random.default_rng(0)
+    w, b, x = rng.normal(size=(3, 4, 5)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)
+    want = np.stack([np.tanh(x @ w[k] + b[k]) for k in range(3)])
+    for mode in STACK_MODES:
+        got = map_runs(lambda w, b, x: jnp.tanh(x @ w + b), mode, shared=(2,))(w, b, x)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6, err_msg=mode)
+    # The device-reduced weight measures against float64 numpy on each run's arrays.
+    prev = [w + 0.01 * rng.normal(size=w.shape).astype(np.float32), b + 0.01]
+    sq, sq_prev, sq_up, dec = (np.asarray(a, np.float64) for a in stacked_weight_stats()([w, b], prev, [w]))
+    for k in range(3):
+        for i, (cur, old) in enumerate(zip([w, b], prev)):
+            c, o = cur[k].astype(np.float64), old[k].astype(np.float64)
+            assert sq[i, k] == pytest.approx(np.sum(c**2), rel=1e-5) and sq_prev[i, k] == pytest.approx(np.sum(o**2), rel=1e-5)
+            assert np.sqrt(sq_up[i, k]) / np.sqrt(sq_prev[i, k]) == pytest.approx(np.linalg.norm(c - o) / np.linalg.norm(o), rel=1e-4)
+        assert dec[k] == pytest.approx(np.sum(w[k].astype(np.float64) ** 2), rel=1e-5)
+
+
+def test_one_sync_defers_fsyncs_and_replacements(tmp_path, monkeypatch):
+    """Inside `one_sync` nothing is fsynced and no file is replaced until the block ends (then one
+    os.sync, then the replacements); reads of status.json and appends to a rewritten CSV go to
+    the pending files."""
+    from sqloss_nc import rundir as rd
+
+    calls = []
+    monkeypatch.setattr(rd.os, "fsync", lambda fd: calls.append("fsync"))
+    real_sync = rd.os.sync
+    monkeypatch.setattr(rd.os, "sync", lambda: (calls.append("sync"), real_sync()))
+    runs = [rd.RunDir(tmp_path / f"r{i}") for i in range(3)]
+    for r in runs:
+        r.create()
+        r.write_status("running", 0, environment={"backend": "jax"})
+    calls.clear()
+    with rd.one_sync():
+        for r in runs:
+            r.write_status("running", 1)
+            assert r.read_status()["epoch"] == 1 and r.read_status()["environment"] == {"backend": "jax"}
+            assert json.loads(r.status_path.read_text())["epoch"] == 0  # not yet replaced
+        rd.atomic_write_text(runs[0].path / "m.csv", "a,b\n1,2\n")
+        app = rd.CSVAppender(runs[0].path / "m.csv", ["a", "b"])
+        app.write({"a": 3, "b": 4})
+        app.close()
+        assert calls == []
+    assert calls == ["sync"]
+    assert [json.loads(r.status_path.read_text())["epoch"] for r in runs] == [1, 1, 1]
+    assert (runs[0].path / "m.csv").read_text() == "a,b\n1,2\n3,4\n"
+    assert sorted(p.name for p in runs[0].path.iterdir()) == ["m.csv", "status.json"]  # no temporary left

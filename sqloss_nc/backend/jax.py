@@ -143,7 +143,7 @@ class TrainStep:
 # this module: the step of one run of a stack, its mapping over the K runs (`vmap` or
 # `lax.map`), and the batched inference-mode measurement of all K runs at once.
 
-STACK_MODES = ("vmap", "map")
+STACK_MODES = ("vmap", "map", "unroll")
 
 
 class _StackedRunStep(TrainStep):
@@ -204,8 +204,10 @@ def map_runs(fn, mode: str = "vmap", shared: tuple = ()):
     Args:
         fn: a function of one run's arguments.
         mode: `vmap` (one batched computation: K runs' matmuls become batched matmuls and their
-            convolutions grouped convolutions) or `map` (`lax.map`: a loop over the runs inside
-            the program, each run's ops at their unstacked shapes).
+            convolutions grouped convolutions), `map` (`lax.map`: a loop over the runs inside
+            the program, each run's ops at their unstacked shapes) or `unroll` (the K runs'
+            computations side by side in one program, no loop: unstacked shapes without the
+            loop, which XLA:CPU runs slowly; compile time grows with K).
         shared: positions of arguments that are the same for every run (not mapped).
 
     Example: `map_runs(lambda w, x: x @ w, "map", shared=(1,))(w_stack, x)` is (K, n, m).
@@ -223,7 +225,11 @@ def map_runs(fn, mode: str = "vmap", shared: tuple = ()):
             it = iter(run_args)
             return fn(*(fixed[i] if i in fixed else next(it) for i in range(len(args))))
 
-        return jax.lax.map(one, per_run)
+        if mode == "map":
+            return jax.lax.map(one, per_run)
+        k = len(jax.tree.leaves(per_run)[0])
+        outs = [one(jax.tree.map(lambda a, r=r: a[r], per_run)) for r in range(k)]
+        return jax.tree.map(lambda *xs: jax.numpy.stack(xs), *outs)
 
     return mapped
 
@@ -258,6 +264,34 @@ def stacked_inference(network, weight_layers, mode: str = "vmap"):
             return [keras.ops.convert_to_tensor(effective_kernel(layer)) for layer in weight_layers]
 
     return jax.jit(map_runs(outputs, mode, shared=(2,))), jax.jit(map_runs(kernels, mode))
+
+
+def stacked_weight_stats(mode: str = "vmap"):
+    """The per-epoch weight measures of K stacked runs, reduced on the device (only (K,)-sized
+    results cross to the host).
+
+    Args:
+        mode: `vmap` or `map` over the runs (`map_runs`).
+
+    Returns:
+        jitted `stats(kernels, previous, decayed)` -> (sq_norms (L, K), sq_previous (L, K),
+        sq_updates (L, K), decayed_sq (K,)): for each of the L effective kernels (K, ...) its
+        ||W||², ||W_previous||² and ||W − W_previous||² per run, and Σ||θ||² over the `decayed`
+        values (K, ...) per run, as
+        float32 sums (their square roots and ratios are taken in float64 on the host: within
+        float32 rounding of `engine.spectra.update_norm` and `measures.frobenius`).
+
+    Example: `sq, up, dec = stacked_weight_stats()(kernels, previous_kernels, decayed_values)`.
+    """
+
+    def one(kernels, previous, decayed):
+        sq = jax.numpy.stack([jax.numpy.sum(jax.numpy.square(w)) for w in kernels])
+        sq_prev = jax.numpy.stack([jax.numpy.sum(jax.numpy.square(w)) for w in previous])
+        up = jax.numpy.stack([jax.numpy.sum(jax.numpy.square(w - p)) for w, p in zip(kernels, previous)])
+        return sq, sq_prev, up, _sum_of_squares(decayed) if decayed else jax.numpy.zeros(())
+
+    mapped = map_runs(one, mode)
+    return jax.jit(lambda kernels, previous, decayed: (lambda r: (r[0].T, r[1].T, r[2].T, r[3]))(mapped(kernels, previous, decayed)))
 
 
 def shared_inference(model, network):
