@@ -174,7 +174,7 @@ def test_help_is_instant_and_imports_no_framework():
     seconds = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-2000:]
     assert "LOADED []" in res.stdout, res.stdout[-500:]
-    assert seconds < 4.0, seconds  # was ~5-10 s: TensorFlow imported by the app callback
+    assert seconds < 5.0, seconds  # was 5-10 s: TensorFlow imported by the app callback (about 1 s now)
 
 
 def test_help_labels_read_like_the_readme():
