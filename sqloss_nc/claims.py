@@ -384,6 +384,11 @@ def combine(outcomes: list[tuple[str, str, str]]) -> tuple[str, str]:
     return INCONCLUSIVE, why
 
 
+def _label(r: pd.Series) -> str:
+    """`experiment: setting`, or the experiment alone when it is its only setting's name."""
+    return str(r["experiment"]) if str(r["setting"]) == str(r["experiment"]) else f"{r['experiment']}: {r['setting']}"
+
+
 def _positive(v: Any) -> bool:
     return _num(v) > 0
 
@@ -530,8 +535,7 @@ def _nc_claim(ev: Evidence, rows: pd.DataFrame, empty_why: str) -> Verdict:
     outcomes, nums = [], {}
     for _, r in rows.iterrows():
         v, why, n = _nc_setting(ev, r)
-        label = f"{r['experiment']}: {r['setting']}"
-        outcomes.append((label, v, why))
+        outcomes.append((_label(r), v, why))
         nums.update({f"{k} [{r['setting']}]": x for k, x in n.items()})
     verdict, why = combine(outcomes)
     return Verdict(verdict, why, nums, _rows(rows))
@@ -778,7 +782,7 @@ def judge_mse_resnet(ev: Evidence) -> Verdict:
         perp_moving = tail_change(ev.curve("nc_epochs", r, "mse_perp"))
         tag = f"[{r['setting']}]" if len(rows) > 1 else ""
         nums.update({f"NC1 peak/final {tag}": fall, f"L_perp / total at the end {tag}": share, f"ls_distance {tag}": _mean(r, "ls_distance")})
-        label = f"{r['experiment']}: {r['setting']}"
+        label = _label(r)
         if math.isnan(fall) or math.isnan(share):
             outcomes.append((label, INCONCLUSIVE, "NC1 or the MSE decomposition not measured at >= 2 epochs"))
         elif fall >= NC1_ORDERS and share <= PERP_NEGLIGIBLE:
@@ -786,7 +790,8 @@ def judge_mse_resnet(ev: Evidence) -> Verdict:
         elif (fall < NC1_FALL and not falling) or (share > PERP_LARGE and perp_moving < SETTLED_CHANGE):
             outcomes.append((label, NOT_SUPPORTED, f"NC1 fell {fall:.3g}x, L_perp {share:.1%} of the total, no longer changing"))
         else:
-            outcomes.append((label, INCONCLUSIVE, f"NC1 fell {fall:.3g}x (needs {NC1_ORDERS:g}x), L_perp {share:.1%} of the total (needs <= {PERP_NEGLIGIBLE:.0%}): too few epochs?"))
+            short = [f"NC1 fell {fall:.3g}x" + (f" (needs {NC1_ORDERS:g}x)" if fall < NC1_ORDERS else ""), f"L_perp {share:.1%} of the total" + (f" (needs <= {PERP_NEGLIGIBLE:.0%})" if share > PERP_NEGLIGIBLE else "")]
+            outcomes.append((label, INCONCLUSIVE, ", ".join(short) + ": too few epochs?"))
     verdict, why = combine(outcomes)
     return Verdict(verdict, why, nums, _rows(rows))
 
