@@ -37,9 +37,18 @@ _apply_startup()
 # JAX would otherwise reserve 75% of GPU memory at start: several runs could not share a GPU.
 _os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+
+def _installed(module: str) -> bool:
+    """Whether `module` can be found (an import blocker that raises counts as absent)."""
+    try:
+        return _util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # Keras writes `"backend": "tensorflow"` into ~/.keras/keras.json on its first import, whatever is
 # installed, so only the environment variable counts as the user's choice here.
-if "KERAS_BACKEND" not in _os.environ and _util.find_spec("tensorflow") is None and _util.find_spec("jax") is not None:
+if "KERAS_BACKEND" not in _os.environ and not _installed("tensorflow") and _installed("jax"):
     _os.environ["KERAS_BACKEND"] = "jax"
 
 NO_BACKEND = 'sqloss_nc needs a Keras backend: pip install -e ".[tensorflow]" (the default) or -e ".[jax]" (no TensorFlow)'
@@ -51,7 +60,7 @@ def register_custom_objects() -> None:
     Raises:
         ImportError: no Keras backend is installed (the message names the install command).
     """
-    if _util.find_spec("tensorflow") is None and _util.find_spec("jax") is None and _util.find_spec("torch") is None:
+    if not any(_installed(m) for m in ("tensorflow", "jax", "torch")):
         raise ImportError(NO_BACKEND)
     from . import initializers, normalization, optimizers, training  # noqa: F401
 

@@ -75,7 +75,9 @@ class TrainStep:
                     lambda x, y, eta: self._objective_and_grads(x, y, training=training, eta=eta),
                     input_signature=[*spec, tf.TensorSpec([], tf.float64)],
                 )
-        args = (x, tf.constant(np.asarray(y, dtype=np.int32))) + (() if eta is None else (tf.cast(eta, tf.float64),))
+        # A Python eta must become float64 directly: tf.cast(0.3, float64) rounds through float32 first.
+        eta_arg = () if eta is None else (tf.constant(eta, tf.float64) if isinstance(eta, (int, float)) else tf.cast(eta, tf.float64),)
+        args = (x, tf.constant(np.asarray(y, dtype=np.int32))) + eta_arg
         saved = [v.numpy() for v in self.network.non_trainable_variables]
         try:
             out = fns[key](*args)
