@@ -270,3 +270,17 @@ def test_one_sync_defers_fsyncs_and_replacements(tmp_path, monkeypatch):
     assert [json.loads(r.status_path.read_text())["epoch"] for r in runs] == [1, 1, 1]
     assert (runs[0].path / "m.csv").read_text() == "a,b\n1,2\n3,4\n"
     assert sorted(p.name for p in runs[0].path.iterdir()) == ["m.csv", "status.json"]  # no temporary left
+
+
+def test_step_bytes_of_auto_k_grows_with_the_stack():
+    """`compute.stack: auto` on a GPU sizes K from the compiled step's bytes for 1 and 2 runs
+    (it once built its runs with the Keras objects in the wrong fields and could not run)."""
+    from sqloss_nc.config import load_config
+    from sqloss_nc.data import load_clean_dataset
+    from sqloss_nc.stacking import step_bytes
+
+    cfg = load_config(None, BASE)
+    ds = load_clean_dataset(cfg)
+    one, two = step_bytes(cfg, ds, 1), step_bytes(cfg, ds, 2)
+    # The second run adds at least its parameters, its optimizer state and a batch of outputs.
+    assert 0 < one < two
