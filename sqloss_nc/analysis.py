@@ -77,7 +77,7 @@ from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
 SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard"})
-MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV)
+MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV, schema.MEASURE_JSON)
 DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
 HIST_BINS = 60
@@ -184,6 +184,7 @@ class _Run:
     setting: str = ""
     setting_key: str = ""
     aggregated: bool = False
+    measured: bool = False  # a `sqnc measure` folder: one NC state of a model, no training
 
     @property
     def state(self) -> str:
@@ -233,13 +234,17 @@ def require_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
     out = Path(out)
     if not out.is_dir():
         raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
+    if (out / schema.MEASURE_JSON).is_file():
+        raise AnalysisError(f"OUT: {out} is one measurement's folder (sqnc measure); give the folder that holds it: {out.parent}")
     if any((out / m).is_file() for m in MARKERS):
         # OUT/<experiment>/<run_id>/ is one run: its output root is two levels up.
         raise AnalysisError(f"OUT: {out} is one run's folder; give the output root that holds it: {out.parent.parent}")
     run_dirs, empty_dirs = find_run_dirs(out)
     if not run_dirs:
         extra = f" ({len(empty_dirs)} empty folder(s))" if empty_dirs else ""
-        raise AnalysisError(f"OUT: no run directories under {out}{extra}; a run folder holds config.yaml, status.json or metrics.csv")
+        raise AnalysisError(
+            f"OUT: no run directories under {out}{extra}; a run folder holds config.yaml, status.json or metrics.csv (sqnc measure: measure.json)"
+        )
     return run_dirs, empty_dirs
 
 
@@ -348,8 +353,12 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
     def report(msg: str) -> None:
         problems.append((rel, msg))
 
-    cfg_path = path / "config.yaml"
-    if cfg_path.exists():
+    if (path / schema.MEASURE_JSON).exists() and not (path / schema.STATUS_JSON).exists():
+        _read_measurement(run, path, report)
+    cfg_path = path / schema.CONFIG_YAML
+    if run.measured:
+        pass
+    elif cfg_path.exists():
         try:
             raw = yaml.safe_load(cfg_path.read_text())
             if not isinstance(raw, dict):
@@ -363,8 +372,10 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
     # The folder is the truth for where a run belongs (a renamed experiment folder wins).
     run.experiment = parent if parent != "." else str((run.config or {}).get("name") or out.name)
 
-    st_path = path / "status.json"
-    if st_path.exists():
+    st_path = path / schema.STATUS_JSON
+    if run.measured:
+        pass
+    elif st_path.exists():
         try:
             run.status = json.loads(st_path.read_text())
             if not isinstance(run.status, dict):
@@ -387,7 +398,7 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
     ):
         p = path / name
         if not p.exists():
-            if name == schema.METRICS_CSV:
+            if name == schema.METRICS_CSV and not run.measured:
                 report(f"no {schema.METRICS_CSV}")
             continue
         df, msgs = read_csv_robust(p)
@@ -407,6 +418,35 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
             df = _add_derived(df)
         setattr(run, attr, df)
     return run
+
+
+def _read_measurement(run: _Run, path: Path, report) -> None:
+    """A `sqnc measure` folder (`measure.json`, SPEC §12) as a run of one NC epoch: its setting
+    is the measured model (`measure.model`, `measure.sha256`), the pooling and the data section;
+    it has no `metrics.csv` and enters the NC tables (nc, nc_layers, spectra, Gram) only."""
+    try:
+        m = json.loads((path / schema.MEASURE_JSON).read_text())
+        if not isinstance(m, dict):
+            raise TypeError("not an object")
+    except (json.JSONDecodeError, TypeError, ValueError, OSError) as err:
+        report(f"measure.json unreadable ({type(err).__name__}): left out of the aggregates")
+        return
+    model = m.get("model") if isinstance(m.get("model"), dict) else {}
+    pools = sorted({str(layer.get("pool")) for layer in m.get("layers", []) if isinstance(layer, dict)})
+    run.measured = True
+    run.config = flatten(
+        {
+            "name": run.experiment or path.parent.name,
+            "seed": 0,
+            "measure": {"model": model.get("source") or model.get("path"), "sha256": model.get("sha256"), "pool": ",".join(pools)},
+            "data": m.get("data") if isinstance(m.get("data"), dict) else {},
+        }
+    )
+    splits = m.get("splits") if isinstance(m.get("splits"), dict) else {}
+    data = {"n_train": splits.get("train"), "n_test": splits.get("test")}
+    if isinstance(m.get("class_names"), list):
+        data["class_names"] = m["class_names"]
+    run.status = {"state": "done", "epoch": m.get("epoch", 0), "data": data, "wall_time_s": m.get("seconds")}
 
 
 def _add_derived(m: pd.DataFrame) -> pd.DataFrame:
@@ -439,6 +479,8 @@ def _check_run(run: _Run, include_partial: bool, report) -> bool:
     if state == "diverged":
         report(f"diverged at epoch {epoch}: {reason}; left out of the aggregates")
         return False
+    if run.measured:
+        return run.config is not None and run.nc is not None
     if run.config is None or run.metrics is None:
         return False
     total = run.config.get("optim.epochs")
@@ -919,7 +961,7 @@ def analyze(out: Path, include_partial: bool = False, write: bool = True) -> Ana
             m = {"experiment": exp, "setting": setting, "_key": key, "n_seeds": len(rs)}
             m["seeds"] = " ".join(str(r.config.get("seed")) for r in rs)
             m.update({k: rs[0].config.get(k) for k in config_cols if k not in IGNORED_FOR_SETTING})
-            last = [int(r.metrics["epoch"].max()) for r in rs]
+            last = [int((r.nc if r.measured else r.metrics)["epoch"].max()) for r in rs]
             m["epochs_min"], m["epochs_max"] = min(last), max(last)
             meta.append(m)
         summary = pd.DataFrame(meta).merge(stats.drop(columns="n_runs"), on=["experiment", "setting", "_key"], how="left")
