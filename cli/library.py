@@ -118,3 +118,12 @@ def import_keras_quietly() -> None:
         # Keras raises ValueError for an unknown backend name (from ~/.keras/keras.json, say).
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BackendUnavailable(f"cannot load the Keras backend: {first}") from None
+
+
+def import_keras_or_fail(fail) -> None:
+    """`import_keras_quietly`, a backend that cannot load ending the command with one line:
+    `fail(message, 2)` (each command module's `_fail`)."""
+    try:
+        import_keras_quietly()
+    except BackendUnavailable as err:
+        fail(str(err), 2)

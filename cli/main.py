@@ -16,16 +16,13 @@ import typer
 from rich.console import Console
 
 from cli.helptext import TidyGroup
-from cli.library import BackendUnavailable, import_keras_quietly
+from cli.library import import_keras_or_fail
 
 
 def _import_library_quietly() -> None:
     """`sqloss_nc`, Keras and its backend, imported quietly; a backend that cannot load ends the
     command with one line (exit 2)."""
-    try:
-        import_keras_quietly()
-    except BackendUnavailable as err:
-        _fail(str(err), 2)
+    import_keras_or_fail(_fail)
 
 
 app = typer.Typer(

@@ -34,9 +34,9 @@ def measure_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the batches."),
 ) -> None:
     """Measure neural collapse of a trained network (no training): NC1-NC4, layer-wise NCC, the MSE decomposition, spectra."""
-    from cli.main import _import_library_quietly
+    from cli.library import import_keras_or_fail
 
-    _import_library_quietly()  # Keras and its backend, without the backend's import noise on stderr
+    import_keras_or_fail(_fail)  # Keras and its backend, without the backend's import noise on stderr
     from sqloss_nc.errors import UserError
     from sqloss_nc.measure import measure
 
