@@ -55,7 +55,7 @@ from .engine import measures
 from .engine.collapse import CollapseResult, measure_collapse
 from .engine.spectra import DEFAULT_RANK_TOL
 from .losses import np_accuracy, np_loss
-from .models import weight_layers
+from .models import next_weight_layer, probed_layers, weight_layers
 from .normalization import effective_kernel, rho_mode
 from .rundir import CSVAppender, RunDir, atomic_write_text
 from .theory import predicted_w_norm_sq
@@ -134,20 +134,12 @@ class Tracker:
         self.batch_size, self.nc_test = batch_size, nc_test
         self.num_classes = data.num_classes
         self.rank_tol = float(rank_tol)
-        # Hidden representations whose collapse is tracked: every activation before the features
-        # (the convnet's last ReLU is the features, reshaped), the features, and the outputs.
-        names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
-        if isinstance(network.get_layer("features"), keras.layers.Flatten):
-            names = names[:-1]  # the convnet's features are its last ReLU, flattened
+        # Hidden representations whose collapse is tracked (`models.probed_layers`), the features
+        # and the outputs; for the alignment, the weight layer after each (`spectra.alignment`
+        # is NaN unless it is a Dense kernel on exactly the flattened representation).
+        names = probed_layers(network)
         self.probe_names = names + ["features", "classifier"]
-        # The weight layer after each hidden representation (first kernel later in the layer
-        # order), for the alignment; `spectra.alignment` is NaN unless it is a Dense kernel on
-        # exactly the flattened representation.
-        order = [layer.name for layer in network.layers]
-        self._next_layer = {}
-        for name in self.probe_names[:-1]:
-            later = network.layers[order.index(name) + 1 :]
-            self._next_layer[name] = next((layer for layer in later if getattr(layer, "kernel", None) is not None), None)
+        self._next_layer = {name: next_weight_layer(network, name) for name in self.probe_names[:-1]}
         # The targets' scale M (eps_gap, Eq. 34) and the decomposition's loss: the training
         # loss' own for the square losses, the plain one-hot square loss for cross-entropy.
         rescaled = loss == "square_rescaled"

@@ -240,18 +240,6 @@ def _is_dense(layer) -> bool:
     )
 
 
-def _sqnc_probe_layers(network) -> list[str]:
-    """The hidden representations a run's tracker probes (`callbacks.Tracker.probe_names` minus
-    features and classifier): every ReLU before the features, the convnet's last ReLU excluded
-    since its flattened copy is the features."""
-    import keras
-
-    names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
-    if isinstance(network.get_layer("features"), keras.layers.Flatten):
-        names = names[:-1]
-    return names
-
-
 def _built_by(cfg: Config, network, num_classes: int) -> bool:
     """Whether `cfg.model` builds this network (same layer types, same weight shapes in order):
     only then does the config's training section describe how it was trained."""
@@ -282,7 +270,7 @@ def _producer(network, tensor) -> str:
 
 def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, classifier_layer: str | None, pool: str, num_classes: int) -> _Plan:
     """Resolve the layer names against the network (every mistake a `MeasureError`)."""
-    from .models import weight_layers
+    from .models import probed_layers, weight_layers
     from .normalization import effective_kernel
 
     net = m.network
@@ -328,7 +316,7 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
                 f"(labels 0..{num_classes - 1}); set data.classes to the model's {width} classes"
             )
     # The probed layers: named, or (a sqnc model) the run's; then the features and the outputs.
-    hidden = list(layers) if layers is not None else (_sqnc_probe_layers(net) if m.kind == "sqnc" else [])
+    hidden = list(layers) if layers is not None else (probed_layers(net) if m.kind == "sqnc" else [])
     cls_name = classifier.name if classifier is not None else None
     names, tensors = [], []
     for name in hidden:

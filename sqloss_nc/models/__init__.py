@@ -165,6 +165,29 @@ def weight_layers(network: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in network.layers if getattr(layer, "kernel", None) is not None]
 
 
+def probed_layers(network: keras.Model) -> list[str]:
+    """The hidden representations whose collapse a run tracks (before `features` and
+    `classifier`): every ReLU before the features; the convnet's last ReLU is left out, since its
+    flattened copy is the features.
+
+    Example: `probed_layers(net)[:2] == ["relu1", "relu2"]`.
+    """
+    names = [layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU) and layer.name != "features"]
+    if isinstance(network.get_layer("features"), keras.layers.Flatten):
+        names = names[:-1]
+    return names
+
+
+def next_weight_layer(network: keras.Model, name: str):
+    """The first layer holding a kernel after layer `name` in the layer order (alignment's
+    W_{l+1}), or None.
+
+    Example: `next_weight_layer(net, "features").name == "classifier"`.
+    """
+    order = [layer.name for layer in network.layers]
+    return next((layer for layer in network.layers[order.index(name) + 1 :] if getattr(layer, "kernel", None) is not None), None)
+
+
 def feature_extractor(network: keras.Model) -> keras.Model:
     """A model returning (h(x), f(x)) in one pass, for margins and neural-collapse measures.
 
