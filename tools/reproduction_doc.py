@@ -19,6 +19,10 @@ import pandas as pd
 def commands(script: Path) -> list[str]:
     """The `run ...` lines of a repro script (continuation lines joined), as `sqnc run ...`."""
     text = script.read_text().replace("\\\n", " ")
+    # expand a bash array of shared options (SHORT=(...)) where it is used
+    arrays = dict(re.findall(r"^(\w+)=\((.*)\)$", text, flags=re.M))
+    for name, value in arrays.items():
+        text = text.replace(f'"${{{name}[@]}}"', value)
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -66,7 +70,7 @@ def main() -> None:
         n = pd.to_numeric(g["n_train"], errors="coerce")
         lines.append(f"| {exp} | {len(g)} | {done} | {int(ep.max()) if ep.notna().any() else '—'} | {int(n.max()) if n.notna().any() else '—'} | {wall:.1f} min |")
     total = pd.to_numeric(runs["wall_time_s"], errors="coerce").sum() / 60
-    lines += ["", f"Total: {len(runs)} runs, {total:.0f} min of run wall time (nice 10, sequential, the 2 cores shared).", ""]
+    lines += ["", f"Total: {len(runs)} runs, {total:.0f} min of run wall time (nice 10, up to four at a time, the 2 cores shared with other jobs).", ""]
     report = (out / "report" / "claims.md").read_text().splitlines()
     body = []
     skip_caption = False
