@@ -23,10 +23,6 @@ import re
 import sys
 from collections.abc import Mapping
 
-# TensorFlow's C++ runtime writes these at import whatever TF_CPP_MIN_LOG_LEVEL says (absl INFO and
-# WARNING lines, the pre-absl banner, the CPU-feature notice): noise, not news.
-IMPORT_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)")
-
 BACKENDS = ("tensorflow", "jax")  # the Keras backends sqloss_nc runs on, and their pip extras
 
 
@@ -69,26 +65,10 @@ def backend_problem(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def _quietly(fn) -> None:
-    """Run `fn` with the process's stderr (file descriptor 2) captured: the backend's C++ runtime
-    prints absl lines at import that would bury our one-line messages. Everything else it printed
-    (an E-level line of a broken CUDA install, say) is passed on afterwards; an exception still
-    raises, after stderr is restored."""
-    import tempfile
+    """`sqloss_nc.startup.quietly`: the backend's import noise filtered from stderr."""
+    from sqloss_nc.startup import quietly
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            fn()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode("utf-8", "replace").splitlines()
-            kept = [line for line in lines if line.strip() and not IMPORT_NOISE.match(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+    quietly(fn)
 
 
 def import_library_quietly() -> None:

@@ -62,6 +62,11 @@ def register_custom_objects() -> None:
     """
     if not any(_installed(m) for m in ("tensorflow", "jax", "torch")):
         raise ImportError(NO_BACKEND)
+    if "keras" not in _sys.modules:
+        # The backend's C++ runtime prints absl lines at import: as quiet as the CLI.
+        from .startup import quietly
+
+        quietly(lambda: __import__("keras"))
     from . import initializers, normalization, optimizers, training  # noqa: F401
 
 

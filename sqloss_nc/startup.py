@@ -27,6 +27,7 @@ apply_startup_environment()   # then import TensorFlow (this module itself impor
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -89,3 +90,35 @@ def apply_startup_environment(env: MutableMapping[str, str] | None = None) -> di
     settings = startup_environment(nvidia_driver_present(), env)
     env.update(settings)
     return settings
+
+
+# TensorFlow's C++ runtime writes these at import whatever TF_CPP_MIN_LOG_LEVEL says (absl INFO and
+# WARNING lines, the pre-absl banner, the CPU-feature notice): noise, not news.
+IMPORT_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)")
+
+
+def quietly(fn) -> None:
+    """Run `fn` (an import of the Keras backend) with the process's stderr (file descriptor 2)
+    captured: the backend's C++ runtime prints absl lines at import that would bury the lines
+    that matter. Everything else it printed (an E-level line of a broken CUDA install, say) is
+    passed on afterwards; an exception still raises, after stderr is restored.
+
+    Example: `quietly(lambda: __import__("keras"))`.
+    """
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+            kept = [line for line in lines if line.strip() and not IMPORT_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)

@@ -2,6 +2,7 @@
 brute force, ||Σ_W||_F, both alignment definitions, and the two rank-floor defects of the audit."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -238,3 +239,18 @@ def test_alignment_uncentred_as_published():
     # The two definitions differ (the global-mean direction is in one span, not the other).
     assert abs(alignment_uncentred(means, kernel) - alignment(means, kernel)) > 1e-3
     assert math.isnan(alignment_uncentred(means, rng.normal(size=(3, 3, p, 4))))
+
+
+def test_the_library_import_and_load_model_are_quiet(tmp_path):
+    """`import sqloss_nc` prints nothing, and loading a model through it hides the backend's
+    C++ import lines (issue 20: they were printed twice), as the CLI does."""
+    code = (
+        "import keras, sqloss_nc\n"
+        "net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name='classifier')])\n"
+        f"net.save({str(tmp_path / 'm.keras')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    load = f"import sqloss_nc\nprint(sqloss_nc.load_model({str(tmp_path / 'm.keras')!r}).name)\n"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell: the package decides
+    out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr[-2000:]
