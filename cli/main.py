@@ -41,18 +41,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _set_mistake(config: Optional[Path], sets: List[str]) -> Optional[str]:
-    """The likely mistake behind a `--set` that swallowed the next word, or None. `--set
+def _set_mistake(config: Optional[Path], sets: List[str], extra: List[str] = ()) -> Optional[str]:
+    """The likely mistake behind a `--set` that swallowed the next words, or None. `--set
     optim.epochs 8` makes `8` the config file; `--set data.classes=[1, 2]` unquoted is split by the
-    shell and makes `2]` the config file: both would end in "config: file not found"."""
-    if config is None or config.exists():
+    shell and makes `2]` the config file (and `--set data.classes=[1, 2, 3]` adds `3]` as an extra
+    argument): all would end in "config: file not found" or a usage error."""
+    words = [str(config)] + list(extra) if config is not None else list(extra)
+    if extra and config is None:
+        return f"unexpected argument(s): {' '.join(extra)}"
+    if config is None or (config.exists() and not extra):
         return None
+    rest = " ".join(words)
     for text in sets:
-        if "=" not in text:
+        if "=" not in text and not extra:
             return f"--set {text} {config}: a setting is key=value with no spaces: --set {text}={config}"
         opened = sum(text.count(c) for c in "[{") - sum(text.count(c) for c in "]}")
         if opened > 0:
-            return f"--set {text} {config}: the shell split this value at a space; quote it: --set '{text} {config}'"
+            return f"--set {text} {rest}: the shell split this value at its spaces; quote it: --set '{text} {rest}'"
+    if extra:
+        return f"unexpected argument(s) after the config {config}: {' '.join(extra)} (one config per command; settings go in --set key=value)"
     return None
 
 
@@ -102,8 +109,9 @@ def _main(ctx: typer.Context) -> None:
     # TensorFlow took 5 s. The commands that need Keras import it first thing in their body.
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 def run(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Argument(None, help="YAML config (default: configs/quickstart.yaml, the shipped sample)."),
     set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key: --set optim.lr=0.05 (repeatable)."),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", metavar="DIR", help="Output root; runs go to OUT/<name>/<run_id>/."),
@@ -124,7 +132,7 @@ def run(
     ),
 ) -> None:
     """Train the run(s) a config describes (a `sweep:` block gives several) and write run directories."""
-    mistake = _set_mistake(config, set_)
+    mistake = _set_mistake(config, set_, ctx.args)
     if mistake:
         _fail(mistake, 2)
     _import_library_quietly()

@@ -61,8 +61,10 @@ def test_infinite_learning_rate_is_refused(tmp_path):
     [
         (["--set", "optim.epochs", "8"], ("--set optim.epochs=8",)),  # a space instead of `=`
         (["--set", "data.classes=[1,", "2]"], ("quote it", "--set 'data.classes=[1, 2]'")),  # unquoted, split by the shell
+        (["--set", "data.classes=[1,", "2,", "3]"], ("quote it", "--set 'data.classes=[1, 2, 3]'")),  # split twice: an extra argument
+        (["configs/quickstart.yaml", "extra"], ("unexpected argument", "extra")),
     ],
-    ids=["space-instead-of-equals", "unquoted-list"],
+    ids=["space-instead-of-equals", "unquoted-list", "unquoted-list-of-three", "extra-argument"],
 )
 def test_set_that_swallowed_the_next_word_says_so(tmp_path, argv, expected):
     res = sqnc("run", *argv, "--out", str(tmp_path / "o"))
