@@ -217,6 +217,9 @@ def _failed(path, err: Exception) -> dict:
 def _limit_threads(threads: int) -> None:
     """Called first thing in a worker: the backends read their thread pools' sizes once."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    from . import register_custom_objects
+
+    register_custom_objects()  # Keras and its backend, without the backend's C++ import lines
     from . import backend
 
     backend.limit_threads(threads)
