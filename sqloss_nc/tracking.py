@@ -90,9 +90,14 @@ class EpochView:
     collapse: Optional[CollapseResult] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
+    def norms(self) -> dict[str, float]:
+        if "norms" not in self._cache:
+            self._cache["norms"] = self.weights.norms()
+        return self._cache["norms"]
+
     def rho(self) -> dict[str, float]:
         if "rho" not in self._cache:
-            self._cache["rho"] = self.weights.rho()
+            self._cache["rho"] = measures.rho_values(self.norms(), self.weights.rho_mode, list(self.weights.bn_moving_vars))
         return self._cache["rho"]
 
     def margins(self) -> np.ndarray:
@@ -144,7 +149,7 @@ class MetricsProbe(Probe):
             "test_loss": self.loss(view.test_outputs, view.test_labels),
             "test_acc": self.accuracy(view.test_outputs, view.test_labels),
             **rho,
-            **{f"norm_{k}": v for k, v in view.weights.norms().items()},
+            **{f"norm_{k}": v for k, v in view.norms().items()},
             **measures.margin_stats(view.margins(), rho["rho"]),
         }
         return {schema.METRICS_CSV: [row]}
