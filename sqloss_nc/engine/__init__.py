@@ -40,4 +40,4 @@ from .nc import (
     rounding_floor,
 )
 from .spectra import DEFAULT_RANK_TOL, SPECTRA_COLUMNS, alignment, alignment_uncentred, spectra_rows, spectrum, update_norms, weight_matrix
-from .collapse import CollapseResult, measure_collapse, pool_representation  # noqa: E402  (uses the above)
+from .collapse import CollapsePasses, CollapseResult, measure_collapse, pool_representation  # noqa: E402  (uses the above)

@@ -136,6 +136,139 @@ class _Split:
                     also(reps, y)
 
 
+class CollapsePasses:
+    """The state of the collapse passes over one network's splits, per layer: the train split's
+    pass-1 accumulators (:class:`~sqloss_nc.engine.nc.NCAccumulator`), its second pass (NCC
+    counters against the final train means, NC4 and NC1's projections in the feature layer's
+    accumulator, Σ_W about the train means) and the test split's (NCC against the train means,
+    Σ_W about them, with ``nc_test`` its own accumulators). :meth:`result` turns them into a
+    :class:`CollapseResult`.
+
+    Two ways to fill it, one way out: :func:`measure_collapse` streams numpy batches through the
+    accumulators' ``update``; a source that computes the same statistics elsewhere (a device
+    measuring K stacked runs at once, `backend.jax.stacked_collapse`) adds them with the
+    accumulators' ``add_statistics`` / ``add_second_pass`` and the counters' ``add``, between
+    :meth:`begin_second` and :meth:`begin_test`, which bind the second passes to the train means.
+    Either way :meth:`result` is the same code, so a run's rows do not depend on who fed it.
+
+    Args:
+        num_classes: C.
+        layers: the representations, in ``reps`` order.
+        features: the layer whose NC metrics make the nc.csv row, or None.
+        decompose: the feature layer keeps the MSE decomposition's scatter (``full``).
+        loss_k: the decomposition's true-class weight (k != 1 keeps per-class scatters).
+        nc_test: the test split gets its own accumulators (``test_*`` columns).
+
+    Example (statistics from elsewhere; ``s`` holds one split's arrays):
+
+    ```python
+    passes = CollapsePasses(3, ["features"], features="features")
+    passes.train.accs[0].add_statistics(s["counts"], s["means"], s["ss"])
+    counters, cov = passes.begin_second()
+    ...
+    result = passes.result(has_test=False)
+    ```
+    """
+
+    def __init__(self, num_classes: int, layers: Sequence[str], features: Optional[str] = None, decompose: bool = False, loss_k: float = 1.0, nc_test: bool = False):
+        self.num_classes, self.layers = int(num_classes), list(layers)
+        self.feat = self.layers.index(features) if features is not None else None
+        self.decompose, self.loss_k, self.nc_test = bool(decompose) and self.feat is not None, loss_k, nc_test
+        self.train = _Split(self.num_classes, self.layers, self.feat, self.decompose, loss_k)
+        self.counters: Optional[list] = None
+        self.cov: Optional[WithinClassCovariance] = None
+        self.test: Optional[_Split] = None
+        self.test_counters: Optional[list] = None
+        self.test_cov: Optional[WithinClassCovariance] = None
+
+    def begin_second(self) -> tuple[list, Optional[WithinClassCovariance]]:
+        """After the train split's pass 1: the second pass's NCC counters (one per layer) and,
+        without the decomposition's scatter, the Σ_W accumulator of the feature layer, both about
+        the final train means."""
+        self.counters = [a.ncc() for a in self.train.accs]
+        feat = self.feat
+        if feat is not None and not self.train.accs[feat].full:
+            self.cov = WithinClassCovariance(self.train.accs[feat].means)
+        return self.counters, self.cov
+
+    def begin_test(self) -> "_Split":
+        """The test split's counters (NCC against the train means), Σ_W about the train means of
+        the feature layer, and its own pass-1 accumulators (used with ``nc_test``)."""
+        self.test_counters = [a.ncc() for a in self.train.accs]
+        self.test_cov = WithinClassCovariance(self.train.accs[self.feat].means) if self.feat is not None else None
+        self.test = _Split(self.num_classes, self.layers, self.feat, False, self.loss_k)
+        return self.test
+
+    def result(
+        self,
+        has_test: bool,
+        classifier_weights=None,
+        classifier_bias=None,
+        weight_decay: float = 0.0,
+        decay_bias: bool = False,
+        loss_M: float = 1.0,
+        next_kernels: Optional[Mapping[str, object]] = None,
+    ) -> CollapseResult:
+        """The measures of the completed passes (:func:`measure_collapse` documents the
+        arguments; ``has_test``: a test split was measured). ``scores`` are left empty."""
+        layers, feat, C = self.layers, self.feat, self.num_classes
+        tr, nan = self.train, float("nan")
+        w = None if classifier_weights is None else np.asarray(classifier_weights, dtype=np.float64)
+        result = CollapseResult(nc=None)
+        if not tr.finite:
+            if feat is not None:
+                result.nc = dict.fromkeys((*NC_KEYS, *DECOMPOSITION_KEYS, *SIGMA_W_KEYS), nan)
+            result.layers = [r for n in layers for r in _rows("train", n, dict.fromkeys((*FEATURE_COLLAPSE_KEYS, "ncc_accuracy"), nan))]
+            result.layers += [r for n in (next_kernels or {}) for r in _rows("train", n, dict.fromkeys(ALIGNMENT_KEYS, nan))]
+            if has_test:
+                result.layers += [r for n in layers for r in _rows("test", n, {"ncc_accuracy": nan})]
+            return result
+
+        counters, cov = self.counters, self.cov
+        result.class_means = {n: a.means.copy() for n, a in zip(layers, tr.accs)}
+        nc = None
+        if feat is not None:
+            nc = tr.accs[feat].finalize(classifier_weights=w)
+            nc.update(dict.fromkeys(DECOMPOSITION_KEYS, nan))
+            if self.decompose and w is not None:
+                bias = None if classifier_bias is None else np.asarray(classifier_bias, dtype=np.float64)
+                nc.update(mse_decomposition(tr.accs[feat], w, weight_decay, bias=bias, decay_bias=decay_bias, k=self.loss_k, M=loss_M))
+            nc["sigma_w_fro"] = cov.frobenius if cov is not None else tr.accs[feat].sigma_w_fro()
+            nc["sigma_w_fro_test"] = nan
+            result.gram += _gram_rows("train", tr.accs[feat].means)
+        for j, name in enumerate(layers):
+            res = nc if j == feat else tr.accs[j].finalize()
+            result.layers += _rows("train", name, {k: res[k] for k in FEATURE_COLLAPSE_KEYS})
+            result.layers += _rows("train", name, {"ncc_accuracy": counters[j].accuracy})
+            if next_kernels is not None and name in next_kernels:
+                kernel = next_kernels[name]
+                values = dict.fromkeys(ALIGNMENT_KEYS, nan)
+                if kernel is not None:
+                    kernel = np.asarray(kernel)
+                    values = {"alignment": alignment(tr.accs[j].means, kernel), "alignment_uncentred": alignment_uncentred(tr.accs[j].means, kernel)}
+                result.layers += _rows("train", name, values)
+
+        if has_test:
+            te = self.test
+            if nc is not None:
+                nc["sigma_w_fro_test"] = self.test_cov.frobenius
+            per_layer = [{} for _ in layers]  # the test split's own measures (nc_test)
+            if self.nc_test and feat is not None:
+                if te.finite:
+                    nc_te = te.accs[feat].finalize(classifier_weights=w)
+                    per_layer = [{k: (nc_te if j == feat else te.accs[j].finalize())[k] for k in FEATURE_COLLAPSE_KEYS} for j in range(len(layers))]
+                    result.gram += _gram_rows("test", te.accs[feat].means)
+                else:
+                    nc_te = dict.fromkeys(NC_KEYS, nan)
+                    per_layer = [dict.fromkeys(FEATURE_COLLAPSE_KEYS, nan) for _ in layers]
+                nc.update({f"test_{k}": v for k, v in nc_te.items()})
+            for name, values, counter in zip(layers, per_layer, self.test_counters):
+                ncc = counter.accuracy if te.finite else nan
+                result.layers += _rows("test", name, {**values, "ncc_accuracy": ncc})
+        result.nc = nc
+        return result
+
+
 def measure_collapse(
     train: BatchSource,
     num_classes: int,
@@ -176,34 +309,31 @@ def measure_collapse(
         :class:`CollapseResult`.
     """
     layers = list(layers)
-    C = int(num_classes)
-    feat = layers.index(features) if features is not None else None
-    w = None if classifier_weights is None else np.asarray(classifier_weights, dtype=np.float64)
-    decompose = bool(decomposition) and w is not None and feat is not None
-    nan = float("nan")
-    result = CollapseResult(nc=None)
+    decompose = bool(decomposition) and classifier_weights is not None and features is not None
+    passes = CollapsePasses(num_classes, layers, features, decompose, loss_k, nc_test)
+    feat = passes.feat
+    finish = dict(
+        has_test=test is not None,
+        classifier_weights=classifier_weights,
+        classifier_bias=classifier_bias,
+        weight_decay=weight_decay,
+        decay_bias=decay_bias,
+        loss_M=loss_M,
+        next_kernels=next_kernels,
+    )
 
-    tr = _Split(C, layers, feat, decompose, loss_k)
+    tr = passes.train
     tr.pass1(train)
-    result.scores["train"] = None
     if not tr.finite:
+        result = passes.result(**finish)
         result.scores["train"] = _concat(tr.scores)
-        if feat is not None:
-            result.nc = dict.fromkeys((*NC_KEYS, *DECOMPOSITION_KEYS, *SIGMA_W_KEYS), nan)
-        result.layers = [r for n in layers for r in _rows("train", n, dict.fromkeys((*FEATURE_COLLAPSE_KEYS, "ncc_accuracy"), nan))]
-        result.layers += [r for n in (next_kernels or {}) for r in _rows("train", n, dict.fromkeys(ALIGNMENT_KEYS, nan))]
         if test is not None:
-            scores = [None if s is None else np.asarray(s) for _, _, s in test()]
-            result.scores["test"] = _concat(scores)
-            result.layers += [r for n in layers for r in _rows("test", n, {"ncc_accuracy": nan})]
+            result.scores["test"] = _concat([None if s is None else np.asarray(s) for _, _, s in test()])
         return result
 
     # Pass 2: NCC of every layer against the final train means; NC4, NC1's projections and
     # (without the decomposition's scatter) Σ_W of the feature layer.
-    counters = [a.ncc() for a in tr.accs]
-    cov = None
-    if feat is not None and not tr.accs[feat].full:
-        cov = WithinClassCovariance(tr.accs[feat].means)
+    counters, cov = passes.begin_second()
 
     def second():
         for reps, labels, scores in train():
@@ -220,34 +350,11 @@ def measure_collapse(
     else:
         for _ in second():
             pass
-    result.scores["train"] = _concat(tr.scores)
-    result.class_means = {n: a.means.copy() for n, a in zip(layers, tr.accs)}
 
-    nc = None
-    if feat is not None:
-        nc = tr.accs[feat].finalize(classifier_weights=w)
-        nc.update(dict.fromkeys(DECOMPOSITION_KEYS, nan))
-        if decompose:
-            bias = None if classifier_bias is None else np.asarray(classifier_bias, dtype=np.float64)
-            nc.update(mse_decomposition(tr.accs[feat], w, weight_decay, bias=bias, decay_bias=decay_bias, k=loss_k, M=loss_M))
-        nc["sigma_w_fro"] = cov.frobenius if cov is not None else tr.accs[feat].sigma_w_fro()
-        nc["sigma_w_fro_test"] = nan
-        result.gram += _gram_rows("train", tr.accs[feat].means)
-    for j, name in enumerate(layers):
-        res = nc if j == feat else tr.accs[j].finalize()
-        result.layers += _rows("train", name, {k: res[k] for k in FEATURE_COLLAPSE_KEYS})
-        result.layers += _rows("train", name, {"ncc_accuracy": counters[j].accuracy})
-        if next_kernels is not None and name in next_kernels:
-            kernel = next_kernels[name]
-            values = dict.fromkeys(ALIGNMENT_KEYS, nan)
-            if kernel is not None:
-                kernel = np.asarray(kernel)
-                values = {"alignment": alignment(tr.accs[j].means, kernel), "alignment_uncentred": alignment_uncentred(tr.accs[j].means, kernel)}
-            result.layers += _rows("train", name, values)
-
+    te = None
     if test is not None:
-        test_counters = [a.ncc() for a in tr.accs]
-        test_cov = WithinClassCovariance(tr.accs[feat].means) if feat is not None else None
+        te = passes.begin_test()
+        test_counters, test_cov = passes.test_counters, passes.test_cov
 
         def against_train(reps, y):
             for counter, rep in zip(test_counters, reps):
@@ -255,7 +362,6 @@ def measure_collapse(
             if test_cov is not None:
                 test_cov.update(reps[feat], y)
 
-        te = _Split(C, layers, feat, False, loss_k)
         if nc_test:
             te.pass1(test, also=against_train)
         else:
@@ -263,22 +369,10 @@ def measure_collapse(
             for reps, labels, scores in test():
                 te.scores.append(None if scores is None else np.asarray(scores))
                 against_train([np.asarray(r) for r in reps], np.asarray(labels))
+        if nc_test and feat is not None and te.finite:
+            te.accs[feat].nc4_pass((reps[feat], labels, scores) for reps, labels, scores in test())
+    result = passes.result(**finish)
+    result.scores["train"] = _concat(tr.scores)
+    if te is not None:
         result.scores["test"] = _concat(te.scores)
-        if nc is not None:
-            nc["sigma_w_fro_test"] = test_cov.frobenius
-        per_layer = [{} for _ in layers]  # the test split's own measures (nc_test)
-        if nc_test and feat is not None:
-            if te.finite:
-                te.accs[feat].nc4_pass((reps[feat], labels, scores) for reps, labels, scores in test())
-                nc_te = te.accs[feat].finalize(classifier_weights=w)
-                per_layer = [{k: (nc_te if j == feat else te.accs[j].finalize())[k] for k in FEATURE_COLLAPSE_KEYS} for j in range(len(layers))]
-                result.gram += _gram_rows("test", te.accs[feat].means)
-            else:
-                nc_te = dict.fromkeys(NC_KEYS, nan)
-                per_layer = [dict.fromkeys(FEATURE_COLLAPSE_KEYS, nan) for _ in layers]
-            nc.update({f"test_{k}": v for k, v in nc_te.items()})
-        for name, values, counter in zip(layers, per_layer, test_counters):
-            ncc = counter.accuracy if te.finite else nan
-            result.layers += _rows("test", name, {**values, "ncc_accuracy": ncc})
-    result.nc = nc
     return result

@@ -313,6 +313,18 @@ class NCCAccuracy:
         self.correct += int(np.count_nonzero(nearest_class_mean(h, self.class_means, self.present) == y))
         self.seen += h.shape[0]
 
+    def add(self, correct: int, seen: int) -> None:
+        """Count samples classified elsewhere against these means (e.g. on a device, for many
+        runs at once: `backend.jax.stacked_collapse`): ``correct`` of ``seen`` were nearest to
+        their label's mean (ties to the lowest index, as :func:`nearest_class_mean`).
+
+        Example:
+            >>> ncc = NCCAccuracy(np.eye(2)); ncc.add(3, 4); ncc.accuracy
+            0.75
+        """
+        self.correct += int(correct)
+        self.seen += int(seen)
+
     @property
     def accuracy(self) -> float:
         """correct / seen; NaN before any sample."""
@@ -354,6 +366,17 @@ class WithinClassCovariance:
         centred = h - self.class_means[y]
         self.scatter += centred.T @ centred
         self.seen += h.shape[0]
+
+    def add(self, scatter, seen: int) -> None:
+        """Add a scatter sum_n (h_n - mu_{y_n})(h_n - mu_{y_n})^T of ``seen`` samples about these
+        class means computed elsewhere (e.g. on a device: `backend.jax.stacked_collapse`).
+
+        Example:
+            >>> cov = WithinClassCovariance(np.zeros((2, 2))); cov.add(np.diag([2.0, 0.0]), 2); cov.frobenius
+            1.0
+        """
+        self.scatter += np.asarray(scatter, dtype=np.float64)
+        self.seen += int(seen)
 
     @property
     def frobenius(self) -> float:
@@ -522,6 +545,53 @@ class NCAccumulator:
             self.logit_true_sum += float(z[np.arange(b), y].sum())
             self.num_logits += b
 
+    def add_statistics(self, counts, means, ss, scatter=None, class_scatter=None, logit_true_sum: float = 0.0, num_logits: int = 0, input_eps: Optional[float] = None) -> None:
+        """Fold in pass-1 statistics of a group of samples computed elsewhere, with the same Chan
+        merge as :meth:`update` and :meth:`merge` (for a source that is not numpy batches: a
+        device accumulating many runs at once, `backend.jax.stacked_collapse`).
+
+        Args:
+            counts: (C,) samples per class of the group (classes with 0 are skipped).
+            means: (C, p) the group's class means (rows of empty classes are ignored).
+            ss: (C,) the group's within-class sums of squares sum ||h - mean_c||^2, about its own means.
+            scatter: (p, p) the group's pooled within-class scatter about its own class means
+                (needed when this accumulator is ``full``).
+            class_scatter: (C, p, p) the group's per-class scatters (when ``class_scatter``).
+            logit_true_sum: sum_n f_{y_n}(x_n) over the group, when it had logits.
+            num_logits: how many of its samples had logits (0 or all of them).
+            input_eps: unit roundoff of the features the group was computed from (float32
+                features: float32's eps), for the ``nc1`` rank guard.
+
+        Example:
+            >>> a = NCAccumulator(2, full=False)
+            >>> a.add_statistics([2, 1], [[0.0, 1.0], [3.0, 0.0]], [2.0, 0.0])
+            >>> a.num_samples, a.means[0].tolist(), a.ss.tolist()
+            (3, [0.0, 1.0], [2.0, 0.0])
+        """
+        counts = np.asarray(counts).astype(np.int64)
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2 or counts.shape != (self.num_classes,) or means.shape[0] != self.num_classes:
+            raise ValueError(f"statistics must be (C,) counts and (C, p) means with C = {self.num_classes}")
+        if self.full and scatter is None:
+            raise ValueError("a full accumulator needs the group's pooled scatter")
+        if self.keep_class_scatter and class_scatter is None:
+            raise ValueError("a class_scatter accumulator needs the group's per-class scatters")
+        if self.feature_dim is None:
+            self._allocate(means.shape[1])
+        elif means.shape[1] != self.feature_dim:
+            raise ValueError(f"feature dim {means.shape[1]} != {self.feature_dim}")
+        if input_eps is not None and not self._fixed_eps:
+            self.input_eps = max(self.input_eps, float(input_eps))
+        idx = np.flatnonzero(counts)
+        if len(idx):
+            # The pooled scatter is already summed over the classes; _combine adds each class's
+            # Chan term to it, exactly as for a numpy batch.
+            class_b = np.asarray(class_scatter, dtype=np.float64)[idx] if self.keep_class_scatter else None
+            pooled = np.asarray(scatter, dtype=np.float64) if self.full else None
+            self._combine(counts[idx], means[idx], np.asarray(ss, dtype=np.float64)[idx], pooled, idx, class_b)
+        self.logit_true_sum += float(logit_true_sum)
+        self.num_logits += int(num_logits)
+
     def merge(self, other: "NCAccumulator") -> "NCAccumulator":
         """Fold another accumulator's pass-1 statistics into this one (Chan); returns self.
 
@@ -590,6 +660,45 @@ class NCAccumulator:
                 self._proj_sq = np.zeros(len(v))
             self._proj_sq += np.einsum("ij,ij->j", proj, proj)
             self._proj_seen += b
+
+    def sigma_b_directions(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(lambda, V, rank) of the complete pass 1: the top k = min(C-1, p) eigenvalues of
+        Sigma_B, their directions V (k, p) (the rows the second pass projects h - mu_y on for
+        ``nc1``) and how many are above :func:`rounding_floor`. For a second pass made
+        elsewhere (:meth:`add_second_pass`).
+
+        Example:
+            >>> lam, v, rank = acc.sigma_b_directions()   # doctest: +SKIP
+        """
+        if self.feature_dim is None:
+            raise RuntimeError("sigma_b_directions() before any update(): class means are unknown")
+        return self._sigma_b_directions()
+
+    def add_second_pass(self, seen: int, nc4_mismatch: Optional[int] = None, proj_sq=None) -> None:
+        """Results of a second pass made elsewhere against this (complete) pass 1's class means,
+        as :meth:`nc4_update` would count them over ``seen`` samples: how many samples' nearest
+        class mean differs from the argmax of their logits (``nc4``), and, when every class has
+        samples, the sums over samples of ((h_n - mu_{y_n}) . v_i)^2 for the rows v_i of
+        :meth:`sigma_b_directions` (``nc1``).
+
+        Args:
+            seen: samples of the pass (the split's N for a complete pass).
+            nc4_mismatch: the nc4 count, or None (no logits).
+            proj_sq: (k,) the projected sums of squares, or None (no labels).
+
+        Example:
+            >>> acc.add_second_pass(acc.num_samples, nc4_mismatch=3, proj_sq=q)   # doctest: +SKIP
+        """
+        if self.feature_dim is None:
+            raise RuntimeError("add_second_pass before any update(): class means are unknown")
+        if nc4_mismatch is not None:
+            self._nc4_mismatch += int(nc4_mismatch)
+            self._nc4_seen += int(seen)
+            self._nc4_complete = self._nc4_seen == self.num_samples
+        if proj_sq is not None and (self.counts > 0).all():
+            proj_sq = np.asarray(proj_sq, dtype=np.float64)
+            self._proj_sq = proj_sq.copy() if self._proj_sq is None else self._proj_sq + proj_sq
+            self._proj_seen += int(seen)
 
     def _sigma_b_directions(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(lambda, V, rank): the top k = min(C-1, p) eigenpairs of Sigma_B, from a thin SVD of
