@@ -334,6 +334,9 @@ class RunLogger(keras.callbacks.Callback):
         elapsed_offset: wall seconds already spent before this session (resume).
         initial_grad_norm_sq: callable giving epoch 0's grad_norm_sq (probe), fresh runs only.
         checkpoint: callable(epoch) saving the resume state after the epoch's rows are written.
+        durable: callable(epoch) -> bool, whether this epoch writes its checkpoint and
+            `status.json` (default: every epoch; a stack spaces them, `compute.stack_checkpoint_s`);
+            `checkpointed` is the last epoch written so.
     """
 
     def __init__(
@@ -347,12 +350,15 @@ class RunLogger(keras.callbacks.Callback):
         elapsed_offset=0.0,
         initial_grad_norm_sq=None,
         checkpoint=None,
+        durable=None,
     ):
         super().__init__()
         self.rundir, self.tracker, self.lr_at_epoch = rundir, tracker, lr_at_epoch
         self.margin_epochs, self.nc_epochs = set(margin_epochs), set(nc_epochs)
         self.first_epoch, self.elapsed_offset = first_epoch, elapsed_offset
         self.initial_grad_norm_sq, self.checkpoint = initial_grad_norm_sq, checkpoint
+        self.durable = durable or (lambda epoch: True)
+        self.checkpointed = first_epoch - 1 if first_epoch > 1 else None  # the resume checkpoint's epoch
         self.columns = schema.metrics_columns([layer.name for layer in tracker.layers])
         # One appender per file the probes write (`schema`); the collapse files only with NC epochs.
         path = rundir.path
@@ -387,11 +393,17 @@ class RunLogger(keras.callbacks.Callback):
             self.divergence = f"{bad} is {row.get(bad)} at epoch {epoch}"
             self.model.stop_training = True
             self.rundir.write_status("diverged", epoch, reason=self.divergence)
-        else:
-            if self.checkpoint is not None:
-                self.checkpoint(epoch)
-            self.rundir.write_status("running", epoch, wall_time_s=row["elapsed_s"])
+        elif self.durable(epoch):
+            self.save(epoch, row["elapsed_s"])
         return row
+
+    def save(self, epoch: int, wall_time_s: float, state: str = "running", **status) -> None:
+        """The checkpoint of `epoch` (the run's state must be that epoch's) and the status
+        that goes with it (its wall time is what a resumed run's `elapsed_s` continues from)."""
+        if self.checkpoint is not None:
+            self.checkpoint(epoch)
+            self.checkpointed = epoch
+        self.rundir.write_status(state, epoch, wall_time_s=wall_time_s, **status)
 
     def on_train_begin(self, logs=None):
         if self.first_epoch == 1 and self.last_row is None:

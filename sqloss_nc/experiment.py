@@ -335,11 +335,12 @@ def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: obj
     return OpenRun(network, trainer, optimizer, first_epoch, elapsed)
 
 
-def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe, tracker=None, state=None):
+def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe, tracker=None, state=None, durable=None):
     """The run's `RunLogger` over its `Tracker`, checkpointing (and heart-beating the lock) after
     every epoch; `probe()` gives epoch 0's grad_norm_sq of a fresh run. A stack passes its own
-    `tracker` (measuring from its batched pass) and `state()` -> (network, optimizer) objects
-    whose values the checkpoint saves (default: the run's own)."""
+    `tracker` (measuring from its batched pass), `state()` -> (network, optimizer) objects
+    whose values the checkpoint saves (default: the run's own) and `durable(epoch)`, whether
+    the epoch checkpoints (default: every epoch)."""
     from .callbacks import RunLogger
     from .optimizers import lr_at_epoch
 
@@ -355,6 +356,7 @@ def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: Ope
         elapsed_offset=run.elapsed,
         initial_grad_norm_sq=probe,
         checkpoint=lambda e: (save_checkpoint(rundir, *state(), e), lock.heartbeat()),
+        durable=durable,
     )
 
 

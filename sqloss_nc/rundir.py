@@ -33,7 +33,7 @@ _pending: dict[Path, Path] | None = None
 
 
 @contextlib.contextmanager
-def one_sync():
+def one_sync(sync: bool = True):
     """Write many runs' files with one sync (a stack's epoch: K runs' rows, checkpoints and
     statuses would otherwise cost ~3 fsyncs each, ~10 ms apiece on this machine's disk).
 
@@ -45,6 +45,11 @@ def one_sync():
     CSV rows past a run's checkpoint are cut on resume), and a power cut never leaves a renamed,
     unsynced file. A `status.json` read inside the block is the pending one (`current`).
     Nested blocks join the outer one.
+
+    With `sync=False` nothing is synced: the rows are flushed to the kernel (a killed process
+    loses none of them) and the replacements are made at the end. A stack's epochs between two
+    checkpoints use it: a power cut may then lose rows past the last synced checkpoint, which
+    resume cuts anyway (`stacking`, `compute.stack_checkpoint_s`).
 
     Example:
 
@@ -63,7 +68,8 @@ def one_sync():
         yield
     finally:
         pending, _pending = _pending, None
-        os.sync()
+        if sync:
+            os.sync()
         for path, tmp in pending.items():
             os.replace(tmp, path)
 

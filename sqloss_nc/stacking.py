@@ -55,6 +55,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -97,6 +98,7 @@ class _Member:
     logger: object = None
     stopped: bool = False  # diverged (frozen) or failed
     result: dict | None = None
+    row: dict | None = None  # its metrics row of the last epoch every run of the stack recorded
 
     # The stacked step reads the run's Keras objects by these names.
     network = property(lambda self: self.run.network)
@@ -119,7 +121,7 @@ def _open_member(spec, path, ds, stack_ids: list[str]) -> _Member:
     return m
 
 
-def _attach_logger(m: _Member, probe, stack: "_Stack", k: int) -> None:
+def _attach_logger(m: _Member, probe, stack: "_Stack", k: int, durable=None) -> None:
     """The run's `Tracker` and `RunLogger`, as an unstacked run builds them, except that its
     Tracker measures from the stack's batched pass (`_MemberTracker`) and its checkpoint saves
     the stack's values of run k; `probe` gives its epoch-0 grad_norm_sq (computed for the whole
@@ -127,7 +129,7 @@ def _attach_logger(m: _Member, probe, stack: "_Stack", k: int) -> None:
     from .experiment import build_tracker, run_logger
 
     tracker = _MemberTracker(build_tracker(m.config, m.ds, m.network, m.trainer), stack, k)
-    m.logger = run_logger(m.config, m.ds, m.rundir, m.lock, m.run, probe, tracker=tracker, state=lambda: stack.checkpoint_values(k))
+    m.logger = run_logger(m.config, m.ds, m.rundir, m.lock, m.run, probe, tracker=tracker, state=lambda: stack.checkpoint_values(k), durable=durable)
     m.logger.set_model(m.trainer)  # RunLogger sets `model.stop_training` on divergence
 
 
@@ -230,11 +232,14 @@ class _Stack:
             self.iter_slot if v is opt.iterations else _position(slots, self.template.velocities[_position(opt.velocities, v)]) if any(v is u for u in opt.velocities) else None
             for v in opt.variables
         ]
-        # Inference chunks: at most `compute.inference_batch` samples over all K runs per call
-        # (the memory of one unstacked pass); the last chunk is padded to the same shape, so the
-        # measurement compiles once per split size.
-        self.chunk = max(1, cfg.compute.inference_batch // len(members))
-        self.host = None  # the state on the host after the last `measure` (checkpoints read it)
+        self.chunk = inference_chunk(self.net, len(members), cfg.compute.inference_batch)
+        # The state whose epoch every run has recorded (its rows written), and its host copy
+        # (`fetch`, for checkpoints): JAX arrays are immutable, so keeping it costs nothing.
+        self.recorded, self.host = self.state, None
+        # Each run's learning rate by (its optim settings, iteration count): one Keras schedule
+        # evaluation per distinct pair, not one per run and epoch.
+        self.optim_keys = [m.config.optim.model_dump_json() for m in members]
+        self._rates: dict = {}
 
     # -- moving values between the stacked arrays and each run's own Keras objects
 
@@ -294,9 +299,13 @@ class _Stack:
         import jax.numpy as jnp
 
         iterations = np.asarray(ov[self.iter_slot])
-        for m, it in zip(self.members, iterations):
-            m.optimizer.iterations.assign(it)
-        rates = np.stack([self.rate(m) for m in self.members])
+        rates = np.empty(len(self.members), np.float32)
+        for k, (m, it) in enumerate(zip(self.members, iterations)):
+            key = (self.optim_keys[k], int(it))
+            if key not in self._rates:
+                m.optimizer.iterations.assign(it)
+                self._rates[key] = self.rate(m)
+            rates[k] = self._rates[key]
         ov = list(ov)
         ov[self.lr_slot] = jnp.asarray(rates)
         self.state = (tv, ntv, ov)
@@ -356,7 +365,8 @@ class _Stack:
         import jax
 
         tv, ntv, _ = self.state
-        c, n = self.chunk, len(x)
+        n = len(x)
+        c = min(self.chunk, n)  # a split smaller than a chunk is one call, unpadded
         parts = []
         for i in range(0, n, c):
             xb = x[i : i + c]
@@ -367,7 +377,8 @@ class _Stack:
 
     def measure(self) -> None:
         """Every run's outputs on the train and test sets and effective kernels, on the device
-        in one compiled pass each; the state comes to the host once (checkpoints, norms)."""
+        in one compiled pass each; only (K,)-sized values and the outputs (and the BatchNorm
+        moving variances ρ reads) come to the host, not the state (`fetch` does, for checkpoints)."""
         import jax
 
         ds = self.members[0].ds
@@ -376,7 +387,7 @@ class _Stack:
         stats = self.stats_fn(kernels, kernels if self.previous is None else self.previous, [tv[i] for i in self.decayed_at])
         self.previous = kernels
         self.f_train, self.f_test = self._outputs(ds.x_train), self._outputs(ds.x_test)
-        (sq, sq_prev, sq_up, decayed_sq), self.host = jax.device_get((stats, self.state))
+        (sq, sq_prev, sq_up, decayed_sq), self.bn_vars = jax.device_get((stats, [ntv[j] for j in self.bn_at]))
         # float64 from here on, as the unstacked measures (`measures.frobenius`, `update_norm`).
         sq, sq_prev, sq_up = (np.asarray(a, np.float64) for a in (sq, sq_prev, sq_up))
         self.norms = np.sqrt(sq)
@@ -384,17 +395,22 @@ class _Stack:
             self.updates = np.where(sq_prev > 0, np.sqrt(sq_up) / np.sqrt(sq_prev), np.nan)
         self.decayed_sq = np.asarray(decayed_sq, np.float64)
 
+    def fetch(self) -> None:
+        """The recorded state to the host (`checkpoint_values` reads it): at checkpoints only."""
+        import jax
+
+        self.host = jax.device_get(self.recorded)
+
     def view(self, k: int, epoch: int):
         """Run k's `tracking.EpochView` of the last `measure` (what its Tracker would compute
         from its own network: outputs, effective kernels, BN variances, Σ||θ||² of the decayed)."""
         from . import tracking
 
-        _, ntv, _ = self.host
         t = self.members[k].logger.tracker
         weights = _stack_weights()(
             kernels={},  # read on NC epochs only, which the run's own Tracker measures
             rho_mode=t.mode,
-            bn_moving_vars=[ntv[j][k] for j in self.bn_at],
+            bn_moving_vars=[v[k] for v in self.bn_vars],
             decayed_sq=float(self.decayed_sq[k]),
             frobenius={layer.name: float(self.norms[i, k]) for i, layer in enumerate(self.layers)},
         )
@@ -414,6 +430,28 @@ class _Stack:
         own = self.members[k].optimizer.variables
         variables = [np.asarray(v) if slot is None else ov[slot][k] for v, slot in zip(own, self.opt_at)]
         return _Values(weights, variables), _Values(weights, variables)
+
+
+#: Device memory the stacked inference pass may use for activations (`inference_chunk`).
+INFERENCE_BYTES = 256 * 2**20
+
+
+def inference_chunk(network, k: int, inference_batch: int) -> int:
+    """Samples per call of the stacked inference pass of K runs of `network`.
+
+    At least `inference_batch // k` (K runs then hold the memory of one unstacked pass), and as
+    many more as fit `INFERENCE_BYTES` of float32 activations (the sum of every layer's output
+    size: a bound on what XLA keeps at once). A stack of small nets measures its splits in one
+    or two calls instead of `n·K / inference_batch`, each of which reads all K runs' weights.
+
+    Example: `inference_chunk(mlp, 60, 1000)` is ~300 for the paper's MLP on 32×32×3 inputs.
+    """
+    floor = max(1, inference_batch // k)
+    try:
+        per_sample = sum(int(np.prod(layer.output.shape[1:])) for layer in network.layers)
+    except (AttributeError, ValueError, TypeError):  # a layer without one symbolic output
+        return floor
+    return max(floor, INFERENCE_BYTES // (4 * k * max(per_sample, 1)))
 
 
 @dataclass
@@ -579,31 +617,50 @@ def _train_members(members: list[_Member]) -> None:
 
     t0 = time.perf_counter()
     start, epochs = min(m.first_epoch for m in members), members[0].config.optim.epochs
-    nc_epochs = None
+    every = members[0].config.compute.stack_checkpoint_s
+    # When the runs last checkpointed, whether this epoch does, the last epoch all runs recorded.
+    clock = SimpleNamespace(saved=t0, due=every == 0, epoch=None)
+    nc_epochs, stack = None, None
     try:
         stack = _Stack(members)
         fresh = [m.first_epoch == 1 for m in members]
         probes = stack.probe(fresh) if any(fresh) else None
         with one_sync():  # the loggers' new CSV headers
             for k, m in enumerate(members):
-                _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None, stack, k)
+                _attach_logger(m, (lambda k=k: float(probes[k])) if fresh[k] else None, stack, k, durable=lambda e: clock.due)
         _share_passes(members)
         nc_epochs = members[0].logger.nc_epochs  # the same schedule for every run (same tracking config)
 
         def measured(epoch: int, on: list[bool]) -> None:
             """Before the runs' loggers record `epoch`: the batched pass, or the write-back."""
-            stack.measure()  # also the host copy the checkpoints are written from
+            stack.measure()
             if epoch in nc_epochs:
                 for k, flag in enumerate(on):
                     if flag:
                         stack.scatter(k)
 
+        def recorded(epoch: int, on: list[bool], write) -> None:
+            """The runs' loggers write `epoch` (`write(k, m)`), checkpointing when it is due."""
+            clock.due = epoch == epochs or time.perf_counter() - clock.saved >= every
+            if clock.due:
+                stack.recorded = stack.state
+                stack.fetch()  # the host copy this epoch's checkpoints are written from
+            with one_sync(sync=clock.due):
+                for k, (m, flag) in enumerate(zip(members, on)):
+                    if flag:
+                        write(k, m)
+                        m.stopped = m.logger.divergence is not None
+            # Every run's rows of `epoch` are written: an interrupt from here on saves this state.
+            stack.recorded, clock.epoch = stack.state, epoch
+            for m in members:
+                m.row = m.logger.last_row
+            if clock.due:
+                clock.saved = time.perf_counter()
+
         if any(fresh):
             measured(0, fresh)
-        with one_sync():
-            for m in members:
-                m.logger.on_train_begin()  # epoch 0 of a fresh run
-                m.stopped = m.logger.divergence is not None
+        recorded(0, fresh, lambda k, m: m.logger.on_train_begin())  # epoch 0 of a fresh run
+        clock.epoch = start - 1
         for epoch in range(start, epochs + 1):
             # A run trains from its own first epoch on (ahead of the stack after a resume: frozen until then).
             active = [not m.stopped and m.first_epoch <= epoch for m in members]
@@ -611,22 +668,17 @@ def _train_members(members: list[_Member]) -> None:
                 break
             means = stack.train_epoch(epoch, active)
             measured(epoch, active)
-            with one_sync():
-                for k, (m, on) in enumerate(zip(members, active)):
-                    if on:
-                        m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()})
-                        m.stopped = m.logger.divergence is not None
+            recorded(epoch, active, lambda k, m: m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()}))
         for k in range(len(members)):
             stack.scatter(k)  # model.keras: each run's final (or frozen) values
     except KeyboardInterrupt:
-        for m in members:
-            m.rundir.write_status("interrupted", _epoch_of(m), reason="interrupted by the user (rerun the same command to resume)")
+        _save_recorded(members, stack, clock.epoch, "interrupted", "interrupted by the user (rerun the same command to resume)")
         raise
     except Exception as err:  # noqa: BLE001 - recorded for every run of the stack; the sweep goes on
         reason = f"{type(err).__name__}: {err}"
+        _save_recorded(members, stack, clock.epoch, "failed", reason)
         for m in members:
             m.result = _result(m, "failed", reason, time.perf_counter() - t0)
-            m.rundir.write_status("failed", m.result["epoch"], reason=reason)
         return
     finally:
         for m in members:
@@ -670,10 +722,38 @@ def _position(items: list, obj) -> int:
     return next(i for i, v in enumerate(items) if v is obj)
 
 
+def _save_recorded(members: list[_Member], stack: "_Stack | None", epoch: int | None, state: str, reason: str) -> None:
+    """A stack stopped by an interrupt or an error: every run still training checkpoints `epoch`,
+    the last one all runs recorded (checkpoints are spaced by `compute.stack_checkpoint_s`), so it
+    resumes there and loses nothing, and its status says `state` (a diverged run keeps its own).
+    Best effort after an error, which may be the disk's: the statuses are written regardless."""
+    from .rundir import one_sync
+
+    live = [m for m in members if not m.stopped]
+    try:
+        with one_sync():
+            todo = [
+                m
+                for m in live
+                if m.logger is not None and m.row is not None and int(m.row["epoch"]) == epoch and (m.logger.checkpointed is None or m.logger.checkpointed < epoch)
+            ]
+            if todo:
+                stack.fetch()
+            for m in todo:
+                m.logger.save(epoch, float(m.row["elapsed_s"]), state=state, reason=reason)
+            for m in live:
+                if m not in todo:
+                    m.rundir.write_status(state, _epoch_of(m), reason=reason)
+    except Exception:  # noqa: BLE001 - the statuses below are the last word
+        for m in live:
+            m.rundir.write_status(state, _epoch_of(m), reason=reason)
+
+
 def _epoch_of(m: _Member) -> int:
-    """The run's last finished epoch (before it recorded one: the one it resumed from)."""
-    row = m.logger.last_row if m.logger is not None else None
-    return int(row["epoch"]) if row else m.first_epoch - 1
+    """The epoch the run resumes after: its last checkpoint's (before any, the one it opened at)."""
+    if m.logger is not None and m.logger.checkpointed is not None:
+        return m.logger.checkpointed
+    return m.first_epoch - 1 if m.run is not None else 0
 
 
 def _result(m: _Member, state: str, reason, seconds: float) -> dict:

@@ -130,7 +130,7 @@ def test_an_interrupted_stack_resumes_to_the_uninterrupted_numbers(tmp_path, alo
     from sqloss_nc.sweep import plan_runs, run_config, run_states
 
     ref, _ = alone
-    over = [*BASE, SWEEP, "compute.stack=4"]
+    over = [*BASE, SWEEP, "compute.stack=4", "compute.stack_checkpoint_s=0"]  # a checkpoint every epoch
     real, saved = experiment.save_checkpoint, []
 
     def interrupt(rundir, network, optimizer, epoch):
@@ -158,6 +158,46 @@ def test_an_interrupted_stack_resumes_to_the_uninterrupted_numbers(tmp_path, alo
     assert all(r["state"] == "done" for r in res)
     assert [r for r in res if r["run_id"] == finished.run_id][0]["skipped"]
     assert (plan[1][1] / "status.json").stat().st_mtime == done_mtime
+    for spec, path in plan:
+        assert pd.read_csv(path / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3]
+        assert_runs_equal(ref / spec.run_id, path)
+
+
+def test_spaced_checkpoints_an_interrupt_saves_the_last_recorded_epoch(tmp_path, alone, monkeypatch):
+    """Default `compute.stack_checkpoint_s` (60 s): no checkpoint before the last epoch, yet an
+    interrupt during epoch 3's training checkpoints every run at epoch 2, its status says so, and
+    the rerun trains only epoch 3, to the uninterrupted numbers."""
+    from sqloss_nc import experiment, stacking
+    from sqloss_nc.sweep import plan_runs, run_config, run_states
+
+    ref, _ = alone
+    over = [*BASE, SWEEP, "compute.stack=4"]
+    real_save, real_train, saved = experiment.save_checkpoint, stacking._Stack.train_epoch, []
+
+    def save(rundir, network, optimizer, epoch):
+        saved.append(epoch)
+        real_save(rundir, network, optimizer, epoch)
+
+    def train(self, epoch, active):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_train(self, epoch, active)
+
+    monkeypatch.setattr(experiment, "save_checkpoint", save)
+    monkeypatch.setattr(stacking._Stack, "train_epoch", train)
+    with pytest.raises(KeyboardInterrupt):
+        run_config(None, over, tmp_path)
+    assert saved == [2, 2, 2, 2]  # nothing at epochs 0 and 1: the interrupt wrote epoch 2 of the first stack
+    plan = plan_runs(None, over, tmp_path)
+    states = [(s["state"], s["epoch"]) for s in run_states(plan)]
+    assert states[:4] == [("interrupted", 2)] * 4 and all(s[0] not in ("done", "running") for s in states[4:]), states
+    for spec, path in plan[:4]:
+        status = json.loads((path / "status.json").read_text())
+        assert status["wall_time_s"] == pd.read_csv(path / "metrics.csv")["elapsed_s"].iloc[-1]
+    monkeypatch.setattr(stacking._Stack, "train_epoch", real_train)
+    saved.clear()
+    res = run_config(None, over, tmp_path)
+    assert all(r["state"] == "done" for r in res) and saved == [3] * 8
     for spec, path in plan:
         assert pd.read_csv(path / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3]
         assert_runs_equal(ref / spec.run_id, path)
