@@ -16,6 +16,7 @@ register(app)
     sqnc bench                                   # N = 10,000 synthetic images, every installed framework
     sqnc bench --data-dir cifar10-jpeg.zip --reps 5 --alone torch/b --variants xla,epoch
     sqnc bench --backends jax --no-torch --stack 1,2,4,8,16
+    sqnc bench --backends jax --no-torch --stack 4,60 --stack-mode auto,vmap,map   # arms jax/stack60, jax/stack60+vmap, ...
     sqnc bench --scaling --sizes 1000,5000,20000 --nc-dims 512,2048
 """
 
@@ -91,6 +92,11 @@ def bench_command(
     ),
     stack: str | None = typer.Option(None, "--stack", help="K values of stacked-runs arms (sqloss_nc.stacking), e.g. 1,2,4,8,16."),
     stack_backend: str = typer.Option("jax", "--stack-backend", help="Keras backend of the stacked arms."),
+    stack_mode: str = typer.Option(
+        "auto",
+        "--stack-mode",
+        help="compute.stack_mode of the stacked arms, comma-separated: auto (arm stack<K>, the stack's own choice), vmap, map, unroll (arms stack<K>+<mode>).",
+    ),
     alone: str | None = typer.Option(
         None, "--alone", help="Arms (e.g. torch/b) timed again afterwards alone in a fresh process, to compare with the bench."
     ),
@@ -128,6 +134,7 @@ def bench_command(
         variants=_str_list(variants),
         stack=stack_t or (),
         stack_backend=stack_backend,
+        stack_modes=_str_list(stack_mode),
         alone=_str_list(alone),
         scaling=scaling,
         sizes=sizes_t or bench.DEFAULT_SIZES,

@@ -321,6 +321,13 @@ class ComputeConfig(_Strict):
       cut) resumes from its last checkpoint, its later rows cut, to the same numbers. 0: every
       epoch; at most 900 (the run lock's heartbeat goes with the checkpoint, and another host
       takes a lock over after 30 minutes without one). An unstacked run checkpoints every epoch.
+    - `stack_mode`: how a stack maps its step over its K runs (`backend.jax.map_runs`): `vmap`
+      (one batched computation), `map` (`lax.map`, a loop over the runs inside one program) or
+      `unroll` (the K runs side by side, compile time growing with K). `auto` (default): `vmap`
+      for networks without convolutions; with convolutions the stack times one step of `vmap`
+      and of `map` once and keeps the faster (on this 2-core CPU, the paper's convnet at K = 60:
+      `map`). The mode chosen is printed with the stack and recorded in each run's
+      `status.json` (`stack_mode`). Numbers are equal either way up to float32 rounding.
     """
 
     jit_compile: bool = False
@@ -333,6 +340,8 @@ class ComputeConfig(_Strict):
     """Train up to K stackable sweep points as one vmapped step (JAX); auto = 1 on a CPU."""
     stack_checkpoint_s: float = Field(60.0, ge=0, le=900)
     """Stacked runs: least wall seconds between two checkpoints (and status.json); 0 = every epoch."""
+    stack_mode: Literal["auto", "vmap", "map", "unroll"] = "auto"
+    """How a stack maps its step over the runs (JAX): vmap, map (lax.map), unroll; auto = timed once per stack."""
 
     @field_validator("steps_per_execution", mode="before")
     @classmethod

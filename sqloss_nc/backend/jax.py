@@ -11,6 +11,7 @@ compiler: `compute.jit_compile` chooses XLA only on TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -146,6 +147,92 @@ class TrainStep:
 STACK_MODES = ("vmap", "map", "unroll")
 
 
+def patches_conv(inputs, kernel, strides, padding: str):
+    """A 2-D channels-last convolution (no dilation, one group) as im2col: the kh·kw shifted,
+    strided slices of the (padded) input side by side, times the kernel as one matrix.
+
+    Why: XLA:CPU runs a convolution fast only in its canonical layouts. Mapped over the runs of
+    a stack it gets others: `vmap` makes K runs' convolutions one grouped convolution, and inside
+    `lax.map`'s loop the backward convolutions keep non-canonical dimension orders; both fall
+    back to a naive loop (measured on the paper's convnet: 3× and 40× slower per run than
+    alone). Here every op is a slice, a pad, a concatenation or a matmul, whose `vmap` is a
+    batched matmul and whose gradients are pads and matmuls again.
+
+    Args:
+        inputs: (N, H, W, C).
+        kernel: (kh, kw, C, O).
+        strides: (sh, sw).
+        padding: `same` (as `lax.conv_general_dilated`'s SAME: the extra row/column low-side
+            last) or `valid`.
+
+    Returns:
+        (N, OH, OW, O), equal to `lax.conv_general_dilated` within float32 rounding.
+
+    Example: `patches_conv(x, w, (2, 2), "same")` for x (8, 32, 32, 3) and w (3, 3, 3, 32) is (8, 16, 16, 32).
+    """
+    jnp = jax.numpy
+    kh, kw, c, o = kernel.shape
+    (sh, sw), (n, h, w, _) = strides, inputs.shape
+    if padding == "same":
+        oh, ow = -(-h // sh), -(-w // sw)
+        ph, pw = max((oh - 1) * sh + kh - h, 0), max((ow - 1) * sw + kw - w, 0)
+        inputs = jnp.pad(inputs, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    else:
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    # Column (i·kw + j)·C + c of the patches is kernel row (i, j, c) of kernel.reshape(-1, O).
+    cols = [inputs[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+    return jnp.matmul(patches.reshape(n * oh * ow, kh * kw * c), kernel.reshape(kh * kw * c, o)).reshape(n, oh, ow, o)
+
+
+def has_convolutions(network) -> bool:
+    """Whether `network` (or a model nested in it) has a convolution layer: what decides
+    whether `compute.stack_mode: auto` times the stack's modes (`stackplan.choose_stack_mode`).
+
+    Example: `has_convolutions(build_network(load_config(None, ["model.arch=mlp"]).model, (8, 8, 3), 2))` is False.
+    """
+    convs = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+    return any(isinstance(layer, convs) or (hasattr(layer, "layers") and has_convolutions(layer)) for layer in network.layers)
+
+
+class PatchedConvolutions:
+    """While active (entered by the stacked step and the stacked inference as they are traced,
+    never around an unstacked run), Keras' JAX `conv` computes 2-D channels-last convolutions
+    with `patches_conv`; any other convolution (channels-first, dilated, grouped, 1-D/3-D) keeps
+    Keras' own. Not thread-safe: it swaps a module attribute of Keras for the block.
+
+    Example: `with PatchedConvolutions(): jax.jit(lambda x: net(x)).lower(x)` traces no convolution.
+    """
+
+    def __enter__(self):
+        from keras.src.backend.jax import nn as keras_nn  # what keras.ops.conv calls on JAX
+
+        self.module, self.original = keras_nn, keras_nn.conv
+        original = self.original
+
+        def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+            pad = str(padding).lower()
+            two = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+            if (
+                getattr(inputs, "ndim", 0) == 4
+                and len(kernel.shape) == 4
+                and (data_format or keras.config.image_data_format()) == "channels_last"
+                and two(dilation_rate) == (1, 1)
+                and inputs.shape[-1] == kernel.shape[-2]
+                and pad in ("same", "valid")
+            ):
+                kernel = jax.numpy.asarray(kernel)
+                return patches_conv(jax.numpy.asarray(inputs, kernel.dtype), kernel, two(strides), pad)
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+
+        keras_nn.conv = conv
+        return self
+
+    def __exit__(self, *exc):
+        self.module.conv = self.original
+        return False
+
+
 class _StackedRunStep(TrainStep):
     """The trainer's step for one run of a stack: its loss plus this run's λ/2·Σ||θ||² (a traced
     scalar per run; the trainer's own penalty holds one Python λ)."""
@@ -160,7 +247,7 @@ class _StackedRunStep(TrainStep):
         return loss, loss + self.half_decay * _sum_of_squares(decayed_values)
 
 
-def stacked_run_step(trainer, optimizer, lr_slot: int):
+def stacked_run_step(trainer, optimizer, lr_slot: int, patches: bool = True):
     """The train step of ONE run of a stack, as a pure function to be mapped over the runs.
 
     Args:
@@ -169,6 +256,8 @@ def stacked_run_step(trainer, optimizer, lr_slot: int):
         optimizer: a built `TorchSGD` whose `variables` order the optimizer state `ov`.
         lr_slot: the index in `optimizer.variables` of its float learning-rate variable (each
             run's rate of the epoch is fed there).
+        patches: 2-D convolutions as `patches_conv` (im2col and a matmul) while the step is
+            traced, else Keras' own (`lax.conv_general_dilated`).
 
     Returns:
         `run_step(tv, ntv, ov, x, y, half_decay, active, update=True)`: with `update`
@@ -182,6 +271,10 @@ def stacked_run_step(trainer, optimizer, lr_slot: int):
     fsc = trainer.finite_step_correction
 
     def run_step(tv, ntv, ov, x, y, half_decay, active, update=True):
+        with PatchedConvolutions() if patches else contextlib.nullcontext():
+            return _run_step(tv, ntv, ov, x, y, half_decay, active, update)
+
+    def _run_step(tv, ntv, ov, x, y, half_decay, active, update):
         step = _StackedRunStep(trainer, half_decay)
         eta = ov[lr_slot] if fsc and update else None
         f, loss, objective, grads, grad_sq, correction, new_ntv = step._objective_and_grads(tv, ntv, x, y, eta=eta)
@@ -234,7 +327,7 @@ def map_runs(fn, mode: str = "vmap", shared: tuple = ()):
     return mapped
 
 
-def stacked_inference(network, weight_layers, mode: str = "vmap"):
+def stacked_inference(network, weight_layers, mode: str = "vmap", patches: bool = True):
     """Inference-mode outputs and effective kernels of K stacked runs of `network`'s shape.
 
     Args:
@@ -242,6 +335,7 @@ def stacked_inference(network, weight_layers, mode: str = "vmap"):
         weight_layers: the layers whose effective kernels (`normalization.effective_kernel`:
             V/||V||, ·g for weight norm, else the kernel) are returned, in this order.
         mode: `vmap` or `map` over the runs (`map_runs`).
+        patches: 2-D convolutions as `patches_conv` (as `stacked_run_step`).
 
     Returns:
         (outputs, kernels), two jitted functions compiled once per input shape:
@@ -254,7 +348,8 @@ def stacked_inference(network, weight_layers, mode: str = "vmap"):
     from ..normalization import effective_kernel
 
     def outputs(tv, ntv, x):
-        return network.stateless_call(tv, ntv, x, training=False)[0]
+        with PatchedConvolutions() if patches else contextlib.nullcontext():
+            return network.stateless_call(tv, ntv, x, training=False)[0]
 
     variables = [*network.trainable_variables, *network.non_trainable_variables]
 

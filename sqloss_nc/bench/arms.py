@@ -1,7 +1,7 @@
 """The bench's arms: what each one trains per epoch, and how it is built inside its own process.
 
 An arm is named `<framework>/<kind>` (`ArmSpec.key`): `tensorflow/b`, `jax/c`, `torch/b`,
-`jax/stack4`. Each runs in a fresh worker process of its own (`worker.py`) that imports only the
+`jax/stack4`, `jax/stack4+map`. Each runs in a fresh worker process of its own (`worker.py`) that imports only the
 arm's framework; `build_arm` is what that process calls. Kinds:
 
 - `a`: plain `model.fit` of the same network with Keras' `MeanSquaredError` and Keras'
@@ -18,7 +18,9 @@ arm's framework; `build_arm` is what that process calls. Kinds:
   and with the equivalent per-epoch tracking (inference passes over the training and test sets,
   norms, ρ, margin statistics; no files, no NC).
 - `stack<K>`: K runs of the sweep (seeds seed..seed+K−1) trained as one stacked step by
-  `sqloss_nc.stacking`, no tracking; its epoch trains K run-epochs (`ArmSpec.runs`).
+  `sqloss_nc.stacking`, no tracking; its epoch trains K run-epochs (`ArmSpec.runs`); the stack
+  chooses its mode (`compute.stack_mode: auto`; which one is in the arm's extras).
+  `stack<K>+<mode>`: in that mode (`vmap`, `map`, `unroll`).
 
 Adding a kind: a builder `(spec, ds, cfg, opts) -> Arm` that `build_arm` dispatches to, a label in `LABELS`, and
 `arm_specs` naming it; the worker, the rounds and the report need nothing more.
@@ -61,9 +63,9 @@ class ArmSpec:
 
     Args:
         framework: "tensorflow" or "jax" (the Keras backend), or "torch".
-        kind: "a", "b", "c", "b+<variant>", or "stack<K>".
+        kind: "a", "b", "c", "b+<variant>", "stack<K>" or "stack<K>+<mode>".
 
-    Example: `ArmSpec("jax", "stack4").runs` == 4.
+    Example: `ArmSpec("jax", "stack4+map").runs` == 4.
     """
 
     framework: str
@@ -76,7 +78,14 @@ class ArmSpec:
     @property
     def runs(self) -> int:
         """Run-epochs one epoch of this arm trains (K for a stacked arm, else 1)."""
-        return int(self.kind[5:]) if self.kind.startswith("stack") else 1
+        return int(self.kind[5:].split("+")[0]) if self.kind.startswith("stack") else 1
+
+    @property
+    def stack_mode(self) -> str | None:
+        """A stacked arm's `compute.stack_mode` (`auto` for `stack<K>`), else None."""
+        if not self.kind.startswith("stack"):
+            return None
+        return self.kind.split("+", 1)[1] if "+" in self.kind else "auto"
 
     @property
     def variant(self) -> dict | None:
@@ -87,7 +96,7 @@ class ArmSpec:
         if self.framework == "torch":
             return LABELS[self.key]
         if self.kind.startswith("stack"):
-            return f"{LABELS['stack']}, K = {self.runs}"
+            return f"{LABELS['stack']}, K = {self.runs}" + ("" if self.stack_mode == "auto" else f", {self.stack_mode}")
         if self.variant is not None:
             return f"(b+{self.kind[2:]}) project, {self.kind[2:]}"
         return LABELS[self.kind]
@@ -109,7 +118,7 @@ def arm_specs(opts: BenchOptions) -> list[ArmSpec]:
             specs += [ArmSpec(backend, f"b+{v}") for v in opts.variants]
     if opts.torch:
         specs += [ArmSpec("torch", "b"), ArmSpec("torch", "c")]
-    specs += [ArmSpec(opts.stack_backend, f"stack{k}") for k in opts.stack]
+    specs += [ArmSpec(opts.stack_backend, f"stack{k}" + ("" if m == "auto" else f"+{m}")) for k in opts.stack for m in opts.stack_modes]
     return specs
 
 
@@ -402,11 +411,12 @@ def torch_arm(spec: ArmSpec, ds, cfg, opts: BenchOptions) -> Arm:
 
 
 def stacked_arm(spec: ArmSpec, ds, cfg, opts: BenchOptions) -> Arm:
-    """`stack<K>`: K runs (seeds seed..seed+K−1) trained as one stacked step, no tracking.
+    """`stack<K>[+<mode>]`: K runs (seeds seed..seed+K−1) trained as one stacked step, no tracking.
 
-    The hook for `sqloss_nc.stacking`: it provides `bench_epochs(cfg, ds, k, seed)` returning a
-    callable(e) that trains 0-based epoch e of the K stacked runs and returns once the device is
-    done (no files, no tracking). Until it does, asking for `--stack` is a one-line error.
+    The hook for `sqloss_nc.stacking`: it provides `bench_epochs(cfg, ds, k, seed, mode)` returning
+    a callable(e) that trains 0-based epoch e of the K stacked runs and returns once the device is
+    done (no files, no tracking), whose `mode` and `note` say the mode used (the arm's extras
+    `stack_mode`, `stack_mode_note`). Until it does, asking for `--stack` is a one-line error.
     """
     try:
         from .. import stacking
@@ -414,7 +424,7 @@ def stacked_arm(spec: ArmSpec, ds, cfg, opts: BenchOptions) -> Arm:
         raise BenchError(f"--stack: sqloss_nc.stacking cannot be imported ({err})") from None
     if not hasattr(stacking, "bench_epochs"):
         raise BenchError("--stack: sqloss_nc.stacking has no bench_epochs(cfg, ds, k, seed) yet (the hook the bench's stacked arm calls)")
-    train = stacking.bench_epochs(cfg, ds, spec.runs, opts.seed)
+    train = stacking.bench_epochs(cfg, ds, spec.runs, opts.seed, spec.stack_mode)
 
     def epoch(e):
         t0 = now()
@@ -422,7 +432,7 @@ def stacked_arm(spec: ArmSpec, ds, cfg, opts: BenchOptions) -> Arm:
         t1 = now()
         return t1[0] - t0[0], t1[1] - t0[1]
 
-    return Arm(epoch)
+    return Arm(epoch, finish=lambda reps: {"stack_mode": getattr(train, "mode", None), "stack_mode_note": getattr(train, "note", None)})
 
 
 def build_arm(spec: ArmSpec, ds, cfg, opts: BenchOptions) -> Arm:

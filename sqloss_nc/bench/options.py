@@ -4,7 +4,7 @@ Example:
 
 ```python
 from sqloss_nc.bench.options import BenchOptions
-opts = BenchOptions(n=2000, reps=2, backends=("jax",), torch=False, stack=(1, 2, 4))
+opts = BenchOptions(n=2000, reps=2, backends=("jax",), torch=False, stack=(1, 2, 4), stack_modes=("auto", "map"))
 opts.check()
 ```
 """
@@ -52,6 +52,8 @@ class BenchOptions:
         stack: K values of stacked-runs arms (`stack<K>`: K runs trained as one stacked step,
             `sqloss_nc.stacking`) on `stack_backend`.
         stack_backend: the Keras backend of the stacked arms.
+        stack_modes: `compute.stack_mode` of the stacked arms, one arm per K and mode: `auto`
+            is arm `stack<K>` (the mode the stack chooses), any other `stack<K>+<mode>`.
         alone: arm keys (e.g. "torch/b") timed once more afterwards, alone in a fresh process in a
             plain loop of `epochs_warmup + reps` epochs, to check the bench does not slow them.
         scaling: also measure how epoch time and NC cost grow with N and p.
@@ -81,6 +83,7 @@ class BenchOptions:
     variants: tuple[str, ...] = ()
     stack: tuple[int, ...] = ()
     stack_backend: str = "jax"
+    stack_modes: tuple[str, ...] = ("auto",)
     alone: tuple[str, ...] = ()
     scaling: bool = False
     sizes: tuple[int, ...] = DEFAULT_SIZES
@@ -135,6 +138,10 @@ class BenchOptions:
             raise BenchError('--torch: PyTorch is not installed (pip install -e ".[bench]", or pip install torch)')
         if any(k < 1 for k in self.stack):
             raise BenchError(f"--stack: K must be >= 1, got {list(self.stack)}")
+        modes = stack_modes()
+        bad = [m for m in self.stack_modes if m not in modes]
+        if bad or not self.stack_modes:
+            raise BenchError(f"--stack-mode: {', '.join(map(repr, bad)) or 'none given'}: use one or more of {', '.join(modes)}")
         steps = -(-self.n // self.batch_size)
         for v in self.variants:
             spe = parse_variant(v)["steps_per_execution"]
@@ -142,6 +149,16 @@ class BenchOptions:
                 raise BenchError(
                     f"--variants: {v!r}: {spe} steps per execution do not divide the {steps} steps of an epoch (use a divisor or 'epoch')"
                 )
+
+
+def stack_modes() -> tuple[str, ...]:
+    """The values of `compute.stack_mode` (`auto`, `vmap`, `map`, `unroll`), read from the config
+    model (framework-free), so the bench accepts exactly what a run does."""
+    from typing import get_args
+
+    from ..config import ComputeConfig
+
+    return get_args(ComputeConfig.model_fields["stack_mode"].annotation)
 
 
 def parse_variant(text: str) -> dict:
