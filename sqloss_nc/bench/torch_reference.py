@@ -9,10 +9,17 @@ minibatches from it, like the project's `epoch_batches`.
 
 Padding: Keras' `padding="same"` with stride 2 on an even input pads 0 rows/columns before and 1
 after (TensorFlow puts the odd pixel at the end), whereas `Conv2d(padding=1)` pads 1 on both
-sides, which shifts every window by one pixel. `padding="same"` (the default here) reproduces
-TensorFlow's placement with an explicit `F.pad`, so weights copied from a Keras model give the
-same function; `padding="symmetric"` is the authors' `Conv2d(padding=1)`. Both cost the same
-FLOPs (the output size is identical).
+sides, which shifts every window by one pixel. `padding="same"` (the default here) computes
+TensorFlow's function without a padding op: mirrored left-right and top-bottom, TensorFlow's
+(0, 1) padding is (1, 0), which `Conv2d(padding=1)` does (its extra trailing row is never
+reached at stride 2). So the net flips its input images once per batch, runs the authors' plain
+`Conv2d(padding=1)` layers on mirrored activations (BatchNorm and ReLU do not care), and keeps
+its conv kernels mirrored and its classifier's rows in mirrored order: a fixed relabelling of
+the same weights, which SGD, momentum and weight decay do not see (`mirrored`; the Keras weight
+conversions undo it). An explicit `F.pad` before each conv did the same with 33x33 inputs, and
+cost 22-39% more per step on the CPU (measured, issue 19: oneDNN's convolution backward and the
+pad copies). `padding="symmetric"` is the authors' `Conv2d(padding=1)` on unflipped images. All
+cost the same FLOPs (the output size is identical).
 
 torch is an optional dependency (`pip install -e ".[bench]"`); this module imports it at import
 time, so import it only when torch is wanted. It imports no Keras: the bench's PyTorch process
@@ -50,6 +57,11 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of `Conv2d(padding=pad)` along one axis."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
 class TorchConvNet(nn.Module):
     """The paper's convnet in PyTorch, layer for layer the project's `convnet` (SPEC §3).
 
@@ -62,6 +74,12 @@ class TorchConvNet(nn.Module):
         padding: "same" (TensorFlow's placement, weights interchangeable with Keras) or
             "symmetric" (`Conv2d(padding=1)`, the authors' code).
         kernel: conv kernel size; stride: conv stride.
+
+    Attributes:
+        mirrored: True when the net runs on mirrored images (see the module's docstring): its
+            conv kernels are stored flipped in height and width and its classifier's columns
+            follow the mirrored flatten order. `copy_from_keras` / `torch_to_keras_weights`
+            account for it; `forward` takes ordinary (unflipped) NCHW images either way.
 
     Example:
 
@@ -85,29 +103,44 @@ class TorchConvNet(nn.Module):
         super().__init__()
         if padding not in ("same", "symmetric"):
             raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
-        self.convs, self.norms, self.pads = nn.ModuleList(), nn.ModuleList(), []
-        h, w = input_hw
+        # Per layer and axis: TensorFlow's (before, after) pads, the input size, the output size.
+        sizes, pads, hw = [], [], tuple(input_hw)
+        for _ in widths:
+            pads.append(tuple(_same_padding(n, kernel, stride) for n in hw))
+            out = tuple(-(-n // stride) for n in hw)
+            sizes.append((hw, out))
+            hw = out
+        if padding == "symmetric":
+            conv_pads, self.mirrored, self.pads = [(kernel // 2, kernel // 2)] * len(widths), False, [None] * len(widths)
+            hw = tuple(input_hw)
+            for _ in widths:
+                hw = tuple(_conv_out(n, kernel, stride, kernel // 2) for n in hw)
+        else:
+            # Mirrored, TensorFlow's (before, after) is (after, before): `Conv2d(padding=after)`
+            # gives it when its extra trailing pad adds no output (always at stride >= 2, as
+            # after - before <= 1). Symmetric layers are the same mirrored or not.
+            fits = all(
+                _conv_out(n, kernel, stride, after) == m for ((ns, ms), p) in zip(sizes, pads) for n, m, (_, after) in zip(ns, ms, p)
+            )
+            self.mirrored = fits and any(before != after for p in pads for before, after in p)
+            if fits:
+                conv_pads, self.pads = [tuple(after for _, after in p) for p in pads], [None] * len(widths)
+            else:  # not expressible as a Conv2d padding: pad explicitly (F.pad takes left, right, top, bottom)
+                conv_pads, self.pads = [(0, 0)] * len(widths), [(*p[1], *p[0]) for p in pads]
+        self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
         c = in_channels
-        for width in widths:
-            if padding == "same":
-                ph, pw = _same_padding(h, kernel, stride), _same_padding(w, kernel, stride)
-                # F.pad takes (left, right, top, bottom); symmetric pads need no explicit op.
-                pad = (pw[0], pw[1], ph[0], ph[1])
-                conv_pad = 0
-                if pad[0] == pad[1] and pad[2] == pad[3] and pad[0] == pad[2]:
-                    pad, conv_pad = None, pw[0]
-            else:
-                pad, conv_pad = None, kernel // 2
-            self.pads.append(pad)
+        for width, conv_pad in zip(widths, conv_pads):
             self.convs.append(nn.Conv2d(c, width, kernel, stride=stride, padding=conv_pad, bias=False))
             self.norms.append(nn.BatchNorm2d(width, affine=False, momentum=0.1, eps=1e-5) if batchnorm else nn.Identity())
-            h, w = -(-h // stride), -(-w // stride)
             c = width
-        self.feature_shape = (c, h, w)
-        self.classifier = nn.Linear(c * h * w, num_classes, bias=False)
+        self.feature_shape = (c, *hw)
+        self.classifier = nn.Linear(c * hw[0] * hw[1], num_classes, bias=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """h(x): the flattened last hidden activation (channels-first order)."""
+        """h(x): the flattened last hidden activation (channels-first order; mirrored in height
+        and width when `self.mirrored`, the order the classifier's columns follow)."""
+        if self.mirrored:
+            x = x.flip((-2, -1))
         for pad, conv, norm in zip(self.pads, self.convs, self.norms):
             if pad is not None:
                 x = F.pad(x, pad)
@@ -118,7 +151,7 @@ class TorchConvNet(nn.Module):
         return self.classifier(self.features(x))
 
     def kernels(self) -> list[torch.Tensor]:
-        """The weight tensors W_1..W_L (classifier last)."""
+        """The weight tensors W_1..W_L (classifier last), in this net's layout (see `mirrored`)."""
         return [conv.weight for conv in self.convs] + [self.classifier.weight]
 
 
@@ -138,32 +171,35 @@ def frobenius_init_(net: TorchConvNet, scale: float, seed: int = 0) -> None:
             w.mul_(scale / w.norm())
 
 
-def keras_to_torch_weights(keras_kernels: list[np.ndarray], feature_shape: tuple[int, int, int]) -> list[np.ndarray]:
+def keras_to_torch_weights(keras_kernels: list[np.ndarray], feature_shape: tuple[int, int, int], mirrored: bool = False) -> list[np.ndarray]:
     """Keras kernels -> the corresponding PyTorch weights.
 
     Conv kernels go HWIO -> OIHW. The dense kernel is (p, C) with p in Keras' channels-last
     flatten order (h, w, c); PyTorch flattens channels-first (c, h, w) and stores (C, p), so its
-    rows are permuted, then it is transposed.
+    rows are permuted, then it is transposed. A `mirrored` net (`TorchConvNet.mirrored`) holds
+    every conv kernel and the classifier's (h, w) positions flipped in height and width.
 
     Args:
         keras_kernels: [conv kernels..., dense kernel] as numpy arrays.
         feature_shape: (channels, height, width) of the last conv output.
+        mirrored: the target net's `mirrored`.
     """
     c, h, w = feature_shape
-    out = [np.ascontiguousarray(k.transpose(3, 2, 0, 1)) for k in keras_kernels[:-1]]
-    dense = keras_kernels[-1]
-    dense = dense.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-    out.append(np.ascontiguousarray(dense.T))
+    flip = (slice(None, None, -1) if mirrored else slice(None),) * 2
+    out = [np.ascontiguousarray(k[flip].transpose(3, 2, 0, 1)) for k in keras_kernels[:-1]]
+    dense = keras_kernels[-1].reshape(h, w, c, -1)[flip]
+    out.append(np.ascontiguousarray(dense.transpose(2, 0, 1, 3).reshape(c * h * w, -1).T))
     return out
 
 
 def torch_to_keras_weights(net: TorchConvNet) -> list[np.ndarray]:
     """The inverse of `keras_to_torch_weights`: the network's weights in Keras layout."""
     c, h, w = net.feature_shape
+    flip = (slice(None, None, -1) if net.mirrored else slice(None),) * 2
     kernels = [k.detach().cpu().numpy() for k in net.kernels()]
-    out = [np.ascontiguousarray(k.transpose(2, 3, 1, 0)) for k in kernels[:-1]]
-    dense = kernels[-1].T.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-    out.append(np.ascontiguousarray(dense))
+    out = [np.ascontiguousarray(k.transpose(2, 3, 1, 0)[flip]) for k in kernels[:-1]]
+    dense = kernels[-1].T.reshape(c, h, w, -1).transpose(1, 2, 0, 3)[flip]
+    out.append(np.ascontiguousarray(dense.reshape(c * h * w, -1)))
     return out
 
 
@@ -180,7 +216,7 @@ def copy_from_keras(net: TorchConvNet, keras_network) -> None:
 
     kernels = [ops.convert_to_numpy(layer.kernel) for layer in weight_layers(keras_network)]
     with torch.no_grad():
-        for w, value in zip(net.kernels(), keras_to_torch_weights(kernels, net.feature_shape)):
+        for w, value in zip(net.kernels(), keras_to_torch_weights(kernels, net.feature_shape, net.mirrored)):
             if tuple(w.shape) != value.shape:
                 raise ValueError(f"weight shape {tuple(w.shape)} != {value.shape} from Keras")
             w.copy_(torch.from_numpy(value))
