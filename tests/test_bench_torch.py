@@ -84,3 +84,87 @@ def test_mirroring_matters():
     net.train()
     got = net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).detach().numpy()
     assert np.abs(got - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+def _plain_script():
+    """tools/plain_torch_epoch.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    from sqloss_nc.bench.runner import PLAIN_SCRIPT
+
+    spec = importlib.util.spec_from_file_location("plain_torch_epoch", PLAIN_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_plain_script_trains_the_reference_experiment():
+    """The yardstick is the same experiment: the plain script's `nn.Sequential` with
+    `Conv2d(padding=1)`, `MSELoss` and `SGD`, and the reference net with symmetric padding, from
+    the same weights, take the same two SGD steps (losses and weights), and its initial weights
+    have the config's Frobenius norm."""
+    from sqloss_nc.bench.arms import bench_config
+
+    torch.set_num_threads(1)
+    cfg = bench_config()
+    plain = _plain_script()
+    net = plain.make_net(2, seed=3)
+    weights = [m.weight for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert [float(w.detach().norm()) for w in weights] == pytest.approx([cfg.model.init_scale] * 4, rel=1e-5)
+    ref = tr.TorchConvNet(tuple(cfg.model.widths), 3, 2, (32, 32), padding="symmetric")
+    with torch.no_grad():
+        for a, b in zip(ref.kernels(), weights):
+            a.copy_(b)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((64, 3, 32, 32)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 2, 64))
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    ref_opt = tr.make_optimizer(ref, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
+    net.train()
+    ref.train()
+    for i in (0, 32):
+        opt.zero_grad()
+        loss = torch.nn.MSELoss()(net(x[i : i + 32]), torch.nn.functional.one_hot(y[i : i + 32]).float())
+        loss.backward()
+        opt.step()
+        assert float(tr.train_step(ref, ref_opt, x[i : i + 32], y[i : i + 32], 2)) == pytest.approx(float(loss), rel=1e-6)
+    for a, b in zip(ref.kernels(), weights):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_plain_torch_alone_reports_beside_the_arms(tmp_path):
+    """`--alone torch/plain` runs the script on the bench's dataset file in a fresh process; the
+    result puts the (b) arms beside it, and the target reads torch/b / plain."""
+    from sqloss_nc.bench import BenchOptions
+    from sqloss_nc.bench.arms import bench_dataset, save_dataset
+    from sqloss_nc.bench.runner import plain_torch_table, run_plain_torch, targets
+
+    data = save_dataset(bench_dataset(256, 16), tmp_path / "data.npz")
+    out = run_plain_torch(BenchOptions(n=256, reps=2, epochs_warmup=0, threads=1), data)
+    assert out["epoch_s"]["n"] == 2 and out["epoch_s"]["median"] > 0 and out["environment"]["threads"] == 1
+
+    def arm(kind, framework, median):
+        return {"kind": kind, "framework": framework, "epoch_s": {"median": median}}
+
+    arms = {"jax/b": arm("b", "jax", 3.0), "jax/c": arm("c", "jax", 3.3), "torch/b": arm("b", "torch", 2.1)}
+    alone = {"torch/plain": {"epoch_s": {"median": 2.0}}, "torch/b": {"epoch_s": {"median": 2.4}, "in_bench_over_alone": 0.875}}
+    table = plain_torch_table(arms, alone)
+    assert {r["arm"]: r["over_plain"] for r in table["rows"]} == pytest.approx({"jax/b": 1.5, "torch/b": 1.05, "torch/b alone": 1.2})
+    t = {x["name"]: x for x in targets({"arms": {}, "ratios": {}, "alone": alone, "plain_torch": table})}
+    assert t["torch/b / plain PyTorch"]["value"] == pytest.approx(1.05) and t["torch/b / plain PyTorch"]["pass"] is True
+    arms["torch/b"]["epoch_s"]["median"] = 2.3  # 15% slower than plain: fails
+    t = {x["name"]: x for x in targets({"arms": {}, "ratios": {}, "alone": alone, "plain_torch": plain_torch_table(arms, alone)})}
+    assert t["torch/b / plain PyTorch"]["pass"] is False
+    assert plain_torch_table(arms, {"torch/b": alone["torch/b"]}) == {}
+
+
+def test_alone_plain_without_its_script_is_a_one_line_error(monkeypatch, tmp_path):
+    from sqloss_nc.bench import BenchError, BenchOptions, arm_specs
+    from sqloss_nc.bench import runner
+
+    monkeypatch.setattr(runner, "PLAIN_SCRIPT", tmp_path / "missing.py")
+    opts = BenchOptions(backends=("jax",), torch=True, alone=("torch/plain",)).resolved()
+    with pytest.raises(BenchError, match="torch/plain: the plain PyTorch script .* is not here"):
+        runner._check_request(opts, arm_specs(opts))
+    monkeypatch.setattr(runner, "PLAIN_SCRIPT", runner.Path(runner.__file__).resolve().parents[2] / "tools" / "plain_torch_epoch.py")
+    runner._check_request(opts, arm_specs(opts))  # the checkout's script: accepted

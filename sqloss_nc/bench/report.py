@@ -62,7 +62,7 @@ def _table(title: str, columns: list[str], left: int = 1):
 def results_tables(result: dict) -> list:
     """Rich tables: the arms (epoch time, spread, per-run time, throughput, GFLOP/s against the
     arm's own framework's matmul rate), the paired ratios and the targets, the stacked sweep, the
-    arms timed alone, the tracking breakdown, and (when measured) the profile and the scaling.
+    arms timed alone, the (b) arms against plain PyTorch, the tracking breakdown, and (when measured) the profile and the scaling.
 
     Args:
         result: a `run_bench` result (or its JSON read back).
@@ -142,8 +142,19 @@ def results_tables(result: dict) -> list:
         )
         for key, a in result["alone"].items():
             e = a["epoch_s"]
-            al.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", _s(a["in_bench_epoch_s"]), f"{a['in_bench_over_alone']:.3f}")
+            bench = (_s(a["in_bench_epoch_s"]), f"{a['in_bench_over_alone']:.3f}") if "in_bench_over_alone" in a else ("—", "—")
+            al.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", *bench)
         out.append(al)
+
+    plain = result.get("plain_torch")
+    if plain:
+        pt = _table(
+            f"against plain PyTorch alone (torch/plain, {_s(plain['epoch_s'])} s; medians of separate processes, unpaired)",
+            ["arm", "epoch s", "/ plain PyTorch"],
+        )
+        for row in plain["rows"]:
+            pt.add_row(row["arm"], _s(row["epoch_s"]), f"{row['over_plain']:.3f}")
+        out.append(pt)
 
     for key, tk in (result.get("tracking") or {}).items():
         b = tk["breakdown"]

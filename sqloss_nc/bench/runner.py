@@ -9,7 +9,8 @@ arm computes at any moment and the others sleep on their pipe. Warm-up (tracing,
 happens in the untimed first rounds inside each worker and never reaches the timings; frameworks
 never share a process, so none runs after another in the same address space. After the rounds
 each worker measures its own framework's matmul rate and the tracking breakdown, and
-`opts.alone` arms are timed once more, alone, in a fresh process (`worker.py alone`).
+`opts.alone` arms are timed once more, alone, in a fresh process (`worker.py alone`), and so is
+the independent plain PyTorch script when `opts.alone` names `torch/plain` (`run_plain_torch`).
 
 Example:
 
@@ -34,11 +35,15 @@ from pathlib import Path
 
 from .arms import ArmSpec, arm_specs, bench_config, bench_dataset, save_dataset
 from .flops import count_flops
-from .options import KERAS_BACKENDS, BenchError, BenchOptions
+from .options import KERAS_BACKENDS, BenchError, BenchOptions, installed
 from .timing import paired_ratio, ratio_of_medians, run_rounds, spread
 from .worker import frameworks_loaded
 
 WORKER = Path(__file__).with_name("worker.py")
+# `--alone torch/plain`: not an arm of the bench but the independent plain PyTorch script of the
+# same experiment, timed alone; a checkout's file (the wheel ships the package only).
+PLAIN_TORCH = "torch/plain"
+PLAIN_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "plain_torch_epoch.py"
 # Variables that change CPU timings (OpenMP spin-waiting and threads, oneDNN kernels, devices):
 # recorded, never set by the bench.
 TIMING_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
@@ -146,6 +151,15 @@ class WorkerProcess:
         self._log.close()
 
 
+def _fresh_process(argv: list[str], env: dict, what: str) -> dict:
+    """Run `argv` to its end in a fresh process; the last stdout line, a JSON object, parsed."""
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise BenchError(f"{what}: exit {done.returncode}: {tail[-1] if tail else 'no output'}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_alone(spec: ArmSpec, opts: BenchOptions, data_path: Path) -> dict:
     """The arm alone in a fresh process (`worker.py alone`), a plain loop of warm-up + reps epochs.
 
@@ -156,11 +170,7 @@ def run_alone(spec: ArmSpec, opts: BenchOptions, data_path: Path) -> dict:
     argv += ["--reps", str(opts.reps), "--epochs-warmup", str(opts.epochs_warmup), "--batch-size", str(opts.batch_size)]
     if opts.threads:
         argv += ["--threads", str(opts.threads)]
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, env=_worker_env(spec))
-    if done.returncode != 0:
-        tail = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        raise BenchError(f"{spec.key} alone: exit {done.returncode}: {tail[-1] if tail else 'no output'}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _fresh_process(argv, _worker_env(spec), f"{spec.key} alone")
     return {
         "epoch_s": spread(out["wall"]),
         "cpu_s": spread(out["cpu"]),
@@ -169,13 +179,40 @@ def run_alone(spec: ArmSpec, opts: BenchOptions, data_path: Path) -> dict:
     }
 
 
+def run_plain_torch(opts: BenchOptions, data_path: Path) -> dict:
+    """`PLAIN_TORCH`: the independent plain PyTorch script (`tools/plain_torch_epoch.py`: its own
+    `nn.Sequential` with `Conv2d(padding=1)`, `MSELoss`, `SGD`, `x[idx]` batches, torch's default
+    threads unless `opts.threads`) on the bench's dataset file, alone in a fresh process, warm-up
+    + reps epochs. The yardstick of `torch/b` (issue 19).
+
+    Returns:
+        {"epoch_s": spread, "cpu_s": spread, "environment", "frameworks_loaded"}.
+    """
+    argv = [sys.executable, str(PLAIN_SCRIPT), "--data", str(data_path), "--seed", str(opts.seed)]
+    argv += ["--epochs", str(opts.reps), "--warmup", str(opts.epochs_warmup), "--batch-size", str(opts.batch_size)]
+    if opts.threads:
+        argv += ["--threads", str(opts.threads)]
+    out = _fresh_process(argv, _worker_env(ArmSpec("torch", "plain")), f"{PLAIN_TORCH} (plain PyTorch)")
+    return {
+        "epoch_s": spread(out["wall"]),
+        "cpu_s": spread(out["cpu"]),
+        "environment": {"framework": "torch", "versions": {"torch": out["torch"]}, "threads": out["threads"], "script": PLAIN_SCRIPT.name},
+        "frameworks_loaded": ["torch"],
+    }
+
+
 def _check_request(opts: BenchOptions, specs: list[ArmSpec]) -> None:
     keys = {s.key for s in specs}
     if not specs:
         raise BenchError("nothing to time: no Keras backend installed and no --torch")
     for key in opts.alone:
-        if key not in keys:
-            raise BenchError(f"--alone: {key!r} is not an arm of this bench (arms: {', '.join(sorted(keys))})")
+        if key == PLAIN_TORCH:
+            if not installed("torch"):
+                raise BenchError(f'--alone {PLAIN_TORCH}: PyTorch is not installed (pip install -e ".[bench]")')
+            if not PLAIN_SCRIPT.is_file():
+                raise BenchError(f"--alone {PLAIN_TORCH}: the plain PyTorch script {PLAIN_SCRIPT} is not here (it is in a checkout's tools/)")
+        elif key not in keys:
+            raise BenchError(f"--alone: {key!r} is not an arm of this bench (arms: {', '.join(sorted(keys))}, or {PLAIN_TORCH})")
     if opts.profile and "tensorflow" not in opts.backends:
         raise BenchError("--profile: the kernel profile times TensorFlow's kernels; it needs the tensorflow backend in --backends")
 
@@ -191,7 +228,8 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
         {"schema", "options", "environment", "data", "flops", "arms" (per arm: label, framework,
         kind, runs, epoch_s / cpu_s spreads, per_run_epoch_s, run_epochs_per_s, gflops, matmul,
         environment), "rounds" (each timed round's wall seconds per arm), "ratios" (paired),
-        "targets", "tracking" (per (c) arm), "stacking", "alone", "profile", "scaling"}; times
+        "targets", "tracking" (per (c) arm), "stacking", "alone", "plain_torch" (the (b) arms
+        against plain PyTorch alone), "profile", "scaling"}; times
         in seconds, rates in GFLOP/s.
 
     Example:
@@ -234,7 +272,10 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
         alone = {}
         for key in opts.alone:
             say(f"{key}: alone in a fresh process, {w + r} epochs")
-            alone[key] = run_alone(next(s for s in specs if s.key == key), opts, data_path)
+            if key == PLAIN_TORCH:
+                alone[key] = run_plain_torch(opts, data_path)
+            else:
+                alone[key] = run_alone(next(s for s in specs if s.key == key), opts, data_path)
     return assemble(opts, specs, ds, flops, paired, times, {wk.key: wk.info for wk in workers}, extras, alone)
 
 
@@ -265,8 +306,9 @@ def assemble(
         arm["environment"] = {**(infos.get(s.key) or {}), "frameworks_loaded": ex.get("frameworks_loaded")}
         arms[s.key] = arm
     for key, a in alone.items():
-        a["in_bench_epoch_s"] = arms[key]["epoch_s"]["median"]
-        a["in_bench_over_alone"] = a["in_bench_epoch_s"] / a["epoch_s"]["median"]
+        if key in arms:
+            a["in_bench_epoch_s"] = arms[key]["epoch_s"]["median"]
+            a["in_bench_over_alone"] = a["in_bench_epoch_s"] / a["epoch_s"]["median"]
     profile = next((ex["profile"] for ex in extras.values() if "profile" in ex), None)
     scaling = next((ex["scaling"] for ex in extras.values() if "scaling" in ex), None)
     result = {
@@ -294,6 +336,7 @@ def assemble(
         "tracking": tracking,
         "stacking": stacking_table(arms),
         "alone": alone,
+        "plain_torch": plain_torch_table(arms, alone),
         "profile": profile,
         "scaling": scaling,
     }
@@ -357,8 +400,9 @@ def ratios(result: dict) -> dict:
 def targets(result: dict) -> list[dict]:
     """The issues' targets, on the first Keras backend B: B/c ≤ 1.10·B/b (tracking costs at most
     10%), B/a ≥ 1.30·B/b, B/c ≤ torch/b (with tracking at least as fast as PyTorch without), (b)'s
-    effective rate ≥ 75% of its framework's matmul rate, and an arm timed alone (`--alone`)
-    within 15% of its time in the bench.
+    effective rate ≥ 75% of its framework's matmul rate, an arm timed alone (`--alone`)
+    within 15% of its time in the bench, and `torch/b` within 10% of plain PyTorch alone
+    (`--alone torch/plain`).
 
     Returns:
         [{"name", "what", "value", "op", "threshold", "pass"}]; value and pass None when the arms
@@ -385,10 +429,28 @@ def targets(result: dict) -> list[dict]:
             ),
         ]
     for key, a in result.get("alone", {}).items():
-        out.append(
-            _target(f"{key} bench / alone", "an arm in the bench within 15% of the same code alone", a["in_bench_over_alone"], "<=", 1.15)
-        )
+        if "in_bench_over_alone" in a:
+            out.append(
+                _target(f"{key} bench / alone", "an arm in the bench within 15% of the same code alone", a["in_bench_over_alone"], "<=", 1.15)
+            )
+    plain = {row["arm"]: row["over_plain"] for row in (result.get("plain_torch") or {}).get("rows", [])}
+    if "torch/b" in plain:
+        out.append(_target("torch/b / plain PyTorch", "the bench's PyTorch arm within 10% of plain PyTorch alone", plain["torch/b"], "<=", 1.10))
     return out
+
+
+def plain_torch_table(arms: dict, alone: dict) -> dict:
+    """The (b) arms and `torch/b` alone against plain PyTorch alone (`--alone torch/plain`):
+    {"epoch_s": plain's median, "rows": [{"arm", "epoch_s", "over_plain"}]}, or {} without it.
+    The ratios are of medians of processes run at different times (unpaired): on a shared machine
+    read them with the min–max of each side."""
+    if PLAIN_TORCH not in alone:
+        return {}
+    plain = alone[PLAIN_TORCH]["epoch_s"]["median"]
+    rows = [(k, a["epoch_s"]["median"]) for k, a in arms.items() if a["kind"] == "b"]
+    if "torch/b" in alone:
+        rows.append(("torch/b alone", alone["torch/b"]["epoch_s"]["median"]))
+    return {"epoch_s": plain, "rows": [{"arm": k, "epoch_s": v, "over_plain": v / plain} for k, v in rows]}
 
 
 def _target(name: str, what: str, value, op: str, threshold: float) -> dict:
