@@ -127,7 +127,7 @@ def test_plain_script_trains_the_reference_experiment():
         loss = torch.nn.MSELoss()(net(x[i : i + 32]), torch.nn.functional.one_hot(y[i : i + 32]).float())
         loss.backward()
         opt.step()
-        assert float(tr.train_step(ref, ref_opt, x[i : i + 32], y[i : i + 32], 2)) == pytest.approx(float(loss), rel=1e-6)
+        assert float(tr.train_step(ref, ref_opt, x[i : i + 32], y[i : i + 32], 2)) == pytest.approx(loss.item(), rel=1e-6)
     for a, b in zip(ref.kernels(), weights):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
