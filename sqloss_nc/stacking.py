@@ -521,7 +521,12 @@ class _MemberTracker:
     def record(self, epoch: int, nc: bool = False, margins: bool = False) -> dict[str, list]:
         from . import tracking
 
-        view = self.tracker.view(epoch, nc) if nc else self.stack.view(self.k, epoch)
+        if nc:
+            # From the stack's device statistics (`_StackCollapse`); None: this run was written
+            # back (the stack's p x p statistics over budget) and its own Tracker measures it.
+            view = self.nc_pass.view(self.k, epoch) or self.tracker.view(epoch, nc)
+        else:
+            view = self.stack.view(self.k, epoch)
         return tracking.collect(tracking.active(self.tracker.probes, nc, margins), view)
 
 
@@ -569,9 +574,10 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
     return [dict(m.result, run_id=m.spec.run_id) for m in members]
 
 
-def _share_passes(members: list[_Member]) -> None:
-    """One compiled inference function per stack for the NC epochs' passes: every run's Tracker
-    calls the template's (their networks have one shape), instead of compiling its own."""
+def _share_passes(members: list[_Member]) -> "_StackCollapse":
+    """The NC epochs' measurement of the stack (`_StackCollapse`, set as every run's
+    `_MemberTracker.nc_pass`), and for its fallback one compiled inference function per stack:
+    every run's Tracker calls the template's (their networks have one shape)."""
     import keras
 
     from .backend import jax as jax_backend
@@ -581,10 +587,167 @@ def _share_passes(members: list[_Member]) -> None:
     names = t0.probe_names[:-1]  # the Tracker's probe model: hidden representations, features, outputs
     probe_model = keras.Model(net.inputs, [net.get_layer(n).output for n in names] + [net.output])
     bind_probe, bind_predict = jax_backend.shared_inference(probe_model, net), jax_backend.shared_inference(net, net)
+    nc_pass = _StackCollapse(members[0].logger.tracker.stack, members, probe_model)
     for m in members:
         t = m.logger.tracker.tracker
         # The Tracker's compiled passes (private to it; replaced by the stack's shared ones).
         t._probe, t._predict = bind_probe(m.network), bind_predict(m.network)
+        m.logger.tracker.nc_pass = nc_pass
+    return nc_pass
+
+
+class _StackCollapse:
+    """A stack's NC epochs without writing any run back into its network: the device measures
+    all K runs at once (`backend.jax.StackedCollapse`: the probe model vmapped over the runs, its
+    representations reduced to per-run class statistics in float64, two passes over the train
+    split and one or two over the test split), and each run's collapse is finalized on the host
+    by the engine (`engine.collapse.CollapsePasses.result`, the code a run measured alone ends
+    in), from (K, C, p)-sized statistics; its probes then write the rows they write alone.
+
+    Fallback: when the K runs' float64 statistics (every layer's class means, the feature layer's
+    p x p second moment of the MSE decomposition or Σ_W for `sigma_w_fro`) exceed
+    `backend.jax.STACK_COLLAPSE_BYTES`, every run is written back on NC epochs and its own
+    Tracker measures it, as before (`view` then returns None).
+
+    The run's loss, weight decay and decomposition settings are read from its Tracker, as
+    `Tracker.collapse` passes them to the engine.
+    """
+
+    def __init__(self, stack: "_Stack", members: list[_Member], probe_model):
+        from .backend import jax as jax_backend
+
+        t = members[0].logger.tracker.tracker
+        self.stack, self.members, self.layers = stack, members, list(t.probe_names)
+        self.feat = self.layers.index("features")
+        self.device = jax_backend.StackedCollapse(
+            probe_model, stack.net, stack.net.get_layer("classifier"), t.num_classes, self.feat, scalar=t.output == "scalar", mode=stack.mode
+        )
+        # The feature layer's p x p statistics: the decomposition's scatter (per class too for a
+        # rescaled loss with k != 1), else Σ_W about the train means (`sigma_w_fro`).
+        self.scatter = ("class" if t._dec_k != 1.0 else "pooled") if t.decompose else None
+        self.fits = self.device.state_bytes(len(members), self.scatter == "class") <= jax_backend.STACK_COLLAPSE_BYTES
+        self.results: list = [None] * len(members)
+        self.kernels: list = []
+
+    def measure(self, on: list[bool]) -> None:
+        """Every run's collapse at the stack's current state (after `_Stack.measure`); runs with
+        `on` False are computed with the others (one program) but not kept."""
+        if not self.fits:
+            self.results = [None] * len(self.members)
+            for k, flag in enumerate(on):
+                if flag:
+                    self.stack.scatter(k)
+            return
+        import jax
+
+        self.kernels = [np.asarray(a) for a in jax.device_get(self.stack.previous)]  # this epoch's effective kernels
+        results = self._passes()
+        self.results = [r if flag else None for r, flag in zip(results, on)]
+
+    def view(self, k: int, epoch: int):
+        """Run k's `tracking.EpochView` with its collapse and effective kernels (None: measured
+        by its own Tracker)."""
+        if self.results[k] is None:
+            return None
+        view = self.stack.view(k, epoch)
+        view.weights.kernels = {layer.name: self.kernels[i][k] for i, layer in enumerate(self.stack.layers)}
+        view.collapse = self.results[k]
+        return view
+
+    def _passes(self) -> list:
+        from .engine.collapse import CollapsePasses
+
+        dev, ms, K, feat = self.device, self.members, len(self.members), self.feat
+        trackers = [m.logger.tracker.tracker for m in ms]
+        C, L, nc_test = trackers[0].num_classes, len(self.layers), trackers[0].nc_test
+        tv, ntv = self.stack.state[:2]
+        ds = ms[0].ds
+        y_train, y_test = np.stack([m.ds.y_train for m in ms]), np.stack([m.ds.y_test for m in ms])
+        n, n_test = y_train.shape[1], y_test.shape[1]
+        eps = float(np.finfo(np.float32).eps)  # the representations are the network's float32
+        chunk = self.stack.chunk
+        passes = [CollapsePasses(C, self.layers, "features", t.decompose, t._dec_k, nc_test) for t in trackers]
+
+        def first(splits, s, size):
+            """Pass-1 statistics `s` into every run's accumulators (`splits[k]`; None: skipped)."""
+            for k, sp in enumerate(splits):
+                if sp is None:
+                    continue
+                sp.finite = bool(s["finite"][k])
+                for j, acc in enumerate(sp.accs):
+                    full = j == feat and "scatter" in s and acc.full
+                    acc.add_statistics(
+                        s["count"][j][k],
+                        s["mean"][j][k],
+                        s["ss"][j][k],
+                        scatter=s["scatter"][k] if full else None,
+                        class_scatter=s["class_scatter"][k] if full and acc.keep_class_scatter else None,
+                        logit_true_sum=s["logit"][k] if j == feat else 0.0,
+                        num_logits=size if j == feat else 0,
+                        input_eps=eps,
+                    )
+
+        def refs(splits, layers):
+            """Pass 2's references: every run's final class means of `layers` and the feature
+            layer's Σ_B directions (placeholders for a run with nothing to measure: None, or
+            non-finite)."""
+            p, kdir = dev.dims[feat], min(C - 1, dev.dims[feat])
+            ok = [sp is not None and sp.finite for sp in splits]
+            directions = np.zeros((K, kdir, p))
+            for k, sp in enumerate(splits):
+                if ok[k]:
+                    directions[k] = sp.accs[feat].sigma_b_directions()[1]
+            means = {j: np.stack([sp.accs[j].means if ok[k] else np.zeros((C, dev.dims[j])) for k, sp in enumerate(splits)]) for j in layers}
+            present = {j: np.stack([sp.accs[j].counts > 0 if ok[k] else np.ones(C, bool) for k, sp in enumerate(splits)]) for j in layers}
+            return {"means": means, "present": present, "directions": directions}, kdir, ok
+
+        # Train, pass 1: every layer's class statistics (and the decomposition's scatter).
+        s = dev.run(tv, ntv, ds.x_train, y_train, dev.carry(K, first=True, logits=True, scatter=self.scatter), chunk=chunk)
+        first([P.train for P in passes], s, n)
+        # Train, pass 2, against the final means: NCC per layer, NC4, NC1's projections, Σ_W.
+        train_refs, kdir, live = refs([P.train for P in passes], range(L))
+        s = dev.run(tv, ntv, ds.x_train, y_train, dev.carry(K, ncc=range(L), nc4=True, directions=kdir, cov=self.scatter is None), train_refs, chunk)
+        for k, P in enumerate(passes):
+            if live[k]:
+                counters, cov = P.begin_second()
+                for j, counter in enumerate(counters):
+                    counter.add(s["ncc"][j][k], n)
+                if cov is not None:
+                    cov.add(s["cov"][k], n)
+                P.train.accs[feat].add_second_pass(n, nc4_mismatch=s["nc4"][k], proj_sq=s["proj"][k])
+        # Test: NCC per layer and Σ_W against the train means (with nc_test its own statistics too).
+        s = dev.run(tv, ntv, ds.x_test, y_test, dev.carry(K, first=nc_test, logits=nc_test, ncc=range(L), cov=True), train_refs, chunk)
+        tests = [P.begin_test() if live[k] else None for k, P in enumerate(passes)]
+        for k, P in enumerate(passes):
+            if live[k]:
+                for j, counter in enumerate(P.test_counters):
+                    counter.add(s["ncc"][j][k], n_test)
+                P.test_cov.add(s["cov"][k], n_test)
+        if nc_test:
+            first(tests, s, n_test)
+            test_refs, kdir, ok = refs(tests, [feat])
+            s = dev.run(tv, ntv, ds.x_test, y_test, dev.carry(K, nc4=True, directions=kdir), test_refs, chunk)
+            for k, te in enumerate(tests):
+                if ok[k]:
+                    te.accs[feat].add_second_pass(n_test, nc4_mismatch=s["nc4"][k], proj_sq=s["proj"][k])
+        head = self.device.head(tv, ntv)  # every run's classifier kernel (K, p, C) [and bias (K, C)]
+        index = {layer.name: i for i, layer in enumerate(self.stack.layers)}
+        results = []
+        for k, (P, t) in enumerate(zip(passes, trackers)):
+            nxt = {name: (None if layer is None else self.kernels[index[layer.name]][k]) for name, layer in t._next_layer.items()}
+            results.append(
+                P.result(
+                    has_test=True,
+                    classifier_weights=head[0][k].T if t.output == "onehot" else None,  # a scalar head has one row, not C
+                    classifier_bias=head[1][k] if len(head) > 1 else None,
+                    weight_decay=t.weight_decay if t._kernel_decayed else 0.0,
+                    decay_bias=t._bias_decayed,
+                    loss_M=t._dec_M,
+                    next_kernels=nxt,
+                )
+            )
+        return results
+
 
 
 def _open_members(plan: list, datasets: dict, data_dir, ids: list[str], members: list) -> None:
@@ -635,9 +798,7 @@ def _train_members(members: list[_Member]) -> None:
             """Before the runs' loggers record `epoch`: the batched pass, or the write-back."""
             stack.measure()
             if epoch in nc_epochs:
-                for k, flag in enumerate(on):
-                    if flag:
-                        stack.scatter(k)
+                members[0].logger.tracker.nc_pass.measure(on)  # every run's collapse, no write-back
 
         def recorded(epoch: int, on: list[bool], write) -> None:
             """The runs' loggers write `epoch` (`write(k, m)`), checkpointing when it is due."""

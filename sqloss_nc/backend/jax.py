@@ -415,6 +415,247 @@ def _position(items, obj) -> int:
     return next(i for i, v in enumerate(items) if v is obj)
 
 
+#: Device bytes the batched collapse measurement (`StackedCollapse.state_bytes`) may hold in
+#: float64 statistics for all K runs together: per layer the (K, C, p) class means (twice in a
+#: second pass: the running ones and the references), and the feature layer's K·p² scatter (the
+#: MSE decomposition's, or Σ_W about the train means: `sigma_w_fro`, `sigma_w_fro_test`), K·C·p²
+#: more for the per-class scatters of a rescaled loss with k != 1: 16·K·C·Σp + 8·K·p² bytes. 4 GiB
+#: holds, e.g., K = 60 runs whose probed representations total Σp = 400,000 values at C = 10
+#: (3.6 GiB) or, at C = 2 (the paper's Fig. 2), 2 million. Above it a stack measures its NC
+#: epochs run by run, as before (`stacking._StackCollapse`). The chunk's representations are not counted: they are
+#: the stacked inference pass's (`stacking.inference_chunk`), plus their float64 copies.
+STACK_COLLAPSE_BYTES = 4 << 30
+
+
+class StackedCollapse:
+    """The collapse measurement of K stacked runs on the device (SPEC §5, §9, §10, §12): for a
+    chunk of inputs shared by the runs, the K networks' probe model (hidden representations,
+    features, class scores) runs once, vmapped, and its representations are reduced on the device
+    to the per-run statistics the engine's two passes need; only (K, C, p)-sized results (and the
+    feature layer's (K, p, p) scatter) reach the host, once per pass, never a representation.
+
+    What each pass accumulates per run (`carry`), per layer j of the probe model:
+
+    * pass 1 (`first=True`): class counts, class means and within-class sums of squares (every
+      chunk's batch-class statistics, centred on the chunk's own class means, Chan-merged into
+      the running ones exactly as `engine.nc.NCAccumulator._combine` merges a batch), whether
+      every value was finite, Σ_n f_{y_n}(x_n) of the class scores (`eps_gap`), and with
+      `scatter` the feature layer's pooled within-class scatter (`pooled`, the MSE
+      decomposition's second moment) or also each class's (`class`, a rescaled loss with k != 1);
+    * pass 2 (`refs`: the final class means and present classes of layers `ncc`, float64, and
+      the feature layer's C−1 directions of Σ_B): how many samples are nearest (Euclidean,
+      ties to the lowest index, as `engine.nc.nearest_class_mean`) to their label's mean (NCC),
+      how many to a class other than the argmax of their scores (`nc4`), Σ_n ((h_n − μ_{y_n})·v_i)²
+      (`directions`: NC1's projected quadratic forms) and Σ_W's scatter about the given means
+      (`cov`: `sigma_w_fro`, and `sigma_w_fro_test` with the test split against the train means).
+
+    The host folds these into the engine's accumulators (`engine.collapse.CollapsePasses`,
+    `NCAccumulator.add_statistics` / `add_second_pass`) and finalizes each run with the same
+    code as a run measured alone.
+
+    Precision. The network computes its representations in float32, as alone; everything after
+    that runs in float64 on the device (`jax.enable_x64` around the statistics only, so the
+    network's own program is unchanged): per chunk, class sums, then every sample centred on its
+    chunk's class mean before any square (no Σh² − nμ² cancellation when the features collapse),
+    then Chan merges in float64. That is the engine's algorithm with the chunk as the batch, so
+    a stacked run's measures equal the same network's measured alone up to float64 summation
+    order (~1e-15 relative; the test asks 1e-6), except where a sample lies within float64
+    rounding of a tie between two class means (NCC, nc4: counts may then differ by that sample).
+    Why not float32 statistics: the running sums must stay on the device across chunks (a
+    chunk holds `compute.inference_batch` / K samples per run, 16 at K = 60, so per-chunk (K, C, p)
+    statistics would move as many bytes as the representations), and float32 sums over thousands
+    of chunks drift by ~sqrt(chunks)·2^-24 (1e-5 at CIFAR's 50,000 samples), beyond 1e-6. A
+    float64 sum costs at most twice a float32 one on CPUs and on H100/H200-class GPUs; it is
+    emulated (slow) on TPUs and consumer GPUs.
+
+    Memory on the device: the chunk's representations of all K runs (as the outputs pass), the
+    (K, C, p) means per layer in float64, and the feature layer's (K, p, p) scatter
+    (`state_bytes`, bounded by `STACK_COLLAPSE_BYTES`).
+
+    Args:
+        probe_model: a Keras model over `network`'s layers whose outputs are the probed
+            representations, the features among them, and last the network's output.
+        network: the template run's network (the stacked values follow its variable order).
+        classifier: the head layer (its `kernel` and `bias` per run: `head`).
+        num_classes: C.
+        features: the index of the feature layer among the probe model's outputs.
+        scalar: a scalar head: the class scores are (−f, f), as the run's Tracker makes them.
+        mode: `vmap` or `map` over the runs (`map_runs`).
+        patches: 2-D convolutions as `patches_conv` (as `stacked_inference`).
+
+    Example:
+
+    ```python
+    sc = StackedCollapse(probe, net, net.get_layer("classifier"), 10, features=2)
+    first = sc.run(tv, ntv, x_train, labels, sc.carry(K, first=True, logits=True), chunk=16)
+    first["mean"][2].shape            # (K, 10, p) float64: run k's feature class means
+    ```
+    """
+
+    def __init__(self, probe_model, network, classifier, num_classes: int, features: int, scalar: bool = False, mode: str = "vmap", patches: bool = True):
+        jnp = jax.numpy
+        self.num_classes, self.features = int(num_classes), int(features)
+        tpos = [_position(network.trainable_variables, v) for v in probe_model.trainable_variables]
+        npos = [_position(network.non_trainable_variables, v) for v in probe_model.non_trainable_variables]
+        *hidden, out = probe_model.outputs
+        self.dims = [int(np.prod(t.shape[1:])) for t in hidden] + [2 if scalar else int(np.prod(out.shape[1:]))]
+
+        def forward(tv, ntv, x):
+            with PatchedConvolutions() if patches else contextlib.nullcontext():
+                *reps, f = probe_model.stateless_call([tv[i] for i in tpos], [ntv[j] for j in npos], x, training=False)[0]
+            scores = jnp.concatenate([-f, f], axis=1) if scalar else f
+            return [r.reshape(r.shape[0], -1) for r in reps] + [scores]
+
+        variables = [*network.trainable_variables, *network.non_trainable_variables]
+
+        def head(tv, ntv):
+            with keras.StatelessScope(state_mapping=list(zip(variables, [*tv, *ntv]))):
+                bias = getattr(classifier, "bias", None)
+                return [keras.ops.convert_to_tensor(w) for w in ([classifier.kernel] if bias is None else [classifier.kernel, bias])]
+
+        self._forward = jax.jit(map_runs(forward, mode, shared=(2,)))
+        self._head = jax.jit(map_runs(head, mode))
+        C, feat = self.num_classes, self.features
+        self._update = jax.jit(map_runs(lambda reps, y, valid, carry, refs: _collapse_update(C, feat, reps, y, valid, carry, refs), mode, shared=(2,)))
+
+    def state_bytes(self, k: int, class_scatter: bool = False) -> int:
+        """Device bytes of the float64 statistics for k runs (compare with `STACK_COLLAPSE_BYTES`):
+        every layer's class means, twice (a second pass's running and reference means), and the
+        feature layer's p x p scatter (C + 1 of them with `class_scatter`)."""
+        p = self.dims[self.features]
+        return 8 * k * (2 * self.num_classes * sum(self.dims) + p * p * (1 + (self.num_classes if class_scatter else 0)))
+
+    def carry(self, k: int, *, first: bool = False, logits: bool = False, scatter: str | None = None, ncc=(), nc4: bool = False, directions: int = 0, cov: bool = False) -> dict:
+        """The zero statistics of one pass for k runs (float64 numpy; class docstring).
+
+        Args:
+            k: runs.
+            first: pass-1 statistics of every layer (counts, means, sums of squares, finite).
+            logits: with `first`, Σ_n f_{y_n}(x_n) of the class scores.
+            scatter: with `first`, the feature layer's `pooled` within-class scatter, or `class`
+                (pooled and per class), or None.
+            ncc: layers whose NCC counts are taken against `refs["means"]`.
+            nc4: count the feature layer's NCC disagreeing with the scores' argmax.
+            directions: k' > 0: the projected sums of squares on `refs["directions"]` (k', p).
+            cov: the feature layer's scatter about `refs["means"]`.
+        """
+        C, z, p = self.num_classes, np.zeros, self.dims[self.features]
+        c: dict = {}
+        if first:
+            c.update(count=[z((k, C)) for _ in self.dims], mean=[z((k, C, d)) for d in self.dims], ss=[z((k, C)) for _ in self.dims], finite=np.ones(k, bool))
+            if logits:
+                c["logit"] = z(k)
+            if scatter is not None:
+                c["scatter"] = z((k, p, p))
+            if scatter == "class":
+                c["class_scatter"] = z((k, C, p, p))
+        if len(ncc):
+            c["ncc"] = {int(j): z(k) for j in ncc}
+        if nc4:
+            c["nc4"] = z(k)
+        if directions:
+            c["proj"] = z((k, directions))
+        if cov:
+            c["cov"] = z((k, p, p))
+        return c
+
+    def head(self, tv, ntv) -> list[np.ndarray]:
+        """Every run's classifier kernel (K, p, out) and bias (K, out) (when it has one), as numpy."""
+        return [np.asarray(a) for a in jax.device_get(self._head(tv, ntv))]
+
+    def run(self, tv, ntv, x, labels, carry: dict, refs: dict | None = None, chunk: int = 1000) -> dict:
+        """One pass over a split: `carry`'s statistics of every run accumulated over `x`.
+
+        Args:
+            tv, ntv: the runs' (trainable, non-trainable) values, stacked (K, ...).
+            x: (N, ...) inputs shared by the runs.
+            labels: (K, N) every run's labels (label noise differs per run).
+            carry: the pass's zero statistics (`carry`).
+            refs: for pass 2, {"means": {j: (K, C, p_j)}, "present": {j: (K, C) bool},
+                "directions": (K, k', p)} (float64).
+            chunk: samples per run per call (the last chunk is padded, and the padding masked).
+
+        Returns:
+            the statistics as float64 numpy arrays (counts as floats), keyed as `carry`.
+        """
+        n = len(x)
+        chunk = max(1, min(chunk, n))  # a split smaller than a chunk is one call, unpadded
+        labels = np.asarray(labels, np.int32)
+        with jax.enable_x64(True):
+            carry, refs = jax.device_put(carry), jax.device_put(refs or {})
+        for i in range(0, n, chunk):
+            xb, yb = x[i : i + chunk], labels[:, i : i + chunk]
+            valid = np.zeros(chunk)
+            valid[: len(xb)] = 1.0
+            if len(xb) < chunk:  # one compiled shape per split; the padding's rows are masked
+                xb = np.concatenate([xb, np.repeat(xb[-1:], chunk - len(xb), axis=0)])
+                yb = np.concatenate([yb, np.repeat(yb[:, -1:], chunk - yb.shape[1], axis=1)], axis=1)
+            reps = self._forward(tv, ntv, xb)  # float32, outside the float64 context
+            with jax.enable_x64(True):
+                carry = self._update(reps, yb, valid, carry, refs)
+        with jax.enable_x64(True):
+            return jax.device_get(carry)
+
+
+def _collapse_update(C: int, feat: int, reps, y, valid, carry: dict, refs: dict) -> dict:
+    """One run's `StackedCollapse` statistics after one chunk (float64; traced under x64).
+    `reps`: (b, p_j) per layer, the class scores last; `valid`: (b,) 1 for real rows."""
+    jnp = jax.numpy
+    hs = [r.astype(jnp.float64) for r in reps]
+    scores = hs[-1]
+    onehot = (y[:, None] == jnp.arange(C)[None, :]).astype(jnp.float64) * valid[:, None]
+    out = dict(carry)
+    if "count" in carry:
+        cnt = jnp.sum(onehot, axis=0)
+        out["finite"] = carry["finite"] & jnp.all(jnp.stack([jnp.all(jnp.isfinite(h)) for h in hs]))
+        out["count"], out["mean"], out["ss"] = [], [], []
+        for j, h in enumerate(hs):
+            # The chunk's class means, every sample centred on its own before any square.
+            mean_b = (onehot.T @ h) / jnp.maximum(cnt, 1.0)[:, None]
+            c = (h - mean_b[y]) * valid[:, None]
+            ss_b = onehot.T @ jnp.sum(c * c, axis=1)
+            # Chan merge (NCAccumulator._combine): a class absent from the chunk has weight 0.
+            n_a = carry["count"][j]
+            n = n_a + cnt
+            safe = jnp.where(n > 0, n, 1.0)
+            delta = mean_b - carry["mean"][j]
+            w = n_a * cnt / safe
+            out["count"].append(n)
+            out["mean"].append(carry["mean"][j] + delta * (cnt / safe)[:, None])
+            out["ss"].append(carry["ss"][j] + ss_b + w * jnp.sum(delta * delta, axis=1))
+            if j == feat and "scatter" in carry:
+                out["scatter"] = carry["scatter"] + c.T @ c + (delta * w[:, None]).T @ delta
+            if j == feat and "class_scatter" in carry:
+                per_class = jnp.einsum("nc,ni,nj->cij", onehot, c, c)
+                out["class_scatter"] = carry["class_scatter"] + per_class + w[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        if "logit" in carry:
+            out["logit"] = carry["logit"] + jnp.sum(valid * jnp.take_along_axis(scores, y[:, None], axis=1)[:, 0])
+    if "means" in refs:
+        ncc = dict(carry.get("ncc", {}))
+        for j, mu in refs["means"].items():
+            h, present = hs[j], refs["present"][j]
+            pm = present.astype(jnp.float64)
+            mu_g = (pm @ mu) / jnp.sum(pm)
+            mc = mu - mu_g
+            # nearest_class_mean's expansion, centred on μ_G; absent classes are never chosen.
+            score = jnp.where(present[None, :], jnp.sum(mc * mc, axis=1)[None, :] - 2.0 * ((h - mu_g) @ mc.T), jnp.inf)
+            nearest = jnp.argmin(score, axis=1)
+            if j in ncc:
+                ncc[j] = ncc[j] + jnp.sum(valid * (nearest == y))
+            if j == feat:
+                if "nc4" in carry:
+                    out["nc4"] = carry["nc4"] + jnp.sum(valid * (nearest != jnp.argmax(scores, axis=1)))
+                c = (h - mu[y]) * valid[:, None]  # against the final means: no cancellation left
+                if "proj" in carry:
+                    proj = c @ refs["directions"].T
+                    out["proj"] = carry["proj"] + jnp.sum(proj * proj, axis=0)
+                if "cov" in carry:
+                    out["cov"] = carry["cov"] + c.T @ c
+        if ncc:
+            out["ncc"] = ncc
+    return out
+
+
 def compile_inference(model, jit_compile: bool = True):
     """x (numpy batch) -> list of numpy outputs of `model(x, training=False)`: `jax.jit` of
     `stateless_call` on the variables' current values (always XLA; `jit_compile` is ignored)."""
