@@ -44,6 +44,7 @@ ds.x_train.shape, ds.y_train[:5], ds.class_names
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -345,6 +346,17 @@ def load_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:
         DataError: a one-line description of what is wrong with the data or its path.
     """
     return with_label_noise(load_clean_dataset(cfg, data_dir), cfg.data.label_noise, cfg.seed)
+
+
+def data_key(config: Config) -> str:
+    """The clean dataset of a run: its `data` section without `label_noise` (applied per run,
+    with the run's seed). Runs with equal keys share one loaded dataset.
+
+    Example: `data_key(load_config(None, ["seed=1"])) == data_key(load_config(None, ["data.label_noise=0.1"]))`.
+    """
+    d = config.data.model_dump(mode="json")
+    d.pop("label_noise")
+    return json.dumps(d, sort_keys=True)
 
 
 def load_clean_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, config_warnings, epoch_schedule, resolve_steps_per_execution
-from .data import Dataset, load_clean_dataset, with_label_noise
+from .config import Config, ConfigError, RunSpec, config_warnings, epoch_schedule, resolve_steps_per_execution
+from .data import Dataset, data_key, load_clean_dataset, with_label_noise
 from .errors import UserError
-from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, environment, replace_file, sync_file
+from .rundir import EPOCH_CSVS, RunDir, RunLock, atomic_write_text, current, environment, one_sync, replace_file, sync_file
 
 
 class RunDirError(UserError):
@@ -188,22 +188,163 @@ def train_and_evaluate(
 
     Returns:
         {"state", "epoch", "reason", "final" (last metrics row), "rundir", "seconds"}.
+
+    Raises:
+        whatever ended the training, after the run's status says `failed` or `interrupted`.
     """
-    cfg = config
-    if cfg.sweep:
+    if config.sweep:
         raise ConfigError("sweep: train_and_evaluate takes one run; expand the sweep first")
-    clean = data if data is not None else load_clean_dataset(cfg, data_dir)
-    ds = with_label_noise(clean, cfg.data.label_noise, cfg.seed)
-    check_compatible(cfg, ds)
-    rundir = RunDir(workdir)
-    check_writable(rundir.path)
-    lock, state, skipped = claim_run(cfg, rundir)
-    if skipped is not None:
-        return skipped
+    spec = RunSpec(Path(workdir).name, config)
+    datasets = None if data is None else {data_key(config): data}
+    result = train_runs([(spec, workdir)], lambda runs: fit_epochs(runs, progress, console), datasets, data_dir)[0]
+    result.pop("run_id")
+    return result
+
+
+# ----------------------------------------------------------------------------- the run driver
+
+
+@dataclass
+class TrainingRun:
+    """A run this process trains: what `train_runs` claims and opens, and the epoch loop
+    (`fit_epochs`, or a stack's `stacking.train_epochs`) trains, records and stops.
+
+    Attributes:
+        spec: its `RunSpec` (None for the benchmark's file-less runs).
+        config: its config; `ds` its dataset (label noise applied).
+        rundir, lock: its directory and the claim on it.
+        run: its `OpenRun` (network, trainer, optimizer, first epoch, earlier wall time).
+        logger: its `RunLogger`, once the epoch loop has attached it.
+        stopped: diverged (its status says so; a stack freezes it).
+        result: its result (`run_result`); set when it is not trained (finished, locked) or done.
+        row: its metrics row of the last epoch every run trained with it recorded (a stack).
+    """
+
+    spec: object
+    config: Config
+    ds: Dataset
+    rundir: RunDir | None = None
+    lock: RunLock | None = None
+    run: OpenRun | None = None
+    logger: object = None
+    stopped: bool = False
+    result: dict | None = None
+    row: dict | None = None
+
+    network = property(lambda self: self.run.network)
+    trainer = property(lambda self: self.run.trainer)
+    optimizer = property(lambda self: self.run.optimizer)
+    first_epoch = property(lambda self: self.run.first_epoch)
+
+    def resume_epoch(self) -> int:
+        """The epoch a rerun resumes after: that of the checkpoint on disk (the one about to be
+        renamed into place, inside a `one_sync` block), 0 without one."""
+        try:
+            with np.load(current(self.rundir.path / "checkpoint.npz")) as ck:
+                return int(ck["epoch"])
+        except Exception:  # noqa: BLE001 - none yet (or unreadable): nothing to resume from
+            return 0
+
+
+def open_training_run(spec: RunSpec, path, datasets: dict, data_dir: str | None = None, stack: list[str] | None = None) -> TrainingRun:
+    """Check, claim and open one run of a plan: its data (the clean dataset from `datasets` by
+    `data_key`, loaded into it when absent, then its own label noise), then `claim_run` and
+    `open_run` (resume from its checkpoint, rows past it cut, config and status written).
+    `result` is set instead when it is not to be trained (finished, or locked by another process).
+    `stack`: the run ids trained together, recorded in its status."""
+    key = data_key(spec.config)
+    if key not in datasets:
+        datasets[key] = load_clean_dataset(spec.config, data_dir)
+    ds = with_label_noise(datasets[key], spec.config.data.label_noise, spec.config.seed)
+    check_compatible(spec.config, ds)
+    r = TrainingRun(spec, spec.config, ds, RunDir(path))
+    check_writable(r.rundir.path)
+    r.lock, state, r.result = claim_run(spec.config, r.rundir)
+    if r.result is None:
+        r.run = open_run(spec.config, ds, r.rundir, state, **({"stack": stack} if stack else {}))
+    return r
+
+
+def train_runs(plan: list, train_epochs, datasets: dict | None = None, data_dir: str | None = None) -> list[dict]:
+    """The one run driver, for a lone run and a stack alike: claim and open every run of `plan`,
+    train their epochs with `train_epochs`, then finish each (`finish_run`), or record why not:
+    `interrupted` (Ctrl-C, SIGTERM: re-raised) or `failed`, each run at the epoch it resumes
+    after. Locks are released whatever happens.
+
+    Args:
+        plan: (RunSpec, run directory) pairs; several are one stack (`stacking.train_stack`).
+        train_epochs: callable(runs) training the opened runs (a list of `TrainingRun`),
+            attaching each one's `logger`: `fit_epochs` (one run), `stacking.train_epochs`.
+        datasets: clean datasets by `data.data_key` (loaded here when absent).
+        data_dir: overrides `data.path`.
+
+    Returns:
+        One result per run, in plan order (`run_result`, with `run_id`). A failed lone run
+        raises its error (after its status says `failed`); a failed stack returns its runs as
+        `failed`, so that a sweep goes on.
+
+    Example: `train_runs([(spec, "outputs/quickstart/seed=0")], fit_epochs)[0]["state"]` == "done".
+    """
+    datasets = {} if datasets is None else datasets
+    stack = [spec.run_id for spec, _ in plan] if len(plan) > 1 else None
+    runs: list[TrainingRun] = []
     try:
-        return _train(cfg, ds, rundir, state, lock, progress, console)
+        with one_sync():  # every run's config, status and truncated CSVs: one sync
+            for spec, path in plan:  # appended as they open: a failure half-way releases the locks taken
+                runs.append(open_training_run(spec, path, datasets, data_dir, stack))
+        live = [r for r in runs if r.result is None]
+        if live:
+            _train_opened(live, train_epochs, raise_failure=len(plan) == 1)
     finally:
-        lock.release()
+        for r in runs:
+            if r.lock is not None:
+                r.lock.release()
+    return [dict(r.result, run_id=r.spec.run_id) for r in runs]
+
+
+def _train_opened(runs: list[TrainingRun], train_epochs, raise_failure: bool) -> None:
+    t0 = time.perf_counter()
+    try:
+        train_epochs(runs)
+    except KeyboardInterrupt as err:
+        # Ctrl-C, or SIGTERM / SIGHUP, which the CLI raises as a KeyboardInterrupt naming the signal.
+        why = str(err) or "interrupted by the user"
+        with one_sync():
+            for r in runs:
+                if not r.stopped:
+                    r.rundir.write_status("interrupted", r.resume_epoch(), reason=f"{why} (rerun the same command to resume)")
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded for every run; a stack's sweep goes on
+        hint = " (free disk space, then rerun the same command to resume)" if getattr(err, "errno", None) == errno.ENOSPC else ""
+        reason = f"{type(err).__name__}: {err}{hint}"
+        for r in runs:
+            if not r.stopped:
+                r.rundir.write_status("failed", r.resume_epoch(), reason=reason)
+            r.result = run_result(r, "failed", reason, time.perf_counter() - t0)
+        if raise_failure:
+            raise
+        return
+    finally:
+        for r in runs:
+            if r.logger is not None:
+                r.logger.close()
+    seconds = time.perf_counter() - t0
+    with one_sync():
+        for r in runs:
+            r.result = finish_run(r.rundir, r.ds, r.run, r.logger, seconds)
+
+
+def run_result(r: TrainingRun, state: str, reason: str | None, seconds: float) -> dict:
+    """A run's result, as `train_and_evaluate` and a sweep return it."""
+    return {
+        "state": state,
+        "skipped": False,
+        "epoch": r.resume_epoch() if state == "failed" else _last_epoch(r.logger, r.first_epoch),
+        "reason": reason,
+        "final": r.logger.last_row if r.logger is not None else None,
+        "rundir": str(r.rundir.path),
+        "seconds": seconds,
+    }
 
 
 def claim_run(cfg: Config, rundir: RunDir) -> tuple[RunLock | None, str | None, dict | None]:
@@ -372,13 +513,16 @@ def finish_run(rundir: RunDir, ds: Dataset, run: OpenRun, logger, seconds: float
     return {"state": state, "skipped": False, "epoch": last, "reason": reason, "final": logger.last_row, "rundir": str(rundir.path), "seconds": seconds}
 
 
-def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, progress: bool, console) -> dict:
+def fit_epochs(runs: list[TrainingRun], progress: bool = False, console=None) -> None:
+    """The epochs of one opened run (`train_runs`' loop for a lone run): its `RunLogger` (and
+    the per-step logger, the progress bar) as Keras callbacks of `fit`, from its first epoch."""
     from . import backend
     from .batches import array_batches, steps_per_epoch, train_batch_size
     from .callbacks import StepLogger
     from .progress import EpochProgress
 
-    run = open_run(cfg, ds, rundir, state)
+    (r,) = runs
+    cfg, ds, run = r.config, r.ds, r.run
     batch_size = train_batch_size(cfg.optim, len(ds.y_train))
     spe = steps_per_epoch(len(ds.y_train), batch_size)
     epochs, first_epoch = cfg.optim.epochs, run.first_epoch
@@ -386,13 +530,12 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
     def probe():
         return run.trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, batch_size, cfg.seed, 1, 1))
 
-    logger = run_logger(cfg, ds, rundir, lock, run, probe)
+    r.logger = logger = run_logger(cfg, ds, r.rundir, r.lock, run, probe)
     callbacks = [logger]
     if cfg.track.step_margins_until > 0:
-        callbacks.insert(0, StepLogger(rundir, logger.tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
+        callbacks.insert(0, StepLogger(r.rundir, logger.tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))
     if progress:
-        callbacks.append(EpochProgress(epochs, first_epoch, rundir.path.name, logger, console=console))
-    t0 = time.perf_counter()
+        callbacks.append(EpochProgress(epochs, first_epoch, r.rundir.path.name, logger, console=console))
     try:
         if first_epoch <= epochs:
             run.trainer.fit(
@@ -404,20 +547,11 @@ def _train(cfg: Config, ds: Dataset, rundir: RunDir, state: str, lock: RunLock, 
                 callbacks=callbacks,
                 shuffle=False,
             )
-    except KeyboardInterrupt as err:
-        # Ctrl-C, or SIGTERM / SIGHUP, which the CLI raises as a KeyboardInterrupt naming the signal.
-        why = str(err) or "interrupted by the user"
-        rundir.write_status("interrupted", _last_epoch(logger, first_epoch), reason=f"{why} (rerun the same command to resume)")
-        raise
-    except Exception as err:
-        hint = " (free disk space, then rerun the same command to resume)" if getattr(err, "errno", None) == errno.ENOSPC else ""
-        rundir.write_status("failed", _last_epoch(logger, first_epoch), reason=f"{type(err).__name__}: {err}{hint}")
-        raise
     finally:
+        r.stopped = logger.divergence is not None
         for cb in callbacks:
-            if hasattr(cb, "close"):
+            if cb is not logger and hasattr(cb, "close"):
                 cb.close()
-    return finish_run(rundir, ds, run, logger, time.perf_counter() - t0)
 
 
 def _write_theory_checks(rundir: RunDir, ds: Dataset) -> None:

@@ -39,6 +39,11 @@ resumes the other); the stack starts at the earliest run's next epoch and a run 
 stays masked until the stack reaches it, so nobody's epochs are repeated or cut and every number
 is an uninterrupted run's. Finished runs (`done`, `diverged`) are not retrained; locks are per run.
 
+Claiming, opening, finishing, failing and interrupting runs is `experiment.train_runs`' work, the
+one run driver of a lone run and a stack alike; this module gives it the stack's epoch loop
+(`train_epochs`). Checkpoints (with `status.json` and one sync) are spaced by
+`compute.stack_checkpoint_s`; an interrupt or error checkpoints the last epoch every run recorded.
+
 Example:
 
 ```python
@@ -60,6 +65,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .config import Config, ConfigError
+from .experiment import OpenRun, TrainingRun, build_training, train_runs
 
 # Planning (which runs stack, the groups, K) lives beside the sweep planner; re-exported here.
 from .stackplan import AUTO_CAP, STACKABLE, check_stack_backend, choose_stack, requested_stack, stack_groups, stack_key  # noqa: E402,F401
@@ -71,9 +77,7 @@ def step_bytes(cfg: Config, ds, k: int) -> int:
 
     Example: `step_bytes(cfg, ds, 2) - step_bytes(cfg, ds, 1)` is about one more run's bytes.
     """
-    from .experiment import OpenRun, build_training
-
-    members = [_Member(None, None, cfg, ds, run=OpenRun(*build_training(cfg, ds), first_epoch=1, elapsed=0.0)) for _ in range(k)]
+    members = [TrainingRun(None, cfg, ds, run=OpenRun(*build_training(cfg, ds), first_epoch=1, elapsed=0.0)) for _ in range(k)]
     stack = _Stack(members)
     carry = (stack.state, {name: np.zeros(k, np.float32) for name in stack.metric_names})
     compiled = stack.step_fn.lower(carry, stack.constants(), np.zeros((k, stack.batch_size), np.int32)).compile()
@@ -84,44 +88,7 @@ def step_bytes(cfg: Config, ds, k: int) -> int:
 # ----------------------------------------------------------------------------- one run of a stack
 
 
-@dataclass
-class _Member:
-    """One run of a stack: its own config, data, run directory, lock, Keras objects and logger."""
-
-    spec: object
-    path: Path | None
-    config: Config
-    ds: object
-    rundir: object = None
-    lock: object = None
-    run: object = None  # experiment.OpenRun: network, trainer, optimizer, first epoch, elapsed
-    logger: object = None
-    stopped: bool = False  # diverged (frozen) or failed
-    result: dict | None = None
-    row: dict | None = None  # its metrics row of the last epoch every run of the stack recorded
-
-    # The stacked step reads the run's Keras objects by these names.
-    network = property(lambda self: self.run.network)
-    trainer = property(lambda self: self.run.trainer)
-    optimizer = property(lambda self: self.run.optimizer)
-    first_epoch = property(lambda self: self.run.first_epoch)
-
-
-def _open_member(spec, path, ds, stack_ids: list[str]) -> _Member:
-    """Claim and open one run exactly as `experiment.train_and_evaluate` does (resume from its
-    checkpoint, cut rows written after it, config and status written); `result` is set when the
-    run is not trained (finished, or locked by another process)."""
-    from .experiment import claim_run, open_run
-    from .rundir import RunDir
-
-    m = _Member(spec, Path(path), spec.config, ds, RunDir(path))
-    m.lock, state, m.result = claim_run(spec.config, m.rundir)
-    if m.result is None:
-        m.run = open_run(spec.config, ds, m.rundir, state, stack=stack_ids)
-    return m
-
-
-def _attach_logger(m: _Member, probe, stack: "_Stack", k: int, durable=None) -> None:
+def _attach_logger(m: TrainingRun, probe, stack: "_Stack", k: int, durable=None) -> None:
     """The run's `Tracker` and `RunLogger`, as an unstacked run builds them, except that its
     Tracker measures from the stack's batched pass (`_MemberTracker`) and its checkpoint saves
     the stack's values of run k; `probe` gives its epoch-0 grad_norm_sq (computed for the whole
@@ -150,7 +117,7 @@ class _Stack:
         mode: `vmap` or `map` over the runs (`backend.jax.map_runs`).
     """
 
-    def __init__(self, members: list[_Member], mode: str = "vmap"):
+    def __init__(self, members: list[TrainingRun], mode: str = "vmap"):
         import jax
         import jax.numpy as jnp
 
@@ -235,7 +202,7 @@ class _Stack:
         self.chunk = inference_chunk(self.net, len(members), cfg.compute.inference_batch)
         # The state whose epoch every run has recorded (its rows written), and its host copy
         # (`fetch`, for checkpoints): JAX arrays are immutable, so keeping it costs nothing.
-        self.recorded, self.host = self.state, None
+        self.recorded, self.host, self._views = self.state, None, None
         # Each run's learning rate by (its optim settings, iteration count): one Keras schedule
         # evaluation per distinct pair, not one per run and epoch.
         self.optim_keys = [m.config.optim.model_dump_json() for m in members]
@@ -244,7 +211,7 @@ class _Stack:
     # -- moving values between the stacked arrays and each run's own Keras objects
 
     @staticmethod
-    def rate(m: _Member) -> np.ndarray:
+    def rate(m: TrainingRun) -> np.ndarray:
         """Run m's learning rate for its next step, read from its own optimizer (a schedule is
         evaluated at its iteration count, as inside the unstacked step)."""
         import warnings
@@ -253,7 +220,7 @@ class _Stack:
             warnings.simplefilter("ignore", UserWarning)
             return np.asarray(m.optimizer.learning_rate, np.float32)
 
-    def _optimizer_values(self, m: _Member) -> list:
+    def _optimizer_values(self, m: TrainingRun) -> list:
         """Run m's optimizer state in the template's variable order (its rate goes in the lr slot)."""
         out = []
         for i, v in enumerate(self.template.variables):
@@ -387,6 +354,7 @@ class _Stack:
         stats = self.stats_fn(kernels, kernels if self.previous is None else self.previous, [tv[i] for i in self.decayed_at])
         self.previous = kernels
         self.f_train, self.f_test = self._outputs(ds.x_train), self._outputs(ds.x_test)
+        self._views = None  # (epoch, every run's view), made on first use
         (sq, sq_prev, sq_up, decayed_sq), self.bn_vars = jax.device_get((stats, [ntv[j] for j in self.bn_at]))
         # float64 from here on, as the unstacked measures (`measures.frobenius`, `update_norm`).
         sq, sq_prev, sq_up = (np.asarray(a, np.float64) for a in (sq, sq_prev, sq_up))
@@ -403,7 +371,23 @@ class _Stack:
 
     def view(self, k: int, epoch: int):
         """Run k's `tracking.EpochView` of the last `measure` (what its Tracker would compute
-        from its own network: outputs, effective kernels, BN variances, Σ||θ||² of the decayed)."""
+        from its own network: outputs, effective kernels, BN variances, Σ||θ||² of the decayed),
+        its margins and their statistics already computed for all K runs in one batched call
+        (`measures.margins`, `measures.margin_stats`: the same numbers, row by row)."""
+        from .engine import measures
+
+        if self._views is None or self._views[0] != epoch:
+            views = [self._view(i, epoch) for i in range(len(self.members))]
+            labels = np.stack([m.ds.y_train for m in self.members])
+            margins = measures.margins(self.f_train, labels)
+            stats = measures.margin_stats(margins, np.array([v.rho()["rho"] for v in views]))
+            for i, v in enumerate(views):
+                v._cache["margins"] = margins[i]
+                v._cache["margin_stats"] = {key: float(col[i]) for key, col in stats.items()}
+            self._views = (epoch, views)
+        return self._views[1][k]
+
+    def _view(self, k: int, epoch: int):
         from . import tracking
 
         t = self.members[k].logger.tracker
@@ -550,31 +534,15 @@ def train_stack(plan: list, datasets: dict | None = None, data_dir: str | None =
         ConfigError: the runs cannot share a stack, or the backend is not JAX.
     """
     from . import backend
-    from .rundir import one_sync
 
     if backend.NAME != "jax":
         raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
     if len({stack_key(spec.config) for spec, _ in plan}) > 1:
         raise ConfigError("compute.stack: these runs differ in more than " + ", ".join(STACKABLE))
-    datasets = dict(datasets or {})
-    members = []
-    ids = [spec.run_id for spec, _ in plan]
-    try:
-        with one_sync():  # every run's config, status and truncated CSVs: one sync
-            _open_members(plan, datasets, data_dir, ids, members)
-        live = [m for m in members if m.result is None]
-        if live:
-            if console is not None:
-                console.print(f"stack of {len(live)}: {', '.join(m.spec.run_id for m in live)}", highlight=False, markup=False, soft_wrap=True)
-            _train_members(live)
-    finally:
-        for m in members:
-            if m.lock is not None:
-                m.lock.release()
-    return [dict(m.result, run_id=m.spec.run_id) for m in members]
+    return train_runs(plan, lambda runs: train_epochs(runs, console), datasets, data_dir)
 
 
-def _share_passes(members: list[_Member]) -> "_StackCollapse":
+def _share_passes(members: list[TrainingRun]) -> "_StackCollapse":
     """The NC epochs' measurement of the stack (`_StackCollapse`, set as every run's
     `_MemberTracker.nc_pass`), and for its fallback one compiled inference function per stack:
     every run's Tracker calls the template's (their networks have one shape)."""
@@ -613,7 +581,7 @@ class _StackCollapse:
     `Tracker.collapse` passes them to the engine.
     """
 
-    def __init__(self, stack: "_Stack", members: list[_Member], probe_model):
+    def __init__(self, stack: "_Stack", members: list[TrainingRun], probe_model):
         from .backend import jax as jax_backend
 
         t = members[0].logger.tracker.tracker
@@ -748,34 +716,17 @@ class _StackCollapse:
             )
         return results
 
-
-
-def _open_members(plan: list, datasets: dict, data_dir, ids: list[str], members: list) -> None:
-    """Claim and open every run of `plan` (appended to `members` as they open, so that a failure
-    half-way still releases the locks taken)."""
-    from .data import load_clean_dataset, with_label_noise
-    from .experiment import check_compatible, check_writable
-    from .stackplan import data_key
-
-    for spec, path in plan:
-        key = data_key(spec.config)
-        if key not in datasets:
-            datasets[key] = load_clean_dataset(spec.config, data_dir)
-        ds = with_label_noise(datasets[key], spec.config.data.label_noise, spec.config.seed)
-        check_compatible(spec.config, ds)
-        check_writable(Path(path))
-        members.append(_open_member(spec, path, ds, ids))
-
-
-def _train_members(members: list[_Member]) -> None:
-    """The epochs of a stack of opened runs; sets each member's `result`.
+def train_epochs(members: list[TrainingRun], console=None) -> None:
+    """The epochs of a stack of opened runs (`experiment.train_runs`' loop for a stack). The stack's mode
+    (`compute.stack_mode`) is said on `console` and recorded in each run's `status.json`.
 
     Per epoch: one mapped step per batch for all runs; then, on epochs without NC, one batched
     measurement of every run on the device (`_Stack.measure`) whose per-run views the runs'
     probes turn into rows, and checkpoints from the stacked values; on NC epochs each run's
     values are written back into its network and its Tracker measures it (shared compiled
-    passes). All runs' files of an epoch are fsynced together (`rundir.one_sync`)."""
-    from .experiment import finish_run
+    passes). All runs' files of an epoch are written together (`rundir.one_sync`), and synced
+    with their checkpoints (`compute.stack_checkpoint_s`); interrupted or failing, every run
+    still training checkpoints the last epoch all recorded (`_save_recorded`), then it raises."""
     from .rundir import one_sync
 
     t0 = time.perf_counter()
@@ -785,7 +736,14 @@ def _train_members(members: list[_Member]) -> None:
     clock = SimpleNamespace(saved=t0, due=every == 0, epoch=None)
     nc_epochs, stack = None, None
     try:
-        stack = _Stack(members)
+        if console is not None:
+            console.print(f"stack of {len(members)}: {', '.join(m.spec.run_id for m in members)}", highlight=False, markup=False, soft_wrap=True)
+        stack, mode, note = _mode_stack(members)
+        if console is not None:
+            console.print(note, highlight=False, markup=False, soft_wrap=True)
+        with one_sync():
+            for m in members:
+                m.rundir.write_status("running", m.first_epoch - 1, stack_mode=mode)
         fresh = [m.first_epoch == 1 for m in members]
         probes = stack.probe(fresh) if any(fresh) else None
         with one_sync():  # the loggers' new CSV headers
@@ -832,26 +790,12 @@ def _train_members(members: list[_Member]) -> None:
             recorded(epoch, active, lambda k, m: m.logger.on_epoch_end(epoch - 1, {name: float(v[k]) for name, v in means.items()}))
         for k in range(len(members)):
             stack.scatter(k)  # model.keras: each run's final (or frozen) values
-    except KeyboardInterrupt:
-        _save_recorded(members, stack, clock.epoch, "interrupted", "interrupted by the user (rerun the same command to resume)")
+    except BaseException:  # an interrupt or an error: nothing recorded is lost
+        _save_recorded(members, stack, clock.epoch)
         raise
-    except Exception as err:  # noqa: BLE001 - recorded for every run of the stack; the sweep goes on
-        reason = f"{type(err).__name__}: {err}"
-        _save_recorded(members, stack, clock.epoch, "failed", reason)
-        for m in members:
-            m.result = _result(m, "failed", reason, time.perf_counter() - t0)
-        return
-    finally:
-        for m in members:
-            if m.logger is not None:
-                m.logger.close()
-    seconds = time.perf_counter() - t0
-    with one_sync():
-        for m in members:
-            m.result = finish_run(m.rundir, m.ds, m.run, m.logger, seconds)
 
 
-def bench_epochs(cfg: Config, ds, k: int, seed: int = 0, mode: str = "vmap"):
+def bench_epochs(cfg: Config, ds, k: int, seed: int = 0, mode: str = "auto"):
     """The benchmark's stacked arm (`sqnc bench --stack K`): K runs of `cfg` (seeds seed..seed+K−1)
     built as a sweep builds them, trained as one stack with no tracking and no files.
 
@@ -860,22 +804,54 @@ def bench_epochs(cfg: Config, ds, k: int, seed: int = 0, mode: str = "vmap"):
         ds: the dataset every run trains on.
         k: the stack size K.
         seed: the first run's seed.
-        mode: `vmap` or `map` over the runs (`backend.jax.map_runs`).
+        mode: `compute.stack_mode`: `auto` (`stackplan.choose_stack_mode`), `vmap`, `map`
+            or `unroll` (`backend.jax.map_runs`).
 
     Returns:
-        callable(e) that trains 0-based epoch e of all K runs and returns once they are done.
+        callable(e) that trains 0-based epoch e of all K runs and returns once they are done;
+        its `mode` is the mode used, its `note` the line saying why.
 
     Example: `train = bench_epochs(cfg, ds, 4); train(0)` trains 4 run-epochs.
     """
-    from .experiment import OpenRun, build_training
-
     members = []
     for i in range(k):
         run_cfg = cfg.model_copy(update={"seed": seed + i})
-        members.append(_Member(None, None, run_cfg, ds, run=OpenRun(*build_training(run_cfg, ds), first_epoch=1, elapsed=0.0)))
-    stack = _Stack(members, mode)
-    # np.asarray of the epoch's means (inside train_epoch) waits for the device.
-    return lambda e: stack.train_epoch(e + 1, None)
+        members.append(TrainingRun(None, run_cfg, ds, run=OpenRun(*build_training(run_cfg, ds), first_epoch=1, elapsed=0.0)))
+    stack, chosen, note = _mode_stack(members, mode)
+
+    def train(e: int):
+        return stack.train_epoch(e + 1, None)  # np.asarray of the epoch's means waits for the device
+
+    train.mode, train.note = chosen, note
+    return train
+
+
+def _mode_stack(members: list[TrainingRun], requested: str | None = None) -> tuple[_Stack, str, str]:
+    """The stack of `members` in the mode `requested` (default: their `compute.stack_mode`),
+    `auto` decided by `stackplan.choose_stack_mode`: (stack, mode, one line saying which)."""
+    from .backend import jax as jax_backend
+    from .stackplan import choose_stack_mode
+
+    requested = requested or members[0].config.compute.stack_mode
+    return choose_stack_mode(requested, jax_backend.has_convolutions(members[0].network), lambda mode: _Stack(members, mode), _time_step)
+
+
+def _time_step(stack: _Stack) -> float:
+    """Seconds of one call of the stack's compiled step as `train_epoch` makes it (one step on
+    a CPU, the first full block's `lax.scan` on an accelerator), timed on its first epoch's
+    batches after an untimed compiling call; the stack's state is not changed."""
+    import jax
+    import jax.numpy as jnp
+
+    block = stack.batches(max(1, min(m.first_epoch for m in stack.members)))[0]
+    fn, batch = (stack.steps_fn, block) if stack.scan else (stack.step_fn, block[0])
+    carry = (stack.state, {k: jnp.zeros((len(stack.members),), jnp.float32) for k in stack.metric_names})
+    constants = stack.constants()
+    for _ in range(2):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(carry, constants, batch))
+        seconds = time.perf_counter() - t
+    return seconds
 
 
 def _position(items: list, obj) -> int:
@@ -883,50 +859,27 @@ def _position(items: list, obj) -> int:
     return next(i for i, v in enumerate(items) if v is obj)
 
 
-def _save_recorded(members: list[_Member], stack: "_Stack | None", epoch: int | None, state: str, reason: str) -> None:
+def _save_recorded(members: list[TrainingRun], stack: "_Stack | None", epoch: int | None) -> None:
     """A stack stopped by an interrupt or an error: every run still training checkpoints `epoch`,
-    the last one all runs recorded (checkpoints are spaced by `compute.stack_checkpoint_s`), so it
-    resumes there and loses nothing, and its status says `state` (a diverged run keeps its own).
-    Best effort after an error, which may be the disk's: the statuses are written regardless."""
+    the last one all runs recorded (checkpoints are spaced by `compute.stack_checkpoint_s`), so
+    it resumes there and loses nothing (`experiment.train_runs` then writes its status). Best
+    effort: after an error, which may be the disk's, the error that stopped the stack wins."""
     from .rundir import one_sync
 
-    live = [m for m in members if not m.stopped]
+    todo = [
+        m
+        for m in members
+        if not m.stopped and m.logger is not None and m.row is not None and int(m.row["epoch"]) == epoch and (m.logger.checkpointed is None or m.logger.checkpointed < epoch)
+    ]
+    if not todo:
+        return
     try:
         with one_sync():
-            todo = [
-                m
-                for m in live
-                if m.logger is not None and m.row is not None and int(m.row["epoch"]) == epoch and (m.logger.checkpointed is None or m.logger.checkpointed < epoch)
-            ]
-            if todo:
-                stack.fetch()
+            stack.fetch()
             for m in todo:
-                m.logger.save(epoch, float(m.row["elapsed_s"]), state=state, reason=reason)
-            for m in live:
-                if m not in todo:
-                    m.rundir.write_status(state, _epoch_of(m), reason=reason)
-    except Exception:  # noqa: BLE001 - the statuses below are the last word
-        for m in live:
-            m.rundir.write_status(state, _epoch_of(m), reason=reason)
+                m.logger.save(epoch, float(m.row["elapsed_s"]))
+    except Exception:  # noqa: BLE001 - the runs resume from their earlier checkpoints
+        pass
 
 
-def _epoch_of(m: _Member) -> int:
-    """The epoch the run resumes after: its last checkpoint's (before any, the one it opened at)."""
-    if m.logger is not None and m.logger.checkpointed is not None:
-        return m.logger.checkpointed
-    return m.first_epoch - 1 if m.run is not None else 0
-
-
-def _result(m: _Member, state: str, reason, seconds: float) -> dict:
-    return {
-        "state": state,
-        "skipped": False,
-        "epoch": _epoch_of(m),
-        "reason": reason,
-        "final": m.logger.last_row if m.logger is not None else None,
-        "rundir": str(m.rundir.path),
-        "seconds": seconds,
-    }
-
-
-__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "bench_epochs", "step_bytes"]
+__all__ = ["STACKABLE", "AUTO_CAP", "stack_key", "stack_groups", "requested_stack", "check_stack_backend", "choose_stack", "train_stack", "train_epochs", "bench_epochs", "step_bytes", "inference_chunk"]

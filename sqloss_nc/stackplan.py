@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 
 from .config import Config, ConfigError
+from .data import data_key  # noqa: F401  (re-exported: the planners group runs by it)
 
 STACKABLE = (
     "seed",
@@ -37,14 +38,6 @@ STACKABLE = (
     "optim.gamma",
 )
 AUTO_CAP = 64  # `compute.stack: auto` never stacks more runs than this
-
-
-def data_key(config: Config) -> str:
-    """The clean dataset of a run: its `data` section without `label_noise` (applied per run,
-    with the run's seed). Runs with equal keys share one loaded dataset."""
-    d = config.data.model_dump(mode="json")
-    d.pop("label_noise")
-    return json.dumps(d, sort_keys=True)
 
 
 def stack_key(config: Config) -> str:
@@ -97,7 +90,7 @@ def check_stack_backend(k: int | str) -> None:
         raise ConfigError(f"compute.stack: stacked runs need the JAX backend (KERAS_BACKEND=jax), this is {backend.NAME}; use --stack 1")
 
 
-def choose_stack(plan: list, datasets: dict | None = None, console=None, data_dir: str | None = None) -> tuple[int, str | None]:
+def choose_stack(plan: list, datasets: dict | None = None, console=None, data_dir: str | None = None, step_bytes=None) -> tuple[int, str | None]:
     """The stack size K for this plan and what to tell the user about it: `compute.stack` when it
     is a number, else (`auto`) 1 on a CPU or a non-JAX backend, and on a GPU the K whose stacked
     step fits in 80% of the free device memory (measured by compiling the step for one and two
@@ -109,16 +102,19 @@ def choose_stack(plan: list, datasets: dict | None = None, console=None, data_di
         datasets: the loaded clean datasets by `data_key` (loaded here when None).
         console: a rich Console for the one-line note, or None.
         data_dir: overrides `data.path` when the data is loaded here.
+        step_bytes: `stacking.step_bytes` (cfg, ds, k) -> device bytes of the stacked step, which
+            a GPU's `auto` measures (passed in: the planner does not import the trainer);
+            without it `auto` takes the cap.
 
     Example: `choose_stack(plan_runs(cfg, [], "outputs"))[0]` is 1 on this CPU.
     """
-    k, note = _choose(plan, datasets, data_dir)
+    k, note = _choose(plan, datasets, data_dir, step_bytes)
     if note and console is not None:
         console.print(f"compute.stack auto: {note}", highlight=False, markup=False, soft_wrap=True)
     return k, note and f"compute.stack auto: {note}"
 
 
-def _choose(plan: list, datasets: dict | None, data_dir: str | None) -> tuple[int, str | None]:
+def _choose(plan: list, datasets: dict | None, data_dir: str | None, step_bytes=None) -> tuple[int, str | None]:
     from . import backend
 
     k = requested_stack(plan)
@@ -135,6 +131,9 @@ def _choose(plan: list, datasets: dict | None, data_dir: str | None) -> tuple[in
     device = jax.devices()[0]
     if device.platform == "cpu":
         return 1, "1 on a CPU, where stacked runs measured slower than one by one (--stack K forces K)"
+    if step_bytes is None:
+        chosen = min(AUTO_CAP, len(largest))
+        return chosen, f"K={chosen} on {device.device_kind} (the cap; its memory was not measured)"
     spec = largest[0][0]
     if datasets is None:
         from .data import load_clean_dataset
@@ -142,8 +141,6 @@ def _choose(plan: list, datasets: dict | None, data_dir: str | None) -> tuple[in
         ds = load_clean_dataset(spec.config, data_dir)
     else:
         ds = datasets[data_key(spec.config)]
-    from .stacking import step_bytes
-
     one, two = (step_bytes(spec.config, ds, k) for k in (1, 2))
     stats = device.memory_stats() or {}
     free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)

@@ -41,7 +41,7 @@ from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
 from .experiment import check_compatible, check_rundir, check_writable, train_and_evaluate
 from .rundir import RunDir
-from .stacking import train_stack
+from .stacking import step_bytes, train_stack
 from .stackplan import data_key
 
 
@@ -144,7 +144,7 @@ def run_config(
         console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     if backend == "ray":
         return _run_ray(plan, data_dir, address, gpus_per_run, console)
-    units = plan_units(plan, choose_stack(plan, datasets, console)[0])
+    units = plan_units(plan, choose_stack(plan, datasets, console, step_bytes=step_bytes)[0])
     if jobs > 1 and len(units) > 1:
         del datasets  # workers load their own copy
         return _run_processes(plan, units, data_dir, jobs, console)
@@ -458,7 +458,7 @@ def _ray_choose_stack(items, data_dir) -> tuple[int, str | None]:
 
     experiment.configure_device()
     plan = [(RunSpec(run_id, Config.model_validate(c)), Path(path)) for c, run_id, path in items]
-    return choose_stack(plan, data_dir=data_dir)
+    return choose_stack(plan, data_dir=data_dir, step_bytes=step_bytes)
 
 
 # ----------------------------------------------------------------------------- display

@@ -105,6 +105,13 @@ class EpochView:
             self._cache["margins"] = measures.margins(self.train_outputs, self.labels)
         return self._cache["margins"]
 
+    def margin_stats(self) -> dict[str, float]:
+        """`measures.margin_stats` of the train margins and ρ (a stack fills it for its K runs
+        with one batched call: the same numbers)."""
+        if "margin_stats" not in self._cache:
+            self._cache["margin_stats"] = measures.margin_stats(self.margins(), self.rho()["rho"])
+        return self._cache["margin_stats"]
+
 
 class Probe:
     """One measure family: the representations it reads, when, and the files it writes.
@@ -150,7 +157,7 @@ class MetricsProbe(Probe):
             "test_acc": self.accuracy(view.test_outputs, view.test_labels),
             **rho,
             **{f"norm_{k}": v for k, v in view.norms().items()},
-            **measures.margin_stats(view.margins(), rho["rho"]),
+            **view.margin_stats(),
         }
         return {schema.METRICS_CSV: [row]}
 

@@ -120,7 +120,7 @@ def test_full_disk_marks_the_run_failed_and_leaves_no_temporary_checkpoint(tmp_p
     s = status(out)
     assert s["state"] == "failed", s
     assert "No space left on device" in s["reason"] and "rerun the same command to resume" in s["reason"], s["reason"]
-    assert s["epoch"] == 1  # the last epoch whose checkpoint was written
+    assert s["epoch"] == 0  # where a rerun resumes: epoch 0's checkpoint (epoch 1's failed to write)
     assert not list(out.rglob(".checkpoint.tmp.npz"))
     assert "Traceback" not in res.stderr
 

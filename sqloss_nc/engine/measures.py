@@ -22,38 +22,47 @@ import numpy as np
 
 def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Functional margins m_n = f_{y_n} − max_{c≠y_n} f_c (float64); (N, 1) outputs are read as
-    a scalar binary output with label 1 ↦ +1, label 0 ↦ −1."""
+    a scalar binary output with label 1 ↦ +1, label 0 ↦ −1. Leading axes are runs: (K, N, C)
+    outputs with (K, N) labels give (K, N) margins, row k those of run k."""
     f = np.asarray(outputs, dtype=np.float64)
     labels = np.asarray(labels)
-    if f.ndim == 2 and f.shape[1] == 1:
-        return f[:, 0] * np.where(labels == 1, 1.0, -1.0)
-    n = np.arange(len(labels))
-    true = f[n, labels]
+    if f.shape[-1] == 1:
+        return f[..., 0] * np.where(labels == 1, 1.0, -1.0)
+    at = labels[..., None]
+    true = np.take_along_axis(f, at, axis=-1)[..., 0]
     others = f.copy()
-    others[n, labels] = -np.inf
-    return true - others.max(axis=1)
+    np.put_along_axis(others, at, -np.inf, axis=-1)
+    return true - others.max(axis=-1)
 
 
-def margin_stats(m: np.ndarray, rho: float) -> dict[str, float]:
-    """SPEC §5's per-epoch margin columns: statistics of m̄ = m/ρ and of the raw m."""
+def margin_stats(m: np.ndarray, rho) -> dict:
+    """SPEC §5's per-epoch margin columns: statistics of m̄ = m/ρ and of the raw m.
+
+    `m` (N,) with a scalar ρ gives floats; (K, N) with ρ (K,) gives (K,) arrays, row k equal
+    bit for bit to `margin_stats(m[k], rho[k])` (every reduction runs along the last axis, row
+    by row, as numpy reduces a 1-D array): a stack measures its K runs in one call.
+
+    Example: `margin_stats(np.array([1.0, 3.0]), 2.0)["margin_mean"]` == 1.0.
+    """
     m = np.asarray(m, dtype=np.float64)
-    mbar = m / rho if rho > 0 else np.full_like(m, np.nan)
-    mu = float(np.mean(mbar))
-    msq = float(np.mean(np.square(mbar)))
-    p05, p50, p95 = np.percentile(mbar, [5, 50, 95])
+    r = np.asarray(rho, dtype=np.float64)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mbar = np.where(r > 0, m / np.where(r > 0, r, 1.0), np.nan)
+    out = lambda x: x if m.ndim > 1 else float(x)  # noqa: E731
+    p05, p50, p95 = np.percentile(mbar, [5, 50, 95], axis=-1)
     return {
-        "margin_mean": mu,
-        "margin_sq_mean": msq,
+        "margin_mean": out(np.mean(mbar, axis=-1)),
+        "margin_sq_mean": out(np.mean(np.square(mbar), axis=-1)),
         # sigma = sqrt(M - mu^2) as the paper writes it; computed as the population std so that
         # rounding can never make it imaginary.
-        "margin_std": float(np.std(mbar)),
-        "margin_min": float(np.min(mbar)),
-        "margin_p05": float(p05),
-        "margin_p50": float(p50),
-        "margin_p95": float(p95),
-        "raw_margin_mean": float(np.mean(m)),
-        "raw_margin_std": float(np.std(m)),
-        "raw_margin_min": float(np.min(m)),
+        "margin_std": out(np.std(mbar, axis=-1)),
+        "margin_min": out(np.min(mbar, axis=-1)),
+        "margin_p05": out(p05),
+        "margin_p50": out(p50),
+        "margin_p95": out(p95),
+        "raw_margin_mean": out(np.mean(m, axis=-1)),
+        "raw_margin_std": out(np.std(m, axis=-1)),
+        "raw_margin_min": out(np.min(m, axis=-1)),
     }
 
 
