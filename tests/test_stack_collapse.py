@@ -213,3 +213,89 @@ def test_epoch_0_of_a_stacked_run_equals_the_run_trained_alone(tmp_path, monkeyp
         worst = _worst(there, here, epochs={0})
         assert max(worst.values()) < 1e-6, worst
         assert_runs_equal(there, here, csvs=("metrics.csv", *NC_FILES))
+
+
+def test_device_statistics_over_many_padded_chunks_equal_the_engine_on_the_same_representations():
+    """`StackedCollapse.run` over 50 samples in chunks of 7 (the last one padded): every pass's
+    per-run statistics equal the float64 engine's accumulators fed the same representations in
+    numpy batches (the stacked runs above fit one chunk per split, so this is where the Chan
+    merges across chunks and the padding's mask are checked)."""
+    import copy
+
+    import jax
+    import jax.numpy as jnp
+
+    from sqloss_nc.backend.jax import StackedCollapse
+    from sqloss_nc.engine.nc import NCAccumulator, NCCAccuracy, WithinClassCovariance
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(5, activation="relu", name="relu1")(inputs)
+    f = keras.layers.Dense(4, name="features")(h)
+    net = keras.Model(inputs, keras.layers.Dense(3, name="classifier")(f))
+    probe = keras.Model(inputs, [net.get_layer("relu1").output, net.get_layer("features").output, net.output])
+    K, C, n, chunk = 2, 3, 50, 7
+    tv = [jnp.asarray(rng.normal(size=(K, *v.shape)).astype(np.float32)) for v in net.trainable_variables]
+    x = rng.normal(size=(n, 6)).astype(np.float32) + 3.0  # an offset: centring matters
+    labels = rng.integers(0, C, size=(K, n))
+    sc = StackedCollapse(probe, net, net.get_layer("classifier"), C, features=1)
+    first = sc.run(tv, [], x, labels, sc.carry(K, first=True, logits=True, scatter="class"), chunk=chunk)
+
+    # The same representations on the host: the device's forward pass on the same padded chunks.
+    def reps(k):
+        parts = []
+        for i in range(0, n, chunk):
+            xb = x[i : i + chunk]
+            xb = np.concatenate([xb, np.repeat(xb[-1:], chunk - len(xb), axis=0)])
+            parts.append([np.asarray(r[k])[: min(chunk, n - i)] for r in jax.device_get(sc._forward(tv, [], xb))])
+        return [np.concatenate([p[j] for p in parts]) for j in range(3)]
+
+    def close(a, b):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-12, atol=1e-12)
+
+    for k in range(K):
+        r, y = reps(k), labels[k]
+        accs = [NCAccumulator(C, full=j == 1, class_scatter=j == 1) for j in range(3)]
+        for i in range(0, n, 9):  # other batch boundaries than the device's chunks
+            for j, acc in enumerate(accs):
+                acc.update(r[j][i : i + 9], y[i : i + 9], r[2][i : i + 9] if j == 1 else None)
+        for j, acc in enumerate(accs):
+            close(first["count"][j][k], acc.counts)
+            close(first["mean"][j][k], acc.means)
+            close(first["ss"][j][k], acc.ss)
+        close(first["scatter"][k], accs[1].scatter)
+        close(first["class_scatter"][k], accs[1].class_scatter)
+        close(first["logit"][k], accs[1].logit_true_sum)
+        assert bool(first["finite"][k])
+
+    # Pass 2 against every run's final means (the host's float64 ones) and Σ_B directions.
+    def host_accs(k):
+        r, y = reps(k), labels[k]
+        accs = [NCAccumulator(C, full=False) for _ in range(3)]
+        for j, acc in enumerate(accs):
+            acc.update(r[j], y, r[2] if j == 1 else None)
+        return r, y, accs
+
+    host = [host_accs(k) for k in range(K)]
+    refs = {
+        "means": {j: np.stack([a[2][j].means for a in host]) for j in range(3)},
+        "present": {j: np.stack([a[2][j].counts > 0 for a in host]) for j in range(3)},
+        "directions": np.stack([a[2][1].sigma_b_directions()[1] for a in host]),
+    }
+    second = sc.run(tv, [], x, labels, sc.carry(K, ncc=range(3), nc4=True, directions=C - 1, cov=True), refs, chunk=chunk)
+    for k, (r, y, accs) in enumerate(host):
+        for j in range(3):
+            ncc = NCCAccuracy(accs[j].means, accs[j].counts > 0)
+            ncc.update(r[j], y)
+            assert second["ncc"][j][k] == ncc.correct
+        cov = WithinClassCovariance(accs[1].means)
+        cov.update(r[1], y)
+        close(second["cov"][k], cov.scatter)
+        fed = copy.deepcopy(accs[1])  # pass 1 only; its second pass from the device's counts
+        fed.add_second_pass(n, nc4_mismatch=second["nc4"][k], proj_sq=second["proj"][k])
+        accs[1].nc4_pass([(r[1], y, r[2])])
+        mine, theirs = fed.finalize(), accs[1].finalize()
+        assert mine["nc4"] == theirs["nc4"] and abs(mine["nc1"] - theirs["nc1"]) <= 1e-12 * theirs["nc1"]
+    head = sc.head(tv, [])
+    close(head[0], tv[4])  # every run's classifier kernel
+    close(head[1], tv[5])  # and bias

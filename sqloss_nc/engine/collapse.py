@@ -22,6 +22,11 @@ flattened per sample unless pooled first with :func:`pool_representation`), ``la
 A non-finite representation (a diverged network) makes every collapse value of that split NaN
 instead of raising in an SVD.
 
+The passes' state is a :class:`CollapsePasses`; :func:`measure_collapse` fills it from numpy
+batches, and a source that computes the same statistics elsewhere (K stacked runs on a device:
+`backend.jax.StackedCollapse`) fills it with the accumulators' ``add_*`` methods; both end in
+:meth:`CollapsePasses.result`.
+
 Example:
 
 >>> import numpy as np
@@ -150,6 +155,13 @@ class CollapsePasses:
     accumulators' ``add_statistics`` / ``add_second_pass`` and the counters' ``add``, between
     :meth:`begin_second` and :meth:`begin_test`, which bind the second passes to the train means.
     Either way :meth:`result` is the same code, so a run's rows do not depend on who fed it.
+
+    Attributes:
+        train: the train split's pass-1 state: ``accs`` (one
+            :class:`~sqloss_nc.engine.nc.NCAccumulator` per layer, the feature layer's holding
+            NC4 and NC1's second pass too) and ``finite`` (False: every value NaN).
+        counters, cov: the train second pass's NCC counters and Σ_W (:meth:`begin_second`).
+        test, test_counters, test_cov: the test split's (:meth:`begin_test`).
 
     Args:
         num_classes: C.
