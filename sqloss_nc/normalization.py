@@ -202,6 +202,15 @@ def hidden_normalization(kind: str, name: str, affine: bool = False) -> keras.la
     return None
 
 
+def weight_layers(network: keras.Model) -> list[keras.layers.Layer]:
+    """The layers holding the weight tensors W_1..W_L, in depth order (classifier last): the
+    layers `linear_layer` builds (anything with a `kernel`), whose `effective_kernel` is W_k.
+
+    Example: `[l.name for l in weight_layers(net)][-1] == "classifier"`.
+    """
+    return [layer for layer in network.layers if getattr(layer, "kernel", None) is not None]
+
+
 def effective_kernel(layer):
     """The weight tensor W_k the layer computes with."""
     return layer.effective_kernel() if hasattr(layer, "effective_kernel") else layer.kernel
@@ -212,8 +221,6 @@ def decayed_variables(network, kind: str) -> list:
     except the Lagrange-normalized hidden kernels, whose scale is fixed; with `model.bias: true`
     also every bias and BatchNorm's affine γ/β, as PyTorch's `SGD(weight_decay=λ)` decays every
     parameter it is given (the canonical neural-collapse runs train that way)."""
-    from .models import weight_layers
-
     out = []
     for layer in weight_layers(network):
         if kind == "lagrange" and layer.name != "classifier":

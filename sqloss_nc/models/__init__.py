@@ -74,6 +74,7 @@ from __future__ import annotations
 import keras
 
 from ..config import ConfigError, ModelConfig
+from ..normalization import weight_layers  # noqa: F401  (the W_k layers: normalization's, re-exported)
 from ._layers import LayerFactory
 from .plain import convnet, mlp
 from .resnet import resnet18
@@ -155,14 +156,6 @@ def init_biases(network: keras.Model, init: str, seed: int) -> None:
             continue  # already 0
         fan_in = fans(layer.kernel.shape)[0]
         bias.assign(TorchDefaultUniform(seed=[seed * 1000 + k, 1], fan_in=fan_in).numpy(bias.shape).astype("float32"))
-
-
-def weight_layers(network: keras.Model) -> list[keras.layers.Layer]:
-    """The layers holding the weight tensors W_1..W_L, in depth order (classifier last).
-
-    Example: `[l.name for l in weight_layers(net)][-1] == "classifier"`.
-    """
-    return [layer for layer in network.layers if getattr(layer, "kernel", None) is not None]
 
 
 def probed_layers(network: keras.Model) -> list[str]:
