@@ -297,10 +297,11 @@ def map_runs(fn, mode: str = "vmap", shared: tuple = ()):
     Args:
         fn: a function of one run's arguments.
         mode: `vmap` (one batched computation: K runs' matmuls become batched matmuls and their
-            convolutions grouped convolutions), `map` (`lax.map`: a loop over the runs inside
-            the program, each run's ops at their unstacked shapes) or `unroll` (the K runs'
-            computations side by side in one program, no loop: unstacked shapes without the
-            loop, which XLA:CPU runs slowly; compile time grows with K).
+            XLA convolutions grouped convolutions), `map` (`lax.map`: a loop over the runs
+            inside the program, each run's ops at their unstacked shapes) or `unroll` (the K
+            runs' computations side by side in one program, no loop; compile time grows with
+            K). XLA:CPU runs grouped convolutions and the backward convolutions inside a loop
+            slowly, hence the stacked step's `patches_conv` in every mode.
         shared: positions of arguments that are the same for every run (not mapped).
 
     Example: `map_runs(lambda w, x: x @ w, "map", shared=(1,))(w_stack, x)` is (K, n, m).
@@ -458,15 +459,19 @@ class StackedCollapse:
     network's own program is unchanged): per chunk, class sums, then every sample centred on its
     chunk's class mean before any square (no Σh² − nμ² cancellation when the features collapse),
     then Chan merges in float64. That is the engine's algorithm with the chunk as the batch, so
-    a stacked run's measures equal the same network's measured alone up to float64 summation
-    order (~1e-15 relative; the test asks 1e-6), except where a sample lies within float64
+    on the same representations a stacked run's measures equal the engine's streaming ones up
+    to float64 summation order (measured ≤ 3e-13 relative, ls_distance's λ = 0 solve amplifying
+    the most; tests/test_stack_collapse.py asks 1e-9), except where a sample lies within float64
     rounding of a tie between two class means (NCC, nc4: counts may then differ by that sample).
-    Why not float32 statistics: the running sums must stay on the device across chunks (a
-    chunk holds `compute.inference_batch` / K samples per run, 16 at K = 60, so per-chunk (K, C, p)
-    statistics would move as many bytes as the representations), and float32 sums over thousands
-    of chunks drift by ~sqrt(chunks)·2^-24 (1e-5 at CIFAR's 50,000 samples), beyond 1e-6. A
-    float64 sum costs at most twice a float32 one on CPUs and on H100/H200-class GPUs; it is
-    emulated (slow) on TPUs and consumer GPUs.
+    The representations themselves are the vmapped network's, whose float32 rounding may differ
+    from the lone network's (another kernel, another batch shape, as a lone run's own inference
+    batch size changes it): against the run's own Tracker, nc1 within 1.2e-7, every column
+    within 3e-6 on the test's runs. Why not float32 statistics: the running sums must stay on
+    the device across chunks (a chunk may hold as few as `compute.inference_batch` / K samples
+    per run, 16 at K = 60, so per-chunk (K, C, p) statistics could move as many bytes as the
+    representations), and float32 sums over thousands of chunks drift by ~sqrt(chunks)·2^-24
+    (1e-5 at CIFAR's 50,000 samples), beyond 1e-6. A float64 sum costs at most twice a float32
+    one on CPUs and on H100/H200-class GPUs; it is emulated (slow) on TPUs and consumer GPUs.
 
     Memory on the device: the chunk's representations of all K runs (as the outputs pass), the
     (K, C, p) means per layer in float64, and the feature layer's (K, p, p) scatter
