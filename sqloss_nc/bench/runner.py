@@ -44,9 +44,22 @@ WORKER = Path(__file__).with_name("worker.py")
 # same experiment, timed alone; a checkout's file (the wheel ships the package only).
 PLAIN_TORCH = "torch/plain"
 PLAIN_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "plain_torch_epoch.py"
-# Variables that change CPU timings (OpenMP spin-waiting and threads, oneDNN kernels, devices):
-# recorded, never set by the bench.
-TIMING_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
+# Variables that change CPU timings (OpenMP spin-waiting and threads, oneDNN kernels, devices,
+# glibc malloc's mmap and trim thresholds): recorded, never set by the bench. The malloc ones
+# matter to PyTorch: by default glibc hands its per-step activations (MBs each) back to the
+# system and faults them in again, unless an earlier free of a larger block (up to 32 MiB)
+# raised the threshold; measured (issue 19): plain PyTorch 300k page faults and +20% CPU per
+# epoch, gone with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864.
+TIMING_ENV = (
+    "OMP_WAIT_POLICY",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "XLA_FLAGS",
+    "CUDA_VISIBLE_DEVICES",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
 
 
 def _worker_env(spec: ArmSpec) -> dict:
