@@ -135,13 +135,17 @@ def test_plain_script_trains_the_reference_experiment():
 def test_plain_torch_alone_reports_beside_the_arms(tmp_path):
     """`--alone torch/plain` runs the script on the bench's dataset file in a fresh process; the
     result puts the (b) arms beside it, and the target reads torch/b / plain."""
-    from sqloss_nc.bench import BenchOptions
+    from sqloss_nc.bench import ArmSpec, BenchOptions
     from sqloss_nc.bench.arms import bench_dataset, save_dataset
-    from sqloss_nc.bench.runner import plain_torch_table, run_plain_torch, targets
+    from sqloss_nc.bench.runner import plain_torch_table, run_alone, run_plain_torch, targets
 
     data = save_dataset(bench_dataset(256, 16), tmp_path / "data.npz")
-    out = run_plain_torch(BenchOptions(n=256, reps=2, epochs_warmup=0, threads=1), data)
+    opts = BenchOptions(n=256, reps=2, epochs_warmup=0, threads=1)
+    out = run_plain_torch(opts, data)
     assert out["epoch_s"]["n"] == 2 and out["epoch_s"]["median"] > 0 and out["environment"]["threads"] == 1
+    assert out["page_faults_per_epoch"] >= 0
+    arm_alone = run_alone(ArmSpec("torch", "b"), opts, data)
+    assert arm_alone["epoch_s"]["n"] == 2 and arm_alone["page_faults_per_epoch"] >= 0
 
     def arm(kind, framework, median):
         return {"kind": kind, "framework": framework, "epoch_s": {"median": median}}
@@ -168,3 +172,21 @@ def test_alone_plain_without_its_script_is_a_one_line_error(monkeypatch, tmp_pat
         runner._check_request(opts, arm_specs(opts))
     monkeypatch.setattr(runner, "PLAIN_SCRIPT", runner.Path(runner.__file__).resolve().parents[2] / "tools" / "plain_torch_epoch.py")
     runner._check_request(opts, arm_specs(opts))  # the checkout's script: accepted
+
+
+def test_page_faults_count_memory_touched_afresh():
+    """What the bench reports per epoch: 16 MiB of fresh anonymous memory written page by page
+    is 4,096 minor faults of 4 KiB pages (transparent huge pages, where the system gives them
+    unasked, would make it fewer: the bound is an eighth of that)."""
+    import mmap
+
+    from sqloss_nc.bench.worker import page_faults
+
+    size = 16 << 20
+    before = page_faults()
+    m = mmap.mmap(-1, size)
+    for i in range(0, size, mmap.PAGESIZE):
+        m[i] = 1
+    touched = page_faults() - before
+    m.close()
+    assert touched >= size // mmap.PAGESIZE // 8

@@ -17,7 +17,8 @@ The experiment (SPEC §2–§4, the project's default config):
   (`SGD(weight_decay=...)`), SGD lr 0.01, momentum 0.9, batch 128, a fresh permutation each
   epoch, the last batch partial.
 
-Prints one JSON line: {"wall": [s per timed epoch], "cpu": [...], "loss": [...], "threads", ...}.
+Prints one JSON line: {"wall": [s per timed epoch], "cpu": [...], "loss": [...], "faults": [minor
+page faults per epoch], "threads", ...}.
 The first `--warmup` epochs are run and left out.
 
 Example (from the repository root):
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import resource
 import time
 import zipfile
 
@@ -101,8 +103,9 @@ def main() -> None:
     loss_fn = nn.MSELoss()
     targets = nn.functional.one_hot(y).float()
 
-    wall, cpu, losses = [], [], []
+    wall, cpu, losses, faults = [], [], [], []
     for epoch in range(a.warmup + a.epochs):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0, c0 = time.perf_counter(), time.process_time()
         net.train()
         perm = torch.randperm(len(y))
@@ -120,7 +123,8 @@ def main() -> None:
             wall.append(t1 - t0)
             cpu.append(c1 - c0)
             losses.append(total / steps)
-    print(json.dumps({"wall": wall, "cpu": cpu, "loss": losses, "threads": torch.get_num_threads(), "torch": torch.__version__, "n": len(y)}))
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    print(json.dumps({"wall": wall, "cpu": cpu, "loss": losses, "faults": faults, "threads": torch.get_num_threads(), "torch": torch.__version__, "n": len(y)}))
 
 
 if __name__ == "__main__":

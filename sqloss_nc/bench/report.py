@@ -50,6 +50,11 @@ def _s(s: float) -> str:
     return f"{s:.3f}" if s < 10 else f"{s:.1f}"
 
 
+def _faults(n) -> str:
+    """Minor page faults per epoch (median), in thousands: "" when not measured."""
+    return "" if n is None else f"{n / 1000:.0f}k"
+
+
 def _table(title: str, columns: list[str], left: int = 1):
     from rich.table import Table
 
@@ -61,7 +66,7 @@ def _table(title: str, columns: list[str], left: int = 1):
 
 def results_tables(result: dict) -> list:
     """Rich tables: the arms (epoch time, spread, per-run time, throughput, GFLOP/s against the
-    arm's own framework's matmul rate), the paired ratios and the targets, the stacked sweep, the
+    arm's own framework's matmul rate, minor page faults per epoch), the paired ratios and the targets, the stacked sweep, the
     arms timed alone, the (b) arms against plain PyTorch, the tracking breakdown, and (when measured) the profile and the scaling.
 
     Args:
@@ -72,7 +77,7 @@ def results_tables(result: dict) -> list:
     arms = _table(
         f"one epoch per arm, each arm in its own process; N = {d['n_train']} ({d['source']}), batch {o['batch_size']}, "
         f"{o['reps']} timed rounds after {o['epochs_warmup']} untimed",
-        ["arm", "what", "epoch s (median)", "min–max", "CPU s", "per-run s", "run-epochs/s", "GFLOP/s", "% of own matmul", "threads"],
+        ["arm", "what", "epoch s (median)", "min–max", "CPU s", "per-run s", "run-epochs/s", "GFLOP/s", "% of own matmul", "threads", "page faults"],
         left=2,
     )
     for key, a in result["arms"].items():
@@ -89,6 +94,7 @@ def results_tables(result: dict) -> list:
             f"{a['gflops']:.1f}",
             "" if frac is None else f"{100 * frac:.0f}%",
             str((a.get("environment") or {}).get("threads", "")),
+            _faults(a.get("page_faults_per_epoch")),
         )
     out.append(arms)
 
@@ -138,12 +144,12 @@ def results_tables(result: dict) -> list:
     if result.get("alone"):
         al = _table(
             "the same arm alone in a fresh process (plain loop, nothing else running) against the bench",
-            ["arm", "alone s (median)", "min–max", "in bench s", "bench / alone"],
+            ["arm", "alone s (median)", "min–max", "in bench s", "bench / alone", "page faults"],
         )
         for key, a in result["alone"].items():
             e = a["epoch_s"]
             bench = (_s(a["in_bench_epoch_s"]), f"{a['in_bench_over_alone']:.3f}") if "in_bench_over_alone" in a else ("—", "—")
-            al.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", *bench)
+            al.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", *bench, _faults(a.get("page_faults_per_epoch")))
         out.append(al)
 
     plain = result.get("plain_torch")

@@ -98,6 +98,7 @@ class WorkerProcess:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_worker_env(spec)
         )
         self.info: dict | None = None
+        self.faults: dict[int, int] = {}  # epoch -> its minor page faults in the process
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -146,6 +147,7 @@ class WorkerProcess:
 
     def __call__(self, e: int) -> tuple[float, float]:
         msg = self._send({"cmd": "epoch", "e": e})
+        self.faults[e] = msg.get("faults")
         return msg["wall"], msg["cpu"]
 
     def finish(self, reps: int, **extra) -> dict:
@@ -177,7 +179,7 @@ def run_alone(spec: ArmSpec, opts: BenchOptions, data_path: Path) -> dict:
     """The arm alone in a fresh process (`worker.py alone`), a plain loop of warm-up + reps epochs.
 
     Returns:
-        {"epoch_s": spread, "cpu_s": spread, "environment", "frameworks_loaded"}.
+        {"epoch_s": spread, "cpu_s": spread, "page_faults_per_epoch", "environment", "frameworks_loaded"}.
     """
     argv = [sys.executable, str(WORKER), "alone", spec.key, "--data", str(data_path), "--seed", str(opts.seed)]
     argv += ["--reps", str(opts.reps), "--epochs-warmup", str(opts.epochs_warmup), "--batch-size", str(opts.batch_size)]
@@ -187,6 +189,7 @@ def run_alone(spec: ArmSpec, opts: BenchOptions, data_path: Path) -> dict:
     return {
         "epoch_s": spread(out["wall"]),
         "cpu_s": spread(out["cpu"]),
+        "page_faults_per_epoch": _median(out.get("faults")),
         "environment": out["environment"],
         "frameworks_loaded": out["frameworks_loaded"],
     }
@@ -199,7 +202,7 @@ def run_plain_torch(opts: BenchOptions, data_path: Path) -> dict:
     + reps epochs. The yardstick of `torch/b` (issue 19).
 
     Returns:
-        {"epoch_s": spread, "cpu_s": spread, "environment", "frameworks_loaded"}.
+        {"epoch_s": spread, "cpu_s": spread, "page_faults_per_epoch", "environment", "frameworks_loaded"}.
     """
     argv = [sys.executable, str(PLAIN_SCRIPT), "--data", str(data_path), "--seed", str(opts.seed)]
     argv += ["--epochs", str(opts.reps), "--warmup", str(opts.epochs_warmup), "--batch-size", str(opts.batch_size)]
@@ -209,6 +212,7 @@ def run_plain_torch(opts: BenchOptions, data_path: Path) -> dict:
     return {
         "epoch_s": spread(out["wall"]),
         "cpu_s": spread(out["cpu"]),
+        "page_faults_per_epoch": _median(out.get("faults")),
         "environment": {"framework": "torch", "versions": {"torch": out["torch"]}, "threads": out["threads"], "script": PLAIN_SCRIPT.name},
         "frameworks_loaded": ["torch"],
     }
@@ -279,6 +283,7 @@ def run_bench(opts: BenchOptions, log=None) -> dict:
                 extras[wk.key] = wk.finish(
                     r, profile=opts.profile and primary_b, scaling=opts.scaling and primary_b, features=flops["features"]
                 )
+                extras[wk.key]["page_faults"] = [n for e, n in sorted(wk.faults.items()) if e >= w and n is not None]
         finally:
             for wk in workers:
                 wk.close()
@@ -315,6 +320,7 @@ def assemble(
         arm["run_epochs_per_s"] = s.runs / med
         arm["gflops"] = flops["train_per_epoch"] * s.runs / med / 1e9
         arm["matmul"] = ex.get("matmul")
+        arm["page_faults_per_epoch"] = _median(ex.get("page_faults"))
         arm["fraction_of_matmul"] = arm["gflops"] / ex["matmul"]["median"] if ex.get("matmul") else None
         arm["environment"] = {**(infos.get(s.key) or {}), "frameworks_loaded": ex.get("frameworks_loaded")}
         arms[s.key] = arm
@@ -492,6 +498,11 @@ def stacking_table(arms: dict) -> dict:
             for a in sorted(rows, key=lambda a: (a["runs"], a["kind"] != "b"))
         ]
     return out
+
+
+def _median(values) -> float | None:
+    """The median of a list of counts, or None when there are none (older workers, no data)."""
+    return spread(values)["median"] if values else None
 
 
 def _version() -> str:
