@@ -324,9 +324,9 @@ class ComputeConfig(_Strict):
     - `stack_mode`: how a stack maps its step over its K runs (`backend.jax.map_runs`): `vmap`
       (one batched computation), `map` (`lax.map`, a loop over the runs inside one program) or
       `unroll` (the K runs side by side, compile time growing with K). `auto` (default): `vmap`
-      for networks without convolutions; with convolutions the stack times one step of `vmap`
-      and of `map` once and keeps the faster (on this 2-core CPU, the paper's convnet at K = 60:
-      `map`). The mode chosen is printed with the stack and recorded in each run's
+      for networks without convolutions; with convolutions the stack compiles `vmap` and `map`,
+      times two steps of each (alternating) once and keeps the faster (on this 2-core CPU, the
+      paper's convnet at K = 60: `map`). The mode chosen is printed with the stack and recorded in each run's
       `status.json` (`stack_mode`). Numbers are equal either way up to float32 rounding.
     """
 

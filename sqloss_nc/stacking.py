@@ -837,9 +837,9 @@ def _mode_stack(members: list[TrainingRun], requested: str | None = None) -> tup
 
 
 def _time_step(stack: _Stack) -> float:
-    """Seconds of one call of the stack's compiled step as `train_epoch` makes it (one step on
-    a CPU, the first full block's `lax.scan` on an accelerator), timed on its first epoch's
-    batches after an untimed compiling call; the stack's state is not changed."""
+    """Seconds of one call of the stack's step as `train_epoch` makes it (one step on a CPU,
+    the first full block's `lax.scan` on an accelerator) on its first epoch's batches, the
+    stack's state not changed (the first call also compiles it)."""
     import jax
     import jax.numpy as jnp
 
@@ -847,11 +847,9 @@ def _time_step(stack: _Stack) -> float:
     fn, batch = (stack.steps_fn, block) if stack.scan else (stack.step_fn, block[0])
     carry = (stack.state, {k: jnp.zeros((len(stack.members),), jnp.float32) for k in stack.metric_names})
     constants = stack.constants()
-    for _ in range(2):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(carry, constants, batch))
-        seconds = time.perf_counter() - t
-    return seconds
+    t = time.perf_counter()
+    jax.block_until_ready(fn(carry, constants, batch))
+    return time.perf_counter() - t
 
 
 def _position(items: list, obj) -> int:
