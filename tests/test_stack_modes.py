@@ -236,3 +236,21 @@ def test_bench_stacked_arm_trains_in_its_mode_and_says_which():
         wall, _ = arm.epoch(0)
         extra = arm.finish(1)
         assert wall > 0 and extra["stack_mode"] in allowed and extra["stack_mode"] in extra["stack_mode_note"]
+
+
+def test_bench_result_carries_the_mode_a_stacked_arm_chose():
+    """`sqnc bench`'s JSON: a stacked `auto` arm's chosen mode and its note reach the arm's entry."""
+    from types import SimpleNamespace
+
+    from sqloss_nc.bench.arms import ArmSpec
+    from sqloss_nc.bench.options import BenchOptions
+    from sqloss_nc.bench.runner import assemble
+
+    specs = [ArmSpec("jax", "b"), ArmSpec("jax", "stack4")]
+    times = {s.key: {"wall": [1.0, 2.0], "cpu": [1.0, 2.0]} for s in specs}
+    extras = {"jax/stack4": {"stack_mode": "map", "stack_mode_note": "stack mode map (auto: ...)"}}
+    ds = SimpleNamespace(y_train=[0, 1], y_test=[0], class_names=["a", "b"])
+    flops = {"train_per_epoch": 1e9, "train": 1.0, "inference": 0.3}
+    out = assemble(BenchOptions(backends=("jax",), torch=False, stack=(4,)).resolved(), specs, ds, flops, [], times, {}, extras, {})
+    assert out["arms"]["jax/stack4"]["stack_mode"] == "map" and "auto" in out["arms"]["jax/stack4"]["stack_mode_note"]
+    assert "stack_mode" not in out["arms"]["jax/b"]

@@ -321,6 +321,8 @@ def assemble(
         arm["gflops"] = flops["train_per_epoch"] * s.runs / med / 1e9
         arm["matmul"] = ex.get("matmul")
         arm["page_faults_per_epoch"] = _median(ex.get("page_faults"))
+        if "stack_mode" in ex:  # a stacked arm: the mode it trained in (auto's choice) and why
+            arm["stack_mode"], arm["stack_mode_note"] = ex["stack_mode"], ex.get("stack_mode_note")
         arm["fraction_of_matmul"] = arm["gflops"] / ex["matmul"]["median"] if ex.get("matmul") else None
         arm["environment"] = {**(infos.get(s.key) or {}), "frameworks_loaded": ex.get("frameworks_loaded")}
         arms[s.key] = arm
