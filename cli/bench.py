@@ -98,7 +98,9 @@ def bench_command(
         help="compute.stack_mode of the stacked arms, comma-separated: auto (arm stack<K>, the stack's own choice), vmap, map, unroll (arms stack<K>+<mode>).",
     ),
     alone: str | None = typer.Option(
-        None, "--alone", help="Arms (e.g. torch/b) timed again afterwards alone in a fresh process, to compare with the bench."
+        None,
+        "--alone",
+        help="Arms (e.g. torch/b) timed again afterwards alone in a fresh process, to compare with the bench; torch/plain times the independent plain PyTorch script (tools/plain_torch_epoch.py).",
     ),
     scaling: bool = typer.Option(False, "--scaling", help="Also measure how epoch time and NC cost grow with N and p."),
     sizes: str | None = typer.Option(None, "--sizes", help="N values of --scaling (default 1000,2000,5000,10000,20000,50000)."),
