@@ -139,18 +139,20 @@ class Tracker:
         # is NaN unless it is a Dense kernel on exactly the flattened representation).
         names = probed_layers(network)
         self.probe_names = names + ["features", "classifier"]
-        self._next_layer = {name: next_weight_layer(network, name) for name in self.probe_names[:-1]}
+        self.next_layer = {name: next_weight_layer(network, name) for name in self.probe_names[:-1]}
         # The targets' scale M (eps_gap, Eq. 34) and the decomposition's loss: the training
         # loss' own for the square losses, the plain one-hot square loss for cross-entropy.
         rescaled = loss == "square_rescaled"
         self._target = self.loss_M if rescaled else 1.0
-        self._dec_k, self._dec_M = (self.loss_k, self.loss_M) if rescaled else (1.0, 1.0)
+        self.decomposition_k, self.decomposition_M = (self.loss_k, self.loss_M) if rescaled else (1.0, 1.0)
         self.decompose = bool(mse_decomposition) and output == "onehot"
         classifier = network.get_layer("classifier")
         self._classifier = classifier
         self._classifier_bias = getattr(classifier, "bias", None)
-        self._kernel_decayed = any(v is classifier.kernel for v in self.decayed)
-        self._bias_decayed = self._classifier_bias is not None and any(v is self._classifier_bias for v in self.decayed)
+        # What `collapse` passes the engine (next_layer, decomposition_k/M, kernel_decayed,
+        # bias_decayed) is public: a stack's device measurement (`stacking._StackCollapse`) reads it.
+        self.kernel_decayed = any(v is classifier.kernel for v in self.decayed)
+        self.bias_decayed = self._classifier_bias is not None and any(v is self._classifier_bias for v in self.decayed)
         probe = keras.Model(
             network.inputs, [network.get_layer(n).output for n in names] + [network.get_layer("features").output, network.output]
         )
@@ -237,12 +239,12 @@ class Tracker:
             features="features",
             classifier_weights=w,
             classifier_bias=bias,
-            weight_decay=self.weight_decay if self._kernel_decayed else 0.0,
-            decay_bias=self._bias_decayed,
-            loss_k=self._dec_k,
-            loss_M=self._dec_M,
+            weight_decay=self.weight_decay if self.kernel_decayed else 0.0,
+            decay_bias=self.bias_decayed,
+            loss_k=self.decomposition_k,
+            loss_M=self.decomposition_M,
             decomposition=self.decompose,
-            next_kernels={n: (None if nxt is None else np.asarray(effective_kernel(nxt))) for n, nxt in self._next_layer.items()},
+            next_kernels={n: (None if nxt is None else np.asarray(effective_kernel(nxt))) for n, nxt in self.next_layer.items()},
             nc_test=self.nc_test,
         )
         return out

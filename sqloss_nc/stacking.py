@@ -592,7 +592,7 @@ class _StackCollapse:
         )
         # The feature layer's p x p statistics: the decomposition's scatter (per class too for a
         # rescaled loss with k != 1), else Σ_W about the train means (`sigma_w_fro`).
-        self.scatter = ("class" if t._dec_k != 1.0 else "pooled") if t.decompose else None
+        self.scatter = ("class" if t.decomposition_k != 1.0 else "pooled") if t.decompose else None
         self.fits = self.device.state_bytes(len(members), self.scatter == "class") <= jax_backend.STACK_COLLAPSE_BYTES
         self.results: list = [None] * len(members)
         self.kernels: list = []
@@ -634,7 +634,7 @@ class _StackCollapse:
         n, n_test = y_train.shape[1], y_test.shape[1]
         eps = float(np.finfo(np.float32).eps)  # the representations are the network's float32
         chunk = self.stack.chunk
-        passes = [CollapsePasses(C, self.layers, "features", t.decompose, t._dec_k, nc_test) for t in trackers]
+        passes = [CollapsePasses(C, self.layers, "features", t.decompose, t.decomposition_k, nc_test) for t in trackers]
 
         def first(splits, s, size):
             """Pass-1 statistics `s` into every run's accumulators (`splits[k]`; None: skipped)."""
@@ -702,15 +702,15 @@ class _StackCollapse:
         index = {layer.name: i for i, layer in enumerate(self.stack.layers)}
         results = []
         for k, (P, t) in enumerate(zip(passes, trackers)):
-            nxt = {name: (None if layer is None else self.kernels[index[layer.name]][k]) for name, layer in t._next_layer.items()}
+            nxt = {name: (None if layer is None else self.kernels[index[layer.name]][k]) for name, layer in t.next_layer.items()}
             results.append(
                 P.result(
                     has_test=True,
                     classifier_weights=head[0][k].T if t.output == "onehot" else None,  # a scalar head has one row, not C
                     classifier_bias=head[1][k] if len(head) > 1 else None,
-                    weight_decay=t.weight_decay if t._kernel_decayed else 0.0,
-                    decay_bias=t._bias_decayed,
-                    loss_M=t._dec_M,
+                    weight_decay=t.weight_decay if t.kernel_decayed else 0.0,
+                    decay_bias=t.bias_decayed,
+                    loss_M=t.decomposition_M,
                     next_kernels=nxt,
                 )
             )
