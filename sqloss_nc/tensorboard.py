@@ -131,7 +131,14 @@ def export_tensorboard(out: str | Path, logdir: str | Path | None = None) -> Ten
     """
     from .analysis import AnalysisError
 
+    from .startup import quietly
+
     try:
+        # TensorBoard's writer uses TensorFlow when it is installed: imported here with its C++
+        # import lines filtered, as the CLI imports it, instead of printing them mid-export.
+        from importlib.util import find_spec
+
+        quietly(lambda: find_spec("tensorflow") is not None and __import__("tensorflow"))
         from tensorboard.plugins.scalar import metadata as scalar_metadata
         from tensorboard.summary import DirectoryOutput
     except ImportError:
