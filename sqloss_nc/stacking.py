@@ -141,7 +141,10 @@ class _Stack:
         # On the device once (an argument, not a constant baked into the program); every run's
         # batches are gathered from it by index, its labels from its own row of `labels`.
         self.x = jnp.asarray(ds.x_train)
-        self.labels = jnp.asarray(np.stack([np.asarray(m.ds.y_train, np.int32) for m in members]))
+        # Every run's labels (its own label noise), (K, N) on the host, once per stack.
+        self.y_train = np.stack([np.asarray(m.ds.y_train, np.int32) for m in members])
+        self.y_test = np.stack([np.asarray(m.ds.y_test, np.int32) for m in members])
+        self.labels = jnp.asarray(self.y_train)
         self.half_decay = jnp.asarray([0.5 * m.config.optim.weight_decay for m in members], jnp.float32)
         self.metric_names = [mt.name for mt in self.trainer.metrics]
 
@@ -378,8 +381,7 @@ class _Stack:
 
         if self._views is None or self._views[0] != epoch:
             views = [self._view(i, epoch) for i in range(len(self.members))]
-            labels = np.stack([m.ds.y_train for m in self.members])
-            margins = measures.margins(self.f_train, labels)
+            margins = measures.margins(self.f_train, self.y_train)
             stats = measures.margin_stats(margins, np.array([v.rho()["rho"] for v in views]))
             for i, v in enumerate(views):
                 v._cache["margins"] = margins[i]
@@ -630,7 +632,7 @@ class _StackCollapse:
         C, L, nc_test = trackers[0].num_classes, len(self.layers), trackers[0].nc_test
         tv, ntv = self.stack.state[:2]
         ds = ms[0].ds
-        y_train, y_test = np.stack([m.ds.y_train for m in ms]), np.stack([m.ds.y_test for m in ms])
+        y_train, y_test = self.stack.y_train, self.stack.y_test
         n, n_test = y_train.shape[1], y_test.shape[1]
         eps = float(np.finfo(np.float32).eps)  # the representations are the network's float32
         chunk = self.stack.chunk
