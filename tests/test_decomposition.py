@@ -263,3 +263,24 @@ def test_near_collapse_float32_features():
     assert d["mse_nc1"] == pytest.approx(within + reg, rel=1e-8)
     # The within-class part alone (~5% of mse_nc1 here, ~1e-12 absolute) to 1e-4.
     assert d["mse_nc1"] - reg == pytest.approx(within, rel=1e-4)
+
+
+@pytest.mark.parametrize("p, rank, cols", [(60, 12, 1), (60, 12, 3), (33, 33, 2), (40, 0, 2), (50, 1, 1)])
+def test_singular_solve_is_lstsq_minimum_norm(p, rank, cols):
+    """lambda = 0's solve (a symmetric eigensolver, for speed) against np.linalg.lstsq's
+    minimum-norm solution on PSD matrices of every rank (condition <= 1e4 on the range: a worse one
+    has no numerically defined solution to compare), b in the range, 1-D and 2-D b, and a
+    product formed without symmetrizing (1-ulp asymmetry, as the head's A is)."""
+    from sqloss_nc.engine.decomposition import _solve
+
+    rng = np.random.default_rng(p + rank)
+    g = rng.normal(size=(rank, p)) * np.logspace(0, -2, rank)[:, None] if rank else np.zeros((1, p))
+    a = (g.T * 0.37) @ g
+    b = a @ rng.normal(size=(p, cols))
+    b = b[:, 0] if cols == 1 else b
+    want = np.linalg.lstsq(0.5 * (a + a.T), b, rcond=None)[0]
+    got = _solve(a.copy(), b, definite=False)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10 * max(1.0, np.abs(want).max()))
+    if rank:
+        np.testing.assert_allclose(a @ got, b, atol=1e-9 * np.abs(b).max())
