@@ -75,6 +75,30 @@ def test_a_stack_of_4_writes_every_run_as_if_trained_alone(tmp_path, alone):
     assert len({round(f, 6) for f in finals}) == len(finals)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+def test_a_full_batch_stack_takes_the_data_unpermuted_and_equals_the_runs_alone(tmp_path, arch, monkeypatch):
+    """Full-batch GD (`optim.full_batch`): the stack skips the per-run gather of the epoch's
+    permutation (`_Stack.full_batch`); the order of one batch of all N samples changes only
+    summation order, so every run still writes its run alone's files (BatchNorm, label noise,
+    weight decay on and off, epoch 0's grad-norm probe included)."""
+    from sqloss_nc import stacking
+    from sqloss_nc.sweep import run_config
+
+    base = [*BASE, f"model.arch={arch}", "optim.full_batch=true", "optim.lr=0.2", "track.margin_epochs=[0,3]"]
+    sweep = "sweep={seed: [0, 1], optim.weight_decay: [0.01, 0]}"
+    ref = run_config(None, [*base, sweep, "compute.stack=1"], tmp_path / "alone")
+    gathered = []
+    real = stacking._Stack.batches
+    monkeypatch.setattr(stacking._Stack, "batches", lambda self, epoch: gathered.append(epoch) or real(self, epoch))
+    res = run_config(None, [*base, sweep, "compute.stack=4"], tmp_path / "stacked")
+    assert gathered == []  # no epoch gathered per-run batches
+    assert [r["state"] for r in res] == ["done"] * 4 and run_ids(res) == run_ids(ref)
+    for r in res:
+        assert_runs_equal(tmp_path / "alone" / "quickstart" / r["run_id"], tmp_path / "stacked" / "quickstart" / r["run_id"])
+    losses = [pd.read_csv(tmp_path / "stacked" / "quickstart" / r["run_id"] / "metrics.csv")["train_loss"] for r in res]
+    assert all(loss.iloc[-1] < loss.iloc[0] for loss in losses)  # full-batch GD trained every run
+
+
 def test_lagrange_steps_finite_step_correction_and_per_run_schedules_stack(tmp_path):
     """The tangent projection and unit-norm constraint, the double backprop with each run's own
     rate, and lr schedules whose milestones and base rates differ inside one stack."""
