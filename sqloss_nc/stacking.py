@@ -200,10 +200,10 @@ class _Stack:
         # probes read besides the outputs, the same for every run.
         self.layers = weight_layers(self.net)
         self.outputs_fn, self.kernels_fn = jax_backend.stacked_inference(self.net, self.layers, mode)
-        self.stats_fn = jax_backend.stacked_weight_stats(mode)
-        # W_{e-1} of every run's update norms, first the kernels it starts from (a resumed run's
-        # are its checkpoint's, as `RunLogger` primes an unstacked run's): set before the first
-        # epoch trains or is measured.
+        self.stats_fn = jax_backend.stacked_weight_stats(self.kernels_fn, mode)
+        # The (trainable, non-trainable) values W_{e-1} of every run's update norms come from,
+        # first those it starts from (a resumed run's are its checkpoint's, as `RunLogger`
+        # primes an unstacked run's): set before the first epoch trains or is measured.
         self.previous = None
         tvars, ntvars = self.net.trainable_variables, self.net.non_trainable_variables
         self.decayed_at = [_position(tvars, v) for v in self.trainer.decayed]
@@ -335,7 +335,7 @@ class _Stack:
         import jax.numpy as jnp
 
         if self.previous is None and self.members[0].logger is not None:  # measured runs only (not the bench)
-            self.previous = self.kernels_fn(*self.state[:2])
+            self.previous = self.state[:2]
         self.set_rates()
         constants = self.constants(active)
         carry = (self.state, {k: jnp.zeros((len(self.members),), jnp.float32) for k in self.metric_names})
@@ -377,9 +377,8 @@ class _Stack:
 
         ds = self.members[0].ds
         tv, ntv, ov = self.state
-        kernels = self.kernels_fn(tv, ntv)
-        stats = self.stats_fn(kernels, kernels if self.previous is None else self.previous, [tv[i] for i in self.decayed_at])
-        self.previous = kernels
+        stats = self.stats_fn((tv, ntv), (tv, ntv) if self.previous is None else self.previous, [tv[i] for i in self.decayed_at])
+        self.previous = (tv, ntv)
         n = len(ds.x_train)
         if n + len(ds.x_test) <= self.chunk:  # both splits in one call (each call re-reads K runs' weights)
             if self._x_eval is None:
@@ -641,7 +640,7 @@ class _StackCollapse:
             return
         import jax
 
-        self.kernels = [np.asarray(a) for a in jax.device_get(self.stack.previous)]  # this epoch's effective kernels
+        self.kernels = [np.asarray(a) for a in jax.device_get(self.stack.kernels_fn(*self.stack.previous))]  # this epoch's effective kernels
         results = self._passes()
         self.results = [r if flag else None for r, flag in zip(results, on)]
 

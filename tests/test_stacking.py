@@ -294,11 +294,15 @@ def test_map_runs_modes_equal_a_loop_over_runs():
     for mode in STACK_MODES:
         got = map_runs(lambda w, b, x: jnp.tanh(x @ w + b), mode, shared=(2,))(w, b, x)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6, err_msg=mode)
-    # The device-reduced weight measures against float64 numpy on each run's arrays.
+    # The device-reduced weight measures against float64 numpy on each run's arrays: effective
+    # kernels (here w, and b scaled by a non-trainable per-run value) of the current and the
+    # previous (trainable, non-trainable) values, computed inside the one program.
     prev = [w + 0.01 * rng.normal(size=w.shape).astype(np.float32), b + 0.01]
-    sq, sq_prev, sq_up, dec = (np.asarray(a, np.float64) for a in stacked_weight_stats()([w, b], prev, [w]))
+    scale, scale_prev = np.float32([1.0, 2.0, 0.5]), np.float32([1.5, 1.0, 3.0])
+    stats = stacked_weight_stats(lambda tv, ntv: [tv[0], tv[1] * ntv[0][:, None]])
+    sq, sq_prev, sq_up, dec = (np.asarray(a, np.float64) for a in stats(([w, b], [scale]), (prev, [scale_prev]), [w]))
     for k in range(3):
-        for i, (cur, old) in enumerate(zip([w, b], prev)):
+        for i, (cur, old) in enumerate(zip([w, b * scale[:, None]], [prev[0], prev[1] * scale_prev[:, None]])):
             c, o = cur[k].astype(np.float64), old[k].astype(np.float64)
             assert sq[i, k] == pytest.approx(np.sum(c**2), rel=1e-5) and sq_prev[i, k] == pytest.approx(np.sum(o**2), rel=1e-5)
             assert np.sqrt(sq_up[i, k]) / np.sqrt(sq_prev[i, k]) == pytest.approx(np.linalg.norm(c - o) / np.linalg.norm(o), rel=1e-4)

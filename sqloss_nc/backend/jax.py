@@ -362,22 +362,24 @@ def stacked_inference(network, weight_layers, mode: str = "vmap", patches: bool 
     return jax.jit(map_runs(outputs, mode, shared=(2,))), jax.jit(map_runs(kernels, mode))
 
 
-def stacked_weight_stats(mode: str = "vmap"):
-    """The per-epoch weight measures of K stacked runs, reduced on the device (only (K,)-sized
-    results cross to the host).
+def stacked_weight_stats(kernels, mode: str = "vmap"):
+    """The per-epoch weight measures of K stacked runs, reduced on the device in one program
+    (only (K,)-sized results cross to the host; no kernel is materialized).
 
     Args:
+        kernels: `kernels(tv, ntv)` -> the L effective kernels (K, ...) of stacked values (the
+            second function of `stacked_inference`).
         mode: `vmap` or `map` over the runs (`map_runs`).
 
     Returns:
-        jitted `stats(kernels, previous, decayed)` -> (sq_norms (L, K), sq_previous (L, K),
-        sq_updates (L, K), decayed_sq (K,)): for each of the L effective kernels (K, ...) its
-        ||W||², ||W_previous||² and ||W − W_previous||² per run, and Σ||θ||² over the `decayed`
-        values (K, ...) per run, as
-        float32 sums (their square roots and ratios are taken in float64 on the host: within
-        float32 rounding of `engine.spectra.update_norm` and `measures.frobenius`).
+        jitted `stats(values, previous, decayed)` -> (sq_norms (L, K), sq_previous (L, K),
+        sq_updates (L, K), decayed_sq (K,)), `values` and `previous` (tv, ntv) pairs of stacked
+        values: for each effective kernel W of `values` and W_previous of `previous`, per run,
+        ||W||², ||W_previous||² and ||W − W_previous||², and Σ||θ||² over the `decayed` values
+        (K, ...) per run, as float32 sums (their square roots and ratios are taken in float64 on
+        the host: within float32 rounding of `engine.spectra.update_norm` and `measures.frobenius`).
 
-    Example: `sq, up, dec = stacked_weight_stats()(kernels, previous_kernels, decayed_values)`.
+    Example: `sq, sq_prev, up, dec = stacked_weight_stats(kernels)((tv, ntv), (tv0, ntv0), decayed)`.
     """
 
     def one(kernels, previous, decayed):
@@ -387,7 +389,12 @@ def stacked_weight_stats(mode: str = "vmap"):
         return sq, sq_prev, up, _sum_of_squares(decayed) if decayed else jax.numpy.zeros(())
 
     mapped = map_runs(one, mode)
-    return jax.jit(lambda kernels, previous, decayed: (lambda r: (r[0].T, r[1].T, r[2].T, r[3]))(mapped(kernels, previous, decayed)))
+
+    def stats(values, previous, decayed):
+        sq, sq_prev, up, dec = mapped(kernels(*values), kernels(*previous), decayed)
+        return sq.T, sq_prev.T, up.T, dec
+
+    return jax.jit(stats)
 
 
 def shared_inference(model, network):
