@@ -214,8 +214,49 @@ def _failed(path, err: Exception) -> dict:
 # ----------------------------------------------------------------------------- worker processes
 
 
+# A `--jobs` worker's interrupt state. Its SIGINT comes from the terminal's Ctrl-C (the workers
+# share the driver's process group) and from the driver, which forwards one on any interrupt
+# (SIGTERM / SIGHUP / a SIGINT sent to it alone): so a worker may get two. The first interrupts
+# the unit it trains (its runs save their last epoch and say `interrupted`); later ones are
+# ignored, so they cannot cut that save short; and no unit starts after it (the pool may already
+# have handed this worker its next one).
+_WORKER = {"training": False, "stopping": False}
+
+
+def _interrupt_worker(signum, frame) -> None:
+    if _WORKER["stopping"]:
+        return
+    _WORKER["stopping"] = True
+    if _WORKER["training"]:
+        raise KeyboardInterrupt
+    # Idle: raising here would kill the worker, and a dead worker makes the pool kill the others
+    # (possibly while they save); the next unit refuses to start instead (`_worker_unit`).
+
+
+def _worker_unit(items: list[tuple[dict, str, str]], data_dir: str | None = None) -> list[dict]:
+    """`run_unit` in a `--jobs` worker, unless the sweep is stopping (then nothing is opened)."""
+    _WORKER["training"] = True
+    try:
+        if _WORKER["stopping"]:
+            raise KeyboardInterrupt
+        return run_unit(items, data_dir)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _WORKER["training"] = False
+    # Raised afresh, outside the handler (no __context__): the pool formats the traceback of what
+    # a worker raises, chained ones included, and an interrupt's deep inside a Keras fit took up
+    # to ~7 s to format; the driver's exit waited for it.
+    raise KeyboardInterrupt("interrupted")
+
+
 def _limit_threads(threads: int) -> None:
-    """Called first thing in a worker: the backends read their thread pools' sizes once."""
+    """Called first thing in a worker: its interrupt handler (`_interrupt_worker`), its thread
+    pools (the backends read their sizes once) and its quick exit (`_leave_now`)."""
+    import atexit
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt_worker)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from . import register_custom_objects
 
@@ -223,6 +264,23 @@ def _limit_threads(threads: int) -> None:
     from . import backend
 
     backend.limit_threads(threads)
+    atexit.register(_leave_now)  # after the backend's own handlers: runs before them
+
+
+def _leave_now() -> None:
+    """A worker's last act when the pool lets it go. Its interpreter teardown (TensorFlow's
+    native threads and objects) was seen taking over 4 s after its last unit (a stack dump of a
+    stopped `--jobs 2` sweep's worker, in native code), which the driver waits for; by then
+    every file a unit writes is closed and synced and the pool's result queue was written
+    synchronously, so the process leaves at once."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 @functools.lru_cache(maxsize=4)
@@ -266,14 +324,36 @@ def _run_processes(plan, units, data_dir, jobs: int, console=None) -> list[dict]
     # spawn, not fork: TensorFlow's runtime is not fork-safe once initialized.
     ctx = mp.get_context("spawn")
     results = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)) as pool:
-        futures = [pool.submit(run_unit, _unit_items(unit), data_dir) for unit in units]
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,))
+    try:
+        futures = [pool.submit(_worker_unit, _unit_items(unit), data_dir) for unit in units]
         for fut in as_completed(futures):
             for res in fut.result():
                 results[res["run_id"]] = res
                 if console is not None:
                     console.print(f"{res['run_id']}: {res['state']}" + (" (skipped)" if res.get("skipped") else ""), highlight=False)
+    except BaseException:
+        # Interrupted (Ctrl-C; SIGTERM / SIGHUP, which the CLI raises as one) or failing: no
+        # queued unit starts, the running ones are interrupted (a worker takes the first SIGINT
+        # only) and save their last epoch, and then this returns. Leaving the pool as `with`
+        # does would wait for every queued unit to train to its end.
+        _interrupt_workers()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [results[spec.run_id] for spec, _ in plan]
+
+
+def _interrupt_workers() -> None:
+    """SIGINT to this process's worker processes (`_interrupt_worker` handles it)."""
+    import multiprocessing
+    import signal
+
+    for child in multiprocessing.active_children():
+        try:
+            os.kill(child.pid, signal.SIGINT)
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------------------- Ray

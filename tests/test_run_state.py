@@ -75,6 +75,42 @@ def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, sig):
     assert not (out / "quickstart" / "seed=0" / ".lock").exists()  # released: the rerun may resume
 
 
+def test_stopping_a_jobs_sweep_stops_its_workers_and_starts_no_queued_run(tmp_path):
+    """SIGTERM to the driver of a `--jobs 2` sweep of 4 endless runs: the two training runs stop
+    `interrupted` and resumable, the two queued ones never start (the pool used to train every
+    queued run to its end before the driver could exit: 220 s in the quick start's case)."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "cli.main", "run", *sets(ENDLESS), "--out", str(out), "--no-progress", "--jobs", "2", "--set", "sweep={seed: [0, 1, 2, 3]}"]
+    # Its own session: whatever happens, the driver and its workers are killed at the end.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = out / "quickstart"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            states = [json.loads((run / f"seed={i}" / "status.json").read_text()) if (run / f"seed={i}" / "status.json").exists() else {} for i in (0, 1)]
+            if all(s.get("state") == "running" and s.get("epoch", 0) >= 1 for s in states):
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        took = time.time() - t0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, stderr[-3000:])
+    for i in (0, 1):
+        s = json.loads((run / f"seed={i}" / "status.json").read_text())
+        assert s["state"] == "interrupted" and "rerun the same command to resume" in s["reason"], s
+        assert not (run / f"seed={i}" / ".lock").exists()
+    assert not (run / "seed=2").exists() and not (run / "seed=3").exists()
+    assert took < 60, took  # measured 1-9 s; the endless queued runs would never end
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
 # The disk fills while the second checkpoint is written: numpy's writer raises ENOSPC after part
 # of the file, and (the disk being full) no other file can be created while that partial
 # temporary checkpoint takes the last free space.
