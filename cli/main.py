@@ -83,16 +83,8 @@ def _stop_on_signals() -> None:
                 if os.isatty(fd):
                     os.dup2(devnull, fd)
             os.close(devnull)
-        # `--jobs` workers share this process group, so a terminal's Ctrl-C reaches them, but a
-        # SIGTERM sent to this process alone does not: interrupt them too, or leaving the pool
-        # would wait for their runs to finish.
-        import multiprocessing
-
-        for child in multiprocessing.active_children():
-            try:
-                os.kill(child.pid, signal.SIGINT)
-            except OSError:
-                pass
+        # `--jobs` workers: the sweep's driver interrupts them when this reaches it
+        # (`sweep._run_processes`), whichever signal it was.
         err = _Stopped(f"stopped by {name}" + (" (the terminal was closed)" if name == "SIGHUP" else ""))
         err.exit_code = 128 + signum
         raise err

@@ -250,7 +250,7 @@ def _worker_unit(items: list[tuple[dict, str, str]], data_dir: str | None = None
     raise KeyboardInterrupt("interrupted")
 
 
-def _limit_threads(threads: int) -> None:
+def _init_worker(threads: int) -> None:
     """Called first thing in a worker: its interrupt handler (`_interrupt_worker`), its thread
     pools (the backends read their sizes once) and its quick exit (`_leave_now`)."""
     import atexit
@@ -324,7 +324,7 @@ def _run_processes(plan, units, data_dir, jobs: int, console=None) -> list[dict]
     # spawn, not fork: TensorFlow's runtime is not fork-safe once initialized.
     ctx = mp.get_context("spawn")
     results = {}
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
     try:
         futures = [pool.submit(_worker_unit, _unit_items(unit), data_dir) for unit in units]
         for fut in as_completed(futures):
