@@ -258,6 +258,13 @@ def _init_worker(threads: int) -> None:
 
     signal.signal(signal.SIGINT, _interrupt_worker)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    # numpy's BLAS (OpenBLAS here) sized its pool when this module imported numpy, before the
+    # variable above was set; the measurements' float64 algebra (p x p scatters and solves on NC
+    # epochs) then ran with all cores in each of J workers and fought the backend's threads
+    # (issue 27: NC epochs 5-25 s instead of ~2 s with two runs on 2 cores). Resize it now.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
     from . import register_custom_objects
 
     register_custom_objects()  # Keras and its backend, without the backend's C++ import lines

@@ -196,3 +196,21 @@ def test_sweep_progress_reads_running_epochs_from_status_files(tmp_path, synthet
         assert progress.counts() == "1 done · 1 failed · 0 running · 1 waiting (of 3)"
     text = buf.getvalue()
     assert "init=0.5_seed=0: done, epoch 3/3" in text and "init=1_seed=0: failed, epoch 0/3: WorkerCrashedError: gone" in text
+
+
+def test_a_jobs_worker_sizes_the_host_blas_pool_to_its_share_of_the_cores():
+    """Issue 27: numpy's BLAS sized its pool (all cores) when the worker imported numpy, before
+    `_init_worker` set OMP_NUM_THREADS; J workers' float64 NC algebra then oversubscribed the cores.
+    The worker's pools must be the share it was given."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from sqloss_nc.sweep import _init_worker
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(1,)) as pool:
+        pools = pool.submit(threadpool_info).result(timeout=300)
+    blas = [p for p in pools if p["user_api"] == "blas"]
+    assert blas, pools
+    assert all(p["num_threads"] == 1 for p in blas), [(p["internal_api"], p["num_threads"]) for p in blas]
