@@ -38,6 +38,7 @@ MARGINS_STEPS_CSV = "margins_steps.csv"
 THEORY_CSV = "theory.csv"
 RHO_FLOW_CSV = "rho_flow.csv"
 MEASURE_JSON = "measure.json"
+MONITOR_JSON = "monitor.json"  # `CollapseMonitor`: what a monitored fit measures (the fields of measure.json)
 
 #: Files with one or more rows per epoch, the epoch in the first column: cut back together when
 #: a run resumes from a checkpoint (`rundir.RunDir.truncate_after`).
