@@ -19,7 +19,7 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 
 
 def measure_command(
-    model: str = typer.Argument(..., help="A model.keras (of `sqnc run` or any Keras 3 model), a keras-hub preset folder, or a keras-hub preset name."),
+    model: str = typer.Argument(..., help="A model.keras (of `sqnc run` or any Keras 3 model), a keras-hub preset folder, a keras-hub preset name, or a FEATURES.npz of exported arrays (README: Track collapse in your own training)."),
     config: Optional[Path] = typer.Argument(None, help="YAML config whose data: section gives the data (default: the config.yaml beside the model)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for nc.csv, nc_layers.csv, class_gram.csv, spectra.csv, measure.json."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Image folder (or .zip) for data.source=folder."),
