@@ -366,6 +366,43 @@ def test_the_readme_keras_example_runs_as_written(tmp_path, monkeypatch):
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "runs" / "mine" / "nc_layers.csv") if r["layer"] == "dense_1" and r["measure"] == "cdnv" and r["split"] == "train"] == sorted(rows)
 
 
+def test_the_readme_pytorch_export_measures_as_brute_force(tmp_path, monkeypatch):
+    """The README's forward-hook export, run on a tiny torchvision-shaped net, then `sqnc measure`
+    of its archive against the brute force on features computed here without hooks."""
+    torch = pytest.importorskip("torch")
+    text = (ROOT / "README.md").read_text().split("## Track collapse in your own training", 1)[1].split("\n## ", 1)[0]
+    snippet = re.findall(r"```python\n(.*?)```", text, re.S)[1]
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer4 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.avgpool(self.layer4(x)), 1))
+
+    torch.manual_seed(0)
+    ds = load_data(write_config(tmp_path / "data.yaml", SYNTHETIC_DATA))
+    x, y = torch.tensor(ds.x_train).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.y_train)
+    model = Net()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {"model": model, "loader": loader})  # noqa: S102
+    res = _invoke("features.npz", "--out", "measured")
+    assert res.exit_code == 0, res.output
+    with torch.no_grad():
+        maps = model.layer4(x)
+        h, f = torch.flatten(model.avgpool(maps), 1).double().numpy(), model(x).double().numpy()
+    w, b = model.fc.weight.detach().double().numpy(), model.fc.bias.detach().double().numpy()
+    ref, got = reference(h, ds.y_train, 3, w=w, b=b, scores=f), nc_rows(tmp_path / "measured")[0]
+    for key in NC_KEYS:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-9, err_msg=key)
+    maps_ref = reference(maps.flatten(1).double().numpy(), ds.y_train, 3)
+    np.testing.assert_allclose(layer_rows(tmp_path / "measured")[("train", "layer4", "cdnv")], maps_ref["cdnv"], rtol=1e-5)
+
+
 OTHER = {"tensorflow": "jax", "jax": "tensorflow"}[backend.NAME]
 
 
