@@ -180,7 +180,7 @@ def test_datasets_and_one_hot_labels_give_the_arrays_numbers(tmp_path):
     for name, data in sources.items():
         got = _epoch0(data)
         for key in NC_KEYS:
-            np.testing.assert_allclose(got[key], expected[key], rtol=1e-9, atol=1e-12, err_msg=f"{name}: {key}")
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-10, err_msg=f"{name}: {key}")  # float32 network, other batches
 
 
 class XOnly(Batches):
