@@ -37,11 +37,12 @@ def measure_command(
     from cli.library import import_keras_or_fail
 
     import_keras_or_fail(_fail)  # Keras and its backend, without the backend's import noise on stderr
+    from sqloss_nc.archive import is_archive, measure_archive
     from sqloss_nc.errors import UserError
     from sqloss_nc.measure import measure
 
     try:
-        result = measure(
+        result = (measure_archive if is_archive(model) else measure)(
             model,
             config,
             out,

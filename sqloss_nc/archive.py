@@ -35,7 +35,7 @@ Example:
 
 ```python
 np.savez("features.npz", labels=y, **{"layer/penultimate": h, "scores": logits, "classifier/weight": W})
-measure_archive("features.npz", "measured/torch").nc["nc1"]
+measure_archive("features.npz", out="measured/torch").nc["nc1"]
 ```
 """
 
@@ -49,7 +49,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .measure import SPLITS, MeasureError, MeasureResult, _check_out, _sha256_file, _write, engine_collapse
+from .measure import POOLS, SPLITS, MeasureError, MeasureResult, _check_out, _sha256_file, _write, engine_collapse
 
 LAYER, TEST = "layer/", "test/"
 LABELS, SCORES, WEIGHT, BIAS = "labels", "scores", "classifier/weight", "classifier/bias"
@@ -115,24 +115,37 @@ def _source(reps: list, labels: np.ndarray, scores, pools: list, batch_size: int
     return batches
 
 
+def is_archive(model) -> bool:
+    """Whether `sqnc measure`'s MODEL is a features archive (a `.npz` file name)."""
+    return str(model).lower().endswith(".npz")
+
+
 def measure_archive(
     path: str | Path,
-    out: str | Path,
+    data_config=None,
+    out: str | Path | None = None,
     layers: Sequence[str] | None = None,
     feature_layer: str | None = None,
+    classifier_layer: str | None = None,
     pool: str = "flatten",
     splits: Sequence[str] = SPLITS,
     batch_size: int | None = None,
+    data_dir: str | None = None,
+    overrides: Sequence[str] = (),
     overwrite: bool = False,
+    progress: bool = False,
+    console=None,
 ) -> MeasureResult:
     """Measure neural collapse of the arrays of a features archive (module docstring: layout).
 
-    `measure.measure` calls it for a `.npz` MODEL, after checking `pool`, `splits` and
-    `batch_size`. Every mistake in the archive raises `MeasureError` (one line) before anything
-    is written.
+    It takes `measure.measure`'s arguments, so `sqnc measure` calls either with the same ones
+    (`is_archive` decides); those that describe a model's data (`data_config`, `data_dir`,
+    `overrides`, `classifier_layer`) are refused: the archive holds its labels and its head.
+    Every mistake raises `MeasureError` (one line) before anything is written.
 
     Args:
         path: the `.npz` archive.
+        data_config, data_dir, overrides, classifier_layer: must be empty.
         out: the output folder (`nc.csv`, `nc_layers.csv`, `class_gram.csv`, `spectra.csv`,
             `measure.json`, as for a model).
         layers: the `layer/<name>` arrays to measure besides the features (default: all).
@@ -141,12 +154,25 @@ def measure_archive(
         splits: `train`, and `test` when the archive holds `test/labels`.
         batch_size: how many rows the engine reads at a time (default 1000; memory only).
         overwrite: replace an earlier measurement in `out`.
+        progress, console: unused (an archive is measured in memory, at once).
 
     Returns:
         a `measure.MeasureResult`.
 
-    Example: `measure_archive("features.npz", "measured/torch", feature_layer="avgpool").nc["nc1"]`.
+    Example: `measure_archive("features.npz", out="measured/torch", feature_layer="avgpool").nc["nc1"]`.
     """
+    given = [o for o, v in (("CONFIG", data_config), ("--data-dir", data_dir), ("--set", list(overrides)), ("--classifier-layer", classifier_layer)) if v]
+    if given:
+        raise MeasureError(f"{given[0]}: a features archive (.npz) holds its own labels and classifier/weight; give no {given[0]}")
+    if out is None:
+        raise MeasureError("--out: give the output folder")
+    for option, ok, wanted in (
+        ("--pool", pool in POOLS, f"one of {', '.join(POOLS)}"),
+        ("--split", "train" in splits and set(splits) <= set(SPLITS), "train or train,test"),
+        ("--batch-size", batch_size is None or batch_size > 0, "a positive number"),
+    ):
+        if not ok:
+            raise MeasureError(f"{option}: must be {wanted}")
     t0 = time.perf_counter()
     path, out = Path(path).expanduser(), Path(out)
     batch_size = int(batch_size or 1000)

@@ -19,8 +19,6 @@ What MODEL can be:
 - any Keras 3 model file (functional or sequential): by default the features are the input of
   the last `Dense` layer and the classifier is that layer (`feature_layer`, `classifier_layer`
   name others); the decomposition is that of the plain square loss with λ = 0;
-- a features archive `FEATURES.npz` of arrays exported from any framework (`archive`: its
-  layout; no config);
 - a keras-hub backbone: a preset name, a Kaggle/Hugging Face handle or a local preset folder
   (`keras_hub.models.Backbone.from_preset`, `pip install -e ".[hub]"`); its output, pooled by
   `pool`, is the feature vector. A backbone has no classifier: the classifier-geometry measures
@@ -573,8 +571,6 @@ def measure(
         raise MeasureError("--split: must include train (the class means come from the train split)")
     if batch_size is not None and batch_size <= 0:
         raise MeasureError(f"--batch-size: must be positive, got {batch_size}")
-    if str(model).lower().endswith(".npz"):
-        return _measure_features(model, data_config, out, layers, feature_layer, classifier_layer, pool, splits, batch_size, data_dir, overrides, overwrite)
     out = Path(out)
     if not _is_preset_name(str(model)) and not Path(str(model)).expanduser().exists():
         raise MeasureError(f"MODEL: {model} does not exist")
@@ -636,16 +632,6 @@ def measure(
     }
     files = _write(out, nc, result, spectra, info, "test" in splits)
     return MeasureResult(out, nc, list(result.layers), info, files)
-
-
-def _measure_features(path, data_config, out, layers, feature_layer, classifier_layer, pool, splits, batch_size, data_dir, overrides, overwrite) -> MeasureResult:
-    """A features archive (`.npz`, `archive`): its own labels and head, so no config or data options."""
-    from .archive import measure_archive
-
-    given = [o for o, v in (("CONFIG", data_config), ("--data-dir", data_dir), ("--set", list(overrides)), ("--classifier-layer", classifier_layer)) if v]
-    if given:
-        raise MeasureError(f"{given[0]}: a features archive (.npz) holds its own labels and classifier/weight; give no {given[0]}")
-    return measure_archive(path, out, layers=layers, feature_layer=feature_layer, pool=pool, splits=splits, batch_size=batch_size, overwrite=overwrite)
 
 
 def _collapse(run, plan: _Plan, data, with_test: bool, batch_size: int, objective: dict, num_classes: int, progress: bool, console):

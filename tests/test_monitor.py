@@ -274,12 +274,13 @@ def _invoke(*args):
     return CliRunner().invoke(app, ["measure", *map(str, args), "--no-progress"])
 
 
-def test_features_archive_gives_the_model_paths_numbers(tmp_path):
+@pytest.mark.parametrize("pool", ["flatten", "avg"])
+def test_features_archive_gives_the_model_paths_numbers(tmp_path, pool):
     cfg = write_config(tmp_path / "data.yaml", SYNTHETIC_DATA)
     ds = load_data(cfg)
     model = plain_model()
     model.save(tmp_path / "plain.keras")
-    res = _invoke(tmp_path / "plain.keras", cfg, "--out", tmp_path / "m" / "model", "--layers", "conv_relu", "--batch-size", "32")
+    res = _invoke(tmp_path / "plain.keras", cfg, "--out", tmp_path / "m" / "model", "--layers", "conv_relu", "--batch-size", "32", "--pool", pool)
     assert res.exit_code == 0, res.output
 
     sub = keras.Model(model.inputs, [model.get_layer("conv_relu").output, model.get_layer("hidden").output, model.output])
@@ -289,7 +290,7 @@ def test_features_archive_gives_the_model_paths_numbers(tmp_path):
     arrays = {"labels": ds.y_train, "layer/conv_relu": conv, "layer/hidden": h, "scores": f, "classifier/weight": np.asarray(head.kernel).T,
               "classifier/bias": np.asarray(head.bias), "test/labels": ds.y_test, "test/layer/conv_relu": conv_te, "test/layer/hidden": h_te, "test/scores": f_te}  # fmt: skip
     np.savez(tmp_path / "features.npz", **arrays)
-    res = _invoke(tmp_path / "features.npz", "--out", tmp_path / "m" / "npz")
+    res = _invoke(tmp_path / "features.npz", "--out", tmp_path / "m" / "npz", "--pool", pool)
     assert res.exit_code == 0, res.output
 
     by_model, by_npz = nc_rows(tmp_path / "m" / "model")[0], nc_rows(tmp_path / "m" / "npz")[0]
