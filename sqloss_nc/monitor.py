@@ -463,6 +463,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             if logs is not None:
                 logs.update(self._logs(None))
             return
+        _ = self.model  # on JAX: the training state written back into the variables (fit does too)
         row = self.measure(e)
         if logs is not None:
             logs.update(self._logs(row))

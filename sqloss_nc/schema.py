@@ -1,6 +1,6 @@
 """The run directory's files and their columns, declared once (SPEC §6, §9, §10, §12).
 
-The writer (`callbacks`, `measure`), resume truncation (`rundir`), `analysis` and `tensorboard`
+The writers (`callbacks`, `measure`, `monitor`), resume truncation (`rundir`), `analysis` and `tensorboard`
 read these names instead of repeating them as strings. Column order is an interface: new columns
 are appended, so files written by older versions keep their columns in place (and a resumed
 run's older file is widened in place, `callbacks._appender`).
