@@ -263,7 +263,8 @@ class CollapseMonitor(keras.callbacks.Callback):
             classifier's input).
         classifier_layer: the Dense head on h (default: the last Dense layer).
         pool: a conv map (b, H, W, c) is measured `flatten`ed or `avg`-pooled.
-        batch_size: the inference batch size for arrays (datasets keep their batches).
+        batch_size: the inference batch size for arrays (datasets keep their batches); 1000, as
+            `compute.inference_batch` (memory and speed only).
         log: the nc.csv columns put in `logs` (default `DEFAULT_LOG`), or `"all"`.
         rank_tol: spectra.csv's rank threshold.
         overwrite: replace an earlier monitor's files in `out`.
@@ -291,7 +292,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         feature_layer: str | None = None,
         classifier_layer: str | None = None,
         pool: str = "flatten",
-        batch_size: int = 256,
+        batch_size: int = 1000,
         log: Sequence[str] | str = DEFAULT_LOG,
         rank_tol: float = DEFAULT_RANK_TOL,
         overwrite: bool = False,
