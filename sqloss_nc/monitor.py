@@ -326,11 +326,8 @@ class CollapseMonitor(keras.callbacks.Callback):
             plan = _plan(_Model(network, "keras", type(network).__name__, None), self.layer_names, self.feature_layer, self.classifier_layer, self.pool, None)
         except MeasureError as err:
             raise _translated(err) from None
-        if plan.classifier is None:  # pragma: no cover - a Keras model's plan always has a head
-            raise _bad("model: no Dense classifier")
+        # A Keras model's plan always has a Dense head (or `_plan` said why not); one output: binary.
         C = 2 if plan.scalar_head else int(plan.classifier.kernel.shape[-1])
-        if C < 2:
-            raise _bad(f"classifier_layer: {plan.classifier.name!r} has {C} output; a classifier needs one output per class (or one for two classes)")
         input_rank = len(network.inputs[0].shape)
         shapes = {}
         for source in filter(None, (self.train_data, self.validation)):

@@ -188,6 +188,24 @@ class XOnly(Batches):
         return self.x[i * self.size : (i + 1) * self.size]
 
 
+def test_a_scalar_binary_head_with_plus_minus_one_labels(tmp_path):
+    """One output f: class scores (−f, f), labels ±1 read as 0/1 (SPEC §5's scalar margins)."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    x = (rng.normal(size=(200, 5)) + 1.5 * np.eye(2, 5)[y]).astype("float32")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh", name="hidden"), keras.layers.Dense(1, name="head")])
+    model.compile(optimizer="sgd", loss="mse")
+    h = keras.Model(model.inputs, model.get_layer("hidden").output).predict(x, verbose=0)  # epoch 0's
+    f = model.predict(x, verbose=0)
+    monitor = CollapseMonitor((x, 2 * y - 1), every=[0])
+    model.fit(x, (2 * y - 1).astype("float32"), epochs=1, callbacks=[monitor], verbose=0)
+    ref = reference(h, y, 2, scores=np.concatenate([-f, f], axis=1))
+    for key in ("nc1", "nc4", "trace_ratio", "cdnv"):
+        np.testing.assert_allclose(monitor.results[0][key], ref[key], rtol=1e-5, atol=1e-9, err_msg=key)
+    assert math.isnan(monitor.results[0]["mse_total"]) and math.isnan(monitor.results[0]["nc3"])  # no C x p head
+
+
 class Spy(keras.callbacks.Callback):
     epochs = 0
 
