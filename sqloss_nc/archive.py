@@ -110,7 +110,8 @@ def _source(reps: list, labels: np.ndarray, scores, pools: list, batch_size: int
     def batches():
         for i in range(0, len(labels), batch_size):
             sl = slice(i, i + batch_size)
-            yield [pool_representation(r[sl], p) if p in ("flatten", "avg") else r[sl] for r, p in zip(reps, pools)], labels[sl], None if scores is None else scores[sl]
+            pooled = [pool_representation(r[sl], p) if p in ("flatten", "avg") else r[sl] for r, p in zip(reps, pools)]
+            yield pooled, labels[sl], None if scores is None else scores[sl]
 
     return batches
 
@@ -161,7 +162,8 @@ def measure_archive(
 
     Example: `measure_archive("features.npz", out="measured/torch", feature_layer="avgpool").nc["nc1"]`.
     """
-    given = [o for o, v in (("CONFIG", data_config), ("--data-dir", data_dir), ("--set", list(overrides)), ("--classifier-layer", classifier_layer)) if v]
+    model_only = (("CONFIG", data_config), ("--data-dir", data_dir), ("--set", list(overrides)), ("--classifier-layer", classifier_layer))
+    given = [option for option, value in model_only if value]
     if given:
         raise MeasureError(f"{given[0]}: a features archive (.npz) holds its own labels and classifier/weight; give no {given[0]}")
     if out is None:

@@ -308,7 +308,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.train_data = _FitData(data, int(batch_size), "data")
         self.validation = None if validation is None else _FitData(validation, int(batch_size), "validation")
         self.every, self.out, self.pool, self.batch_size = every, None if out is None else Path(out), pool, int(batch_size)
-        self.layer_names, self.feature_layer, self.classifier_layer = None if layers is None else list(layers), feature_layer, classifier_layer
+        self.layer_names = None if layers is None else list(layers)
+        self.feature_layer, self.classifier_layer = feature_layer, classifier_layer
         self.log = log_keys(log, self.validation is not None)
         self.rank_tol, self.overwrite = float(rank_tol), bool(overwrite)
         self.results: dict[int, dict] = {}
@@ -320,10 +321,15 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ set-up (on_train_begin)
 
+    def _resolve(self, network):
+        """`sqnc measure`'s plan of this model (layers, head, next kernels at the current weights);
+        `num_classes` None: the head decides, the labels are checked against it."""
+        return _plan(_Model(network, "keras", type(network).__name__, None), self.layer_names, self.feature_layer, self.classifier_layer, self.pool, None)
+
     def _setup(self, network) -> None:
         """Resolve layers, classes and data against the model; compile the probe; open `out`."""
         try:
-            plan = _plan(_Model(network, "keras", type(network).__name__, None), self.layer_names, self.feature_layer, self.classifier_layer, self.pool, None)
+            plan = self._resolve(network)
         except MeasureError as err:
             raise _translated(err) from None
         # A Keras model's plan always has a Dense head (or `_plan` said why not); one output: binary.
@@ -400,7 +406,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             "scalar_head": plan.scalar_head,
             "layers": [{"name": n, "shape": plan.shapes[n], "pool": plan.pools[n], "dim": plan.dims[n]} for n in plan.names],
             "objective": self._objective,
-            "data": {"source": "fit", "train": self.train_data.kind, "validation": None if self.validation is None else self.validation.kind, "num_classes": self._C},
+            "data": {"source": "fit", "train": self.train_data.kind, "validation": getattr(self.validation, "kind", None), "num_classes": self._C},
             "class_names": [str(c) for c in range(self._C)],
             "splits": sizes,
             "batch_size": self.batch_size,
@@ -418,7 +424,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         `out` and kept in `results`."""
         net, plan = self._network, self._plan
         # The alignment's next-layer kernels are read at this epoch's weights (`_plan` copies them).
-        plan.next_kernels = _plan(_Model(net, "keras", "", None), self.layer_names, self.feature_layer, self.classifier_layer, self.pool, None).next_kernels
+        plan.next_kernels = self._resolve(net).next_kernels
         result = plan_collapse(self._train, self._test, plan, self._objective, self._C)
         kernels = {layer.name: np.asarray(effective_kernel(layer)) for layer in weight_layers(net)}
         view = tracking.EpochView(epoch, None, None, tracking.Weights(kernels=kernels, rho_mode="product"), collapse=result)
