@@ -19,7 +19,7 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 
 
 def measure_command(
-    model: str = typer.Argument(..., help="A model.keras (of `sqnc run` or any Keras 3 model), a keras-hub preset folder, or a keras-hub preset name."),
+    model: str = typer.Argument(..., help="A model.keras (of `sqnc run` or any Keras 3 model), a keras-hub preset folder, a keras-hub preset name, or a FEATURES.npz of exported arrays (README: Track collapse in your own training)."),
     config: Optional[Path] = typer.Argument(None, help="YAML config whose data: section gives the data (default: the config.yaml beside the model)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for nc.csv, nc_layers.csv, class_gram.csv, spectra.csv, measure.json."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Image folder (or .zip) for data.source=folder."),
@@ -37,11 +37,12 @@ def measure_command(
     from cli.library import import_keras_or_fail
 
     import_keras_or_fail(_fail)  # Keras and its backend, without the backend's import noise on stderr
+    from sqloss_nc.archive import is_archive, measure_archive
     from sqloss_nc.errors import UserError
     from sqloss_nc.measure import measure
 
     try:
-        result = measure(
+        result = (measure_archive if is_archive(model) else measure)(
             model,
             config,
             out,

@@ -14,6 +14,9 @@ TensorFlow). One convenience: when `KERAS_BACKEND` is unset and TensorFlow is no
 JAX is (the TF-free install, `pip install -e ".[jax]"`), the package selects JAX instead of
 letting Keras fail on a missing TensorFlow. Both backends give the same numbers (SPEC §11).
 
+`sqloss_nc.CollapseMonitor` (`sqloss_nc.monitor`) tracks neural collapse inside anyone's
+`model.fit`; it is imported (with Keras) on first use.
+
 Example:
 
 ```python
@@ -110,6 +113,15 @@ class _RegisterAfterKeras(_abc.MetaPathFinder, _abc.Loader):
             getattr(getattr(m, "__spec__", None), "_initializing", False) for name, m in list(_sys.modules.items()) if name.startswith("sqloss_nc.")
         ):
             register_custom_objects()
+
+
+def __getattr__(name):
+    # `CollapseMonitor` is a Keras callback: importing it imports Keras, so only on first use.
+    if name == "CollapseMonitor":
+        from .monitor import CollapseMonitor
+
+        return CollapseMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if "keras" in _sys.modules:

@@ -77,7 +77,7 @@ from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
 SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard"})
-MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV, schema.MEASURE_JSON)
+MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV, schema.MEASURE_JSON, schema.MONITOR_JSON)
 DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
 HIST_BINS = 60
@@ -234,8 +234,9 @@ def require_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
     out = Path(out)
     if not out.is_dir():
         raise AnalysisError(f"OUT: {out} is not a folder (give the --out of `sqnc run`)")
-    if (out / schema.MEASURE_JSON).is_file():
-        raise AnalysisError(f"OUT: {out} is one measurement's folder (sqnc measure); give the folder that holds it: {out.parent}")
+    for name, what in ((schema.MEASURE_JSON, "sqnc measure"), (schema.MONITOR_JSON, "CollapseMonitor")):
+        if (out / name).is_file():
+            raise AnalysisError(f"OUT: {out} is one measurement's folder ({what}); give the folder that holds it: {out.parent}")
     if any((out / m).is_file() for m in MARKERS):
         # OUT/<experiment>/<run_id>/ is one run: its output root is two levels up.
         raise AnalysisError(f"OUT: {out} is one run's folder; give the output root that holds it: {out.parent.parent}")
@@ -355,6 +356,8 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
 
     if (path / schema.MEASURE_JSON).exists() and not (path / schema.STATUS_JSON).exists():
         _read_measurement(run, path, report)
+    elif (path / schema.MONITOR_JSON).exists() and not (path / schema.METRICS_CSV).exists():
+        _read_measurement(run, path, report, schema.MONITOR_JSON)
     cfg_path = path / schema.CONFIG_YAML
     if run.measured:
         pass
@@ -420,16 +423,20 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
     return run
 
 
-def _read_measurement(run: _Run, path: Path, report) -> None:
+def _read_measurement(run: _Run, path: Path, report, name: str = schema.MEASURE_JSON) -> None:
     """A `sqnc measure` folder (`measure.json`, SPEC §12) as a run of one NC epoch: its setting
     is the measured model (`measure.model`, `measure.sha256`), the pooling and the data section;
-    it has no `metrics.csv` and enters the NC tables (nc, nc_layers, spectra, Gram) only."""
+    it has no `metrics.csv` and enters the NC tables (nc, nc_layers, spectra, Gram) only.
+
+    A `CollapseMonitor` folder (`monitor.json`, the same fields) is read the same way, with the
+    NC epochs of its `nc.csv` and the state and epoch of its `status.json` (`running` until the
+    monitored `fit` ends: a partial run)."""
     try:
-        m = json.loads((path / schema.MEASURE_JSON).read_text())
+        m = json.loads((path / name).read_text())
         if not isinstance(m, dict):
             raise TypeError("not an object")
     except (json.JSONDecodeError, TypeError, ValueError, OSError) as err:
-        report(f"measure.json unreadable ({type(err).__name__}): left out of the aggregates")
+        report(f"{name} unreadable ({type(err).__name__}): left out of the aggregates")
         return
     model = m.get("model") if isinstance(m.get("model"), dict) else {}
     pools = sorted({str(layer.get("pool")) for layer in m.get("layers", []) if isinstance(layer, dict)})
@@ -447,6 +454,12 @@ def _read_measurement(run: _Run, path: Path, report) -> None:
     if isinstance(m.get("class_names"), list):
         data["class_names"] = m["class_names"]
     run.status = {"state": "done", "epoch": m.get("epoch", 0), "data": data, "wall_time_s": m.get("seconds")}
+    if name == schema.MONITOR_JSON:
+        try:
+            st = json.loads((path / schema.STATUS_JSON).read_text())
+            run.status.update({k: st[k] for k in ("state", "epoch", "reason", "wall_time_s") if k in st})
+        except (json.JSONDecodeError, TypeError, ValueError, OSError):
+            run.status["state"] = "unknown"
 
 
 def _add_derived(m: pd.DataFrame) -> pd.DataFrame:
@@ -480,6 +493,9 @@ def _check_run(run: _Run, include_partial: bool, report) -> bool:
         report(f"diverged at epoch {epoch}: {reason}; left out of the aggregates")
         return False
     if run.measured:
+        if state in PARTIAL_STATES and not include_partial:
+            report(f"{state} (epoch {epoch}): left out of the aggregates (include_partial to add it)")
+            return False
         return run.config is not None and run.nc is not None
     if run.config is None or run.metrics is None:
         return False

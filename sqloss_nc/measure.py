@@ -309,8 +309,9 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
     scalar = False
     if classifier is not None:
         width = int(classifier.kernel.shape[-1])
-        scalar = width == 1 and num_classes == 2
-        if width != num_classes and not scalar:
+        # num_classes None: the head decides (CollapseMonitor checks the labels against it).
+        scalar = width == 1 and num_classes in (2, None)
+        if num_classes is not None and width != num_classes and not scalar:
             raise MeasureError(
                 f"data: the classifier {classifier.name!r} has {width} outputs but the data have {num_classes} classes "
                 f"(labels 0..{num_classes - 1}); set data.classes to the model's {width} classes"
@@ -431,15 +432,20 @@ class _Feeder:
             self.progress.update(self.task, total=self.total, description=f"{self.label} pass {self.passes}")
         return self._iterate()
 
+    def _inputs(self) -> Iterable:
+        """The split's (x, y) batches (`monitor` reads them from a `fit` data source instead)."""
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
     def _iterate(self):
         has_head = self.plan.classifier is not None
-        for i in range(0, len(self.x), self.batch_size):
-            outs = self.run(self.x[i : i + self.batch_size])
+        for xb, yb in self._inputs():
+            outs = self.run(xb)
             scores = None
             if has_head:
                 f = np.asarray(outs[-1])
                 scores = np.concatenate([-f, f], axis=1) if self.plan.scalar_head else f
-            yield self._pooled(outs), self.y[i : i + len(outs[0])], scores
+            yield self._pooled(outs), yb[: len(outs[0])], scores
             if self.progress is not None:
                 self.progress.advance(self.task)
 
@@ -630,40 +636,52 @@ def measure(
 
 def _collapse(run, plan: _Plan, data, with_test: bool, batch_size: int, objective: dict, num_classes: int, progress: bool, console):
     """The engine fed from the compiled probe: two passes over train, one or two over test."""
-    from .engine import measure_collapse
-
     bar = None
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-    clf = plan.classifier
-    w = np.asarray(clf.kernel).T if clf is not None and not plan.scalar_head else None
-    b = None if w is None or getattr(clf, "bias", None) is None else np.asarray(clf.bias)
     train = _Feeder(run, plan, data.x_train, data.y_train, batch_size, bar, "train")
     test = _Feeder(run, plan, data.x_test, data.y_test, batch_size, bar, "test") if with_test else None
     if bar is not None:
         bar.start()
     try:
-        return measure_collapse(
-            train,
-            num_classes=num_classes,
-            layers=plan.names,
-            test=test,
-            features=plan.features,
-            classifier_weights=w,
-            classifier_bias=b,
-            weight_decay=objective["weight_decay"],
-            decay_bias=objective["decay_bias"],
-            loss_k=objective["loss_k"],
-            loss_M=objective["loss_M"],
-            decomposition=objective["decomposition"] and w is not None,
-            next_kernels=plan.next_kernels,
-            nc_test=with_test,
-        )
+        return plan_collapse(train, test, plan, objective, num_classes)
     finally:
         if bar is not None:
             bar.stop()
+
+
+def plan_collapse(train, test, plan: _Plan, objective: dict, num_classes: int):
+    """The engine on a model's batch sources (`_Feeder`s: `measure`'s arrays, `monitor`'s `fit`
+    data) with the plan's classifier and the `_objective`; `test` None: the train split only."""
+    clf = plan.classifier
+    w = np.asarray(clf.kernel).T if clf is not None and not plan.scalar_head else None
+    b = None if w is None or getattr(clf, "bias", None) is None else np.asarray(clf.bias)
+    return engine_collapse(train, test, num_classes, plan.names, plan.features, w, b, objective, plan.next_kernels)
+
+
+def engine_collapse(train, test, num_classes: int, names: Sequence[str], features: str, w, b, objective: dict, next_kernels: dict):
+    """`engine.measure_collapse` with a head (w (C, p) rows, bias b, or None) and an `_objective`
+    dict: the one call a model (`plan_collapse`) and a features archive (`archive`) both make."""
+    from .engine import measure_collapse
+
+    return measure_collapse(
+        train,
+        num_classes=num_classes,
+        layers=list(names),
+        test=test,
+        features=features,
+        classifier_weights=w,
+        classifier_bias=b,
+        weight_decay=objective["weight_decay"],
+        decay_bias=objective["decay_bias"],
+        loss_k=objective["loss_k"],
+        loss_M=objective["loss_M"],
+        decomposition=objective["decomposition"] and w is not None,
+        next_kernels=next_kernels,
+        nc_test=test is not None,
+    )
 
 
 def _spectra(network, rank_tol: float) -> list[dict]:

@@ -1,6 +1,6 @@
 """The run directory's files and their columns, declared once (SPEC §6, §9, §10, §12).
 
-The writer (`callbacks`, `measure`), resume truncation (`rundir`), `analysis` and `tensorboard`
+The writers (`callbacks`, `measure`, `monitor`), resume truncation (`rundir`), `analysis` and `tensorboard`
 read these names instead of repeating them as strings. Column order is an interface: new columns
 are appended, so files written by older versions keep their columns in place (and a resumed
 run's older file is widened in place, `callbacks._appender`).
@@ -38,6 +38,7 @@ MARGINS_STEPS_CSV = "margins_steps.csv"
 THEORY_CSV = "theory.csv"
 RHO_FLOW_CSV = "rho_flow.csv"
 MEASURE_JSON = "measure.json"
+MONITOR_JSON = "monitor.json"  # `CollapseMonitor`: what a monitored fit measures (the fields of measure.json)
 
 #: Files with one or more rows per epoch, the epoch in the first column: cut back together when
 #: a run resumes from a checkpoint (`rundir.RunDir.truncate_after`).
