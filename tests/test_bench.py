@@ -311,3 +311,36 @@ def test_bench_cli_bad_input_one_line(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not out.exists()
+
+
+def test_bench_tables_keep_every_number_whole_at_80_columns():
+    """Issue 27: at 80 columns (or in a file) every numeric column was cut to "1.5…"."""
+    import io
+
+    from rich.console import Console
+
+    from sqloss_nc.bench.report import results_tables
+
+    arms = {}
+    for key, label in (("tensorflow/b+xla+epoch", "custom step, XLA, one call per epoch"), ("torch/b", "PyTorch, plain loop")):
+        a = _fake_arm(key.split("/")[0], "b", 1, [1.234, 1.456, 11.5], [2.345, 2.5, 2.6])
+        a.update(label=label, gflops=123.4, fraction_of_matmul=0.4567, environment={"threads": 2}, page_faults_per_epoch=77000)
+        arms[key] = a
+    result = {
+        "data": {"n_train": 10000, "source": "synthetic"},
+        "options": {"batch_size": 128, "reps": 5, "epochs_warmup": 1},
+        "arms": arms,
+        "ratios": {"tensorflow/b+xla+epoch / torch/b": {"median": 1.3912, "min": 1.2345, "max": 1.5678, "cpu": 1.0123}},
+        "targets": [{"name": "tensorflow/b+xla+epoch / torch/b", "what": "the project's step against PyTorch", "value": 1.3912, "op": "<=", "threshold": 1.0, "pass": False}],
+        "alone": {"torch/b": {"epoch_s": {"median": 1.2345, "min": 1.1111, "max": 1.3333}, "in_bench_epoch_s": 1.2468, "in_bench_over_alone": 1.0099, "page_faults_per_epoch": 1100000}},
+        "plain_torch": {"epoch_s": 1.2401, "rows": [{"arm": "tensorflow/b+xla+epoch", "epoch_s": 1.7234, "over_plain": 1.3897}]},
+    }
+    text = io.StringIO()
+    console = Console(file=text, width=80, color_system=None)
+    for table in results_tables(result):
+        console.print(table)
+    out = text.getvalue()
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for number in ("1.456", "1.234–11.5", "2.500", "0.687", "123.4", "46%", "77k", "1.391", "1.23–1.57", "1.012", "1.111–1.333", "1.010", "1100k", "1.390"):
+        assert number in out, number

@@ -56,17 +56,36 @@ def _faults(n) -> str:
 
 
 def _table(title: str, columns: list[str], left: int = 1):
+    """A rich table whose first `left` columns are text (left-aligned, may wrap) and the rest
+    numbers (right-aligned). Print it only after :func:`_fit`."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    # No vertical rules: two characters per column back, so six columns of numbers fit 80.
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i < left else "right")
     return t
 
 
+def _fit(table):
+    """Keep every number whole: a number column is at least as wide as its widest cell, and a
+    name too long for its column folds onto the next line instead of ending in "…". Without
+    this, rich shrank all columns alike at 80 columns or in a file and cut every number to
+    "1.5…" (issue 27)."""
+    from rich.text import Text
+
+    for col in table.columns:
+        col.overflow = "fold"
+        if col.justify == "right":
+            col.min_width = max((Text.from_markup(c).cell_len for c in col._cells if isinstance(c, str)), default=0)
+    return table
+
+
 def results_tables(result: dict) -> list:
-    """Rich tables: the arms (epoch time, spread, per-run time, throughput, GFLOP/s against the
-    arm's own framework's matmul rate, minor page faults per epoch), the paired ratios and the targets, the stacked sweep, the
+    """Rich tables: the arms' times (epoch time, spread, per-run time, throughput), their rates
+    (GFLOP/s against the arm's own framework's matmul rate, minor page faults per epoch) and
+    labels, the paired ratios and the targets, the stacked sweep, the
     arms timed alone, the (b) arms against plain PyTorch, the tracking breakdown, and (when measured) the profile and the scaling.
 
     Args:
@@ -77,7 +96,12 @@ def results_tables(result: dict) -> list:
     arms = _table(
         f"one epoch per arm, each arm in its own process; N = {d['n_train']} ({d['source']}), batch {o['batch_size']}, "
         f"{o['reps']} timed rounds after {o['epochs_warmup']} untimed",
-        ["arm", "what", "epoch s (median)", "min–max", "CPU s", "per-run s", "run-epochs/s", "GFLOP/s", "% of own matmul", "threads", "page faults"],
+        ["arm", "epoch s", "min–max", "CPU s", "per run s", "run epochs /s"],
+    )
+    # One view per table, few columns each: readable at 80 columns and in a file.
+    rates = _table(
+        "the arms' rates (GFLOP/s against the arm's own framework's matmul rate) and what each arm is",
+        ["arm", "what", "GFLOP/s", "% of matmul", "threads", "page faults"],
         left=2,
     )
     for key, a in result["arms"].items():
@@ -85,18 +109,21 @@ def results_tables(result: dict) -> list:
         frac = a.get("fraction_of_matmul")
         arms.add_row(
             key,
-            a["label"],
             _s(e["median"]),
             f"{_s(e['min'])}–{_s(e['max'])}",
             _s(a["cpu_s"]["median"]),
             _s(a["per_run_epoch_s"]),
             f"{a['run_epochs_per_s']:.3f}",
+        )
+        rates.add_row(
+            key,
+            a["label"],
             f"{a['gflops']:.1f}",
             "" if frac is None else f"{100 * frac:.0f}%",
             str((a.get("environment") or {}).get("threads", "")),
             _faults(a.get("page_faults_per_epoch")),
         )
-    out.append(arms)
+    out += [arms, rates]
 
     ratios = _table(
         "ratios of per-run epoch times (wall: median over rounds of each round's ratio, with its min–max; CPU: ratio of medians)",
@@ -182,7 +209,7 @@ def results_tables(result: dict) -> list:
 
     out += _profile_tables(result)
     out += _scaling_tables(result.get("scaling"))
-    return out
+    return [_fit(t) for t in out]
 
 
 def _profile_tables(result: dict) -> list:
