@@ -535,31 +535,33 @@ def short_why(result: ClaimResult, limit: int = 90) -> str:
 
 
 def claims_table(rep: Report):
-    """A rich table: claim, verdict, its control's verdict, runs used, and the reason (or the key
-    numbers). Words wrap whole (no folding mid-word) so it reads in 80 columns; the command that
-    would decide each undecided claim follows in the caption.
+    """The console summary: a rich table (claim, verdict, its control's verdict, runs used) that
+    reads in 80 columns without cutting words, then one line per judged claim with its reason cut
+    to its first clause, then the command that would decide the claims left undecided (claims.md
+    has everything whole).
 
     Example: `rich.print(claims_table(make_report(Path("outputs"))))`
     """
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     style = {"supported": "green", "not supported": "red", "inconclusive": "yellow", "no runs": "dim", NOT_DISCRIMINATING: "magenta"}
-    undecided = [r.claim.id for r in rep.results if r.decide]
-    caption = f"details: {rep.out / REPORT_DIR / 'claims.md'}"
-    if undecided:
-        caption += f"; to decide the rest: sqnc reproduce {rep.out} --claims {','.join(undecided)}"
-    t = Table(title=f"claims — {rep.out}", caption=caption)
+    t = Table(title=f"claims — {rep.out}", caption=f"details: {rep.out / REPORT_DIR / 'claims.md'}")
     t.add_column("claim", no_wrap=True)
     t.add_column("verdict")
     t.add_column("control")
     t.add_column("runs", justify="right")
-    t.add_column("why", ratio=1)
     for r in rep.results:
         t.add_row(
             f"{r.claim.number}. {r.claim.id}",
-            f"[{style.get(r.verdict, '')}]{r.verdict}[/]",
-            f"[{style.get(r.control_verdict, '')}]{r.control_verdict}[/]",
+            Text(r.verdict, style=style.get(r.verdict, "")),
+            Text(r.control_verdict, style=style.get(r.control_verdict, "")),
             str(r.runs),
-            short_why(r),
         )
-    return t
+    parts: list = [t]
+    parts += [Text(f"{r.claim.number}. {short_why(r)}") for r in rep.results if r.verdict != "no runs"]
+    undecided = [r.claim.id for r in rep.results if r.decide]
+    if undecided:
+        parts.append(Text(f"to decide the rest: sqnc reproduce {rep.out} --claims {','.join(undecided)}"))
+    return Group(*parts)
