@@ -16,12 +16,11 @@ Example: `from sqloss_nc.claims.c03_margins_concentrate import CLAIM; CLAIM.stat
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, _g, mean, pairs, positive, std, zero
-from .experiments import CPU_FIG2, FIG2, PAPER_FIG2, PAPER_FIG3, as_control
+from .experiments import CPU_FIG2, FIG2, PAPER_FIG3, as_control
 from .rules import rho_by_init, settledness
 
 ACROSS_INITS = 1.5  # final mean normalized margin within 1.5x over inits
@@ -49,7 +48,10 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
                 continue
             ratio = float(sep.iloc[-1] / sep.iloc[0]) if sep.iloc[0] > 0 else float("nan")
             nums[f"margin std/mean final/first separating [{r['setting']}]"] = ratio
-            (narrow if ratio <= NARROWING else widen if ratio > 1 else []).append(str(r["setting"]))
+            if ratio <= NARROWING:
+                narrow.append(str(r["setting"]))
+            elif ratio > 1:
+                widen.append(str(r["setting"]))
             if not control and not settledness(ev, r, "rho").ok:
                 unsettled.append(str(r["setting"]))
     if min(mu.values()) <= 0:
