@@ -233,7 +233,8 @@ def test_cpu_protocols_of_equilibrium_claims_live_five_tau(claim_id):
 
 def test_cpu_plan_fits_two_hours_on_two_cores():
     # Budget model (measured: the BN convnet, 8k steps of batch 128 on 1,000 images in ~4.5 min):
-    # a step costs ~ its images / (128 x 30 per second), with a floor of 1/60 s per step (small batches).
+    # a step costs ~ its images / (128 x 30 per second), with a floor of 1/60 s per step (small
+    # batches); the narrow ResNet-18 taken 3x the convnet, the 256-wide MLP a tenth (assumptions).
     plan = {p.key(): p for c in CLAIMS for p in c.protocols["cpu"]}
     seconds = 0.0
     for p in plan.values():
@@ -243,7 +244,8 @@ def test_cpu_plan_fits_two_hours_on_two_cores():
         per_run = []
         for full in fulls:
             batch = n if full else min(n, cfg["optim"].get("batch_size") or n)
-            per_run.append(p.steps * max(batch / (128 * 30), 1 / 60))
+            arch = {"resnet18": 3.0, "mlp": 0.1}.get(cfg["model"]["arch"], 1.0)
+            per_run.append(p.steps * max(arch * batch / (128 * 30), 1 / 60))
         seconds += np.mean(per_run) * p.n_runs
     assert seconds / 2 < 2 * 3600, f"{seconds / 120:.0f} min on 2 jobs"
 
@@ -761,3 +763,19 @@ def test_scale_counts_runs_seeds_and_n(tree):
     assert (r.scale.epochs, r.scale.n_train, r.scale.seeds, r.scale.settings) == (E, 96, "3", 2)
     assert "epochs 50" in r.scale.text() and "N 96" in r.scale.text()
     json.dumps({k: v for k, v in r.numbers.items()}, default=str)
+
+
+def test_every_protocol_expands_into_valid_run_configs():
+    from sqloss_nc.config import expand_sweep, read_yaml, set_dotted, validate
+
+    for p in {p.key(): p for c in CLAIMS for s in SCALES for p in c.protocols[s]}.values():
+        raw = read_yaml(ROOT / p.config)
+        raw["name"] = p.experiment
+        if p.sweep:
+            raw["sweep"] = dict(p.sweep)
+        for k, v in p.overrides.items():
+            set_dotted(raw, k, v)
+        if raw.get("data", {}).get("source") == "folder":
+            raw["data"]["path"] = "unused"  # the data dir is given at run time
+        runs = expand_sweep(validate(raw))
+        assert len(runs) == p.n_runs, p.experiment  # every protocol names its sweep, so n_runs is its run count

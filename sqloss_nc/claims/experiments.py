@@ -213,13 +213,17 @@ _PAPER_SEEDS = list(range(10))
 PAPER_FIG2 = Protocol(
     "fig2_init_wd", FIG2, 79_000,
     "Fig. 2 as published: 3 inits x WD {0.01, 0} x 10 seeds, 1,000 epochs on 10,000 images (79 steps per epoch): ~79 τ at η = λ = 0.01.",
+    sweep={"model.init_scale": [0.01, 1, 5], "optim.weight_decay": [0.01, 0], "seed": _PAPER_SEEDS},
 )
 PAPER_FIG2_EARLY = Protocol(
     "paper_fig2_early", FIG2, 400,
     "Fig. 2's settings stopped after 400 steps (0.4 τ): the equilibrium controls.",
     sweep={"model.init_scale": [0.01, 5], "optim.weight_decay": [0.01, 0], "seed": [0, 1]},
 )
-PAPER_FIG3 = Protocol("fig3_margins", "configs/paper/fig3_margins.yaml", 79_000, "Fig. 3 as published: 7 inits x WD {0.01, 0} x 10 seeds, 1,000 epochs.")
+PAPER_FIG3 = Protocol(
+    "fig3_margins", "configs/paper/fig3_margins.yaml", 79_000, "Fig. 3 as published: 7 inits x WD {0.01, 0} x 10 seeds, 1,000 epochs.",
+    sweep={"model.init_scale": [0.01, 0.1, 0.5, 1, 3, 5, 10], "optim.weight_decay": [0.01, 0], "seed": _PAPER_SEEDS},
+)
 PAPER_FIG6 = Protocol(
     "fig6_nc_step", FIG6, 27_650,
     "Fig. 6 as published: 350 epochs on 10,000 images with lr / 10 at 1/3 and 2/3 (Papyan et al.'s schedule; the paper does not give it), init 3.",
@@ -234,7 +238,10 @@ PAPER_NC_GD = Protocol(
     overrides={"optim.full_batch": True},
     sweep={"optim.weight_decay": [0.01, 0], "seed": [0, 1]},
 )
-PAPER_FIG11 = Protocol("fig11_random_labels", FIG11, 79_000, "Figs. 11, 13 as published: 5 noise levels x 10 seeds, 1,000 epochs.")
+PAPER_FIG11 = Protocol(
+    "fig11_random_labels", FIG11, 79_000, "Figs. 11, 13 as published: 5 noise levels x 10 seeds, 1,000 epochs.",
+    sweep={"data.label_noise": [0.2, 0.4, 0.6, 0.8, 1.0], "seed": _PAPER_SEEDS},
+)
 PAPER_FIG11_SMALL = Protocol(
     "paper_fig11_small", FIG11, 79_000, "Fig. 11 on a convnet of widths [2, 2, 2], too small to interpolate random labels.",
     overrides={"model.widths": [2, 2, 2]}, sweep={"data.label_noise": [0.2, 0.6, 1.0], "seed": [0]},
