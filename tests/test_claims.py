@@ -672,20 +672,34 @@ def test_claim9_control_square_loss_must_not_pass(tree):
     ],
 )
 def test_claim10_rank(tree, ranks_wd, rank_wd0, expected):
-    for batch, rank in ranks_wd.items():
-        full = batch == "full"
-        for wd, r in ((0.01, rank), (0.0, rank_wd0)):
-            exp = "cpu_rank_gd" if full else "cpu_rank"
-            tree.run(exp, f"batch={batch}_wd={wd}", {"metrics.csv": metrics(), "spectra.csv": spectra(r)}, full_batch=full, batch_size=16 if full else batch, wd=wd)
+    rank_runs(tree, ranks_wd, rank_wd0)
     verdict, why, nums = tree.verdict(10)
     assert verdict == expected, why
     assert any(k.startswith("stable rank/max") for k in nums)
 
 
+def rank_runs(tree, ranks_wd, rank_wd0, matched=True):
+    # 300 steps each: batch 16 = 6 steps per epoch x 50, batch 32 = 3 x 100, full batch = 1 x 300.
+    for batch, rank in ranks_wd.items():
+        full = batch == "full"
+        ep = {16: 50, 32: 100, "full": 300}[batch] if matched else E
+        for wd, r in ((0.01, rank), (0.0, rank_wd0)):
+            exp = "cpu_rank_gd" if full else "cpu_rank"
+            tables = {"metrics.csv": metrics(epochs=ep), "spectra.csv": spectra(r, epochs=ep)}
+            tree.run(exp, f"batch={batch}_wd={wd}", tables, epochs=ep, full_batch=full, batch_size=16 if full else batch, wd=wd)
+
+
+def test_claim10_needs_matched_steps(tree):
+    rank_runs(tree, {16: 3, 32: 5, "full": 8}, 8, matched=False)  # 50 epochs each: 300, 150 and 50 steps
+    verdict, why, _ = tree.verdict(10)
+    assert verdict == INCONCLUSIVE and "matched steps" in why
+
+
 def test_claim10_control_tiny_wd_must_not_pass(tree):
-    for batch in (16, 32):
+    for batch, ep in ((16, 50), (32, 100)):  # 300 steps each
         for wd, r in ((1e-5, 8), (0.0, 8)):
-            tree.run("cpu_rank_tinywd", f"batch={batch}_wd={wd}", {"metrics.csv": metrics(), "spectra.csv": spectra(r)}, batch_size=batch, wd=wd)
+            tables = {"metrics.csv": metrics(epochs=ep), "spectra.csv": spectra(r, epochs=ep)}
+            tree.run("cpu_rank_tinywd", f"batch={batch}_wd={wd}", tables, epochs=ep, batch_size=batch, wd=wd)
     assert tree.control(10) == NOT_SUPPORTED
 
 

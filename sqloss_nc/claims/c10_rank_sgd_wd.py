@@ -3,7 +3,8 @@ smaller batches and larger WD, and not without WD (Xu, Rangamani, Liao, Galanti,
 Galanti et al. 2022).
 
 Rule, on rank_final.csv (rank / min(out, fan_in) of each hidden layer, averaged over layers, per
-experiment, batch size and WD; every batch size run for the same steps), for the rank and the
+experiment, batch size and WD; every setting run for the same steps within `STEP_MATCH`, else
+inconclusive: at equal epochs a small batch takes many more steps), for the rank and the
 stable rank alike: (i) at the largest WD every minibatch rank >= `DROP` below WD 0's; (ii) at the
 largest WD, in batch-size order (full batch = N), no rank more than `DROP` above the next larger
 batch's (an inversion contradicts) and at least one rise of >= `DROP`; (iii) at WD 0 the rank
@@ -25,10 +26,11 @@ import pandas as pd
 
 from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, _g, pairs
 from .experiments import CPU_RANK, CPU_RANK_GD, CPU_RANK_TINY, PAPER_RANK, PAPER_RANK_GD, PAPER_RANK_TINY, RANK, RANK_GD, as_control
-from .rules import spearman
+from .rules import Clock, spearman
 
 DROP = 0.05  # a rank "falls" when it is >= 5% below the comparison
 NO_WD_DROP = 0.2  # without WD a fall of >= 20% from init contradicts "not without WD"
+STEP_MATCH = 0.1  # every setting's steps within 10% of the others'
 
 
 def _parts(ev: Evidence, rf: pd.DataFrame, measure: str) -> tuple[list[str], list[str], dict[str, Any]]:
@@ -100,7 +102,10 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
     if rf.empty or "rank_mean" not in rf:
         return Verdict(INCONCLUSIVE, "no spectra (spectra.csv) in these runs", used=used)
     rf = rf[rf["layer"] != "classifier"]  # the classifier's rank is bounded by C
-    verdicts, parts, nums = [], [], {}
+    steps = {Clock.of(ev, r).steps for _, r in ev.summary.iterrows()}
+    if max(steps) > (1 + STEP_MATCH) * min(steps):
+        return Verdict(INCONCLUSIVE, f"not at matched steps: the settings ran {min(steps)} to {max(steps)} steps (batch sizes are compared at equal steps)", used=used)
+    verdicts, parts, nums = [], [], {"steps": max(steps)}
     for measure in ("rank", "stable_rank"):
         if f"{measure}_mean" not in rf:
             continue
@@ -122,7 +127,7 @@ CLAIM = Claim(
     sentence="SGD with weight decay lowers the rank of the weight matrices, more with smaller batches and larger WD, and not without WD.",
     source="Xu, Rangamani, Liao, Galanti, Poggio 2023 (the journal version); Galanti et al. 2022",
     statistic="rank_final.csv: rank/min(out, fan_in) and stable rank/min(out, fan_in) per hidden layer, averaged over layers, per batch size and WD, at matched steps; rank_epochs.csv for the WD-0 runs' initial rank",
-    rule=f"for rank and stable rank: (i) at the largest WD every minibatch value >= {DROP:.0%} below WD 0's; (ii) at the largest WD, in batch-size order (full batch = N), "
+    rule=f"at matched steps (within {STEP_MATCH:.0%}), for rank and stable rank: (i) at the largest WD every minibatch value >= {DROP:.0%} below WD 0's; (ii) at the largest WD, in batch-size order (full batch = N), "
     f"no value more than {DROP:.0%} above the next larger batch's and at least one rise of >= {DROP:.0%}; (iii) at WD 0 a fall < {NO_WD_DROP:.0%} from init. "
     "Supported when all hold for both, not supported when any is contradicted, else inconclusive",
     control="the same rule with WD 1e-5 as the largest WD",

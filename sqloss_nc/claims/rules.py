@@ -41,7 +41,7 @@ SETTLED_PER_TAU = 0.05  # |d ln X / dτ| over the last 2τ below 5% per τ: sett
 SETTLED_CHANGE = 0.05  # without WD: moved < 5% over the last 10% of the epochs
 TAIL_FRACTION = 0.1
 INTERPOLATING_ACC = 0.99  # train acc of an interpolating run where labels are noisy by design
-CLEAN_ACC = 1.0 - 1e-9  # train error 0: the terminal phase of true labels
+CLEAN_ACC = 1.0 - 1e-6  # train error 0 (to float32 rounding): the terminal phase of true labels
 STILL_FALLING = 0.9  # the last NC value below 0.9x the previous one: still falling
 NC1_LEVEL = 0.1  # NC claims: final NC1 <= 0.1 is collapsed ...
 NC1_TPT_FALL = 2.0  # ... having fallen >= 2x since the terminal phase began
