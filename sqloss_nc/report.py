@@ -7,9 +7,9 @@ the published setups (`PUBLISHED`) with their runs, and writes
 
 | file | content |
 |---|---|
-| `OUT/report/claims.md` | one section per claim: sentence, source, evidence configs, statistic, rule, verdict and why, the numbers, runs used, the evidence scale against the source's, the claim's figures; then the published setups against their published numbers |
+| `OUT/report/claims.md` | a table of verdicts and control verdicts; one section per claim: sentence, source, evidence configs, statistic, rule, verdict and why, the control and its verdict, runs used, the evidence scale against the source's, the command that would decide it (when undecided), its protocols per scale with their rationale, the numbers, the claim's figures (or which command draws them); then the published setups against their published numbers |
 | `OUT/report/claims.html` | the same as HTML, with the figures inline; linked from `OUT/figures/index.html` |
-| `OUT/report/claims.csv` | one row per claim: number, id, verdict, why, runs, settings, scale, source scale, numbers (JSON) |
+| `OUT/report/claims.csv` | one row per claim: number, id, verdict, why, control_verdict, control_why, decide, runs, settings, scale, source scale, numbers (JSON) |
 
 Apart from the figures it draws through `sqloss_nc.figures`, it reads only `OUT/analysis/*.csv`.
 

@@ -119,16 +119,20 @@ class Tree:
 
     def __init__(self, out: Path):
         self.out = out
+        self._results = None
 
     def run(self, experiment: str, run_id: str, tables: dict, seed: int = 0, epochs: int = E, **cfg) -> None:
         keys = {k: v for k, v in cfg.items() if k in ("batch_size", "full_batch", "wd")}
         c = config(experiment, seed, epochs, **keys, **{k: v for k, v in cfg.items() if "__" in k})
         write_run(self.out / experiment / f"{run_id}_seed={seed}", c, tables)
+        self._results = None
 
     def results(self):
-        res = analyze(self.out)
-        assert not [p for p in res.problems if "left out" in p[1]], res.problems
-        return {r.claim.number: r for r in evaluate_claims(load_tables(self.out))}
+        if self._results is None:  # one analysis per tree
+            res = analyze(self.out)
+            assert not [p for p in res.problems if "left out" in p[1]], res.problems
+            self._results = {r.claim.number: r for r in evaluate_claims(load_tables(self.out))}
+        return self._results
 
     def verdict(self, number: int) -> tuple[str, str, dict]:
         r = self.results()[number]
