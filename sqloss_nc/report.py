@@ -304,7 +304,7 @@ def _no_figure_line(out: Path, r: ClaimResult) -> str:
     kinds = ", ".join(r.claim.figures)
     if not r.settings:
         return f"(no figure: no runs of this claim; `{r.decide or decide_command(r.claim, out)}` makes them)"
-    return f"(no {kinds} figure of these runs in {out / 'figures'}: `sqnc figures {out} --only {','.join(r.claim.figures)}` draws them)"
+    return f"(no {kinds} figure shows these runs in {out / 'figures'}; `sqnc figures {out} --only {','.join(r.claim.figures)}` draws them or says what they need)"
 
 
 def _md(rep: Report) -> str:
@@ -562,6 +562,8 @@ def claims_table(rep: Report):
     parts: list = [t]
     parts += [Text(f"{r.claim.number}. {short_why(r)}") for r in rep.results if r.verdict != "no runs"]
     undecided = [r.claim.id for r in rep.results if r.decide]
-    if undecided:
-        parts.append(Text(f"to decide the rest: sqnc reproduce {rep.out} --claims {','.join(undecided)}"))
+    if len(undecided) == len(rep.results):
+        parts.append(Text(f"to decide them: sqnc reproduce {rep.out} (every claim), or --claims ID for one"))
+    elif undecided:
+        parts.append(Text(f"to decide the rest: sqnc reproduce {rep.out} --claims ID, ID being one of " + ", ".join(undecided)))
     return Group(*parts)

@@ -53,7 +53,7 @@ def judge_init_independence(ev: Evidence, rows: pd.DataFrame, what: str) -> Verd
     unsettled = {k: s for k, s in settled.items() if not s.ok}
     if unsettled:
         k, s = next(iter(unsettled.items()))
-        return Verdict(INCONCLUSIVE, f"too few steps: ρ not settled in {len(unsettled)} setting(s), e.g. {k}: {s.text()} (needs >= 5τ and < 5%/τ); max/min over inits {ratio:.2f}", nums, used)
+        return Verdict(INCONCLUSIVE, f"too few steps: ρ not settled in {len(unsettled)} of {len(settled)} settings, e.g. {k}: {s.text()} (needs >= 5τ and < 5%/τ); max/min over inits {ratio:.2f}", nums, used)
     if ratio <= RATIO_SAME:
         return Verdict(SUPPORTED, f"final ρ within {ratio:.2f}x over inits {', '.join(_g(i) for i in rho)}, settled", nums, used)
     if rho[hi] - rho[lo] > spread[hi] + spread[lo]:

@@ -24,10 +24,17 @@ OK, NOT = 0.1, 0.3
 
 
 def settled_rows(ev: Evidence, rows):
-    """(the settings >= 5τ with ρ settled, the names of the others)."""
-    keep = [settledness(ev, r, "rho").ok for _, r in rows.iterrows()]
-    left = [str(r["setting"]) for (_, r), k in zip(rows.iterrows(), keep) if not k]
+    """(the settings >= 5τ with ρ settled, "setting: its settledness" of the others)."""
+    states = [settledness(ev, r, "rho") for _, r in rows.iterrows()]
+    keep = [s.ok for s in states]
+    left = [f"{r['setting']}: {s.text()}" for (_, r), s in zip(rows.iterrows(), states) if not s.ok]
     return (rows[keep] if len(rows) else rows), left
+
+
+def _settings(left: list[str]) -> str:
+    """The unsettled settings in a few words (the first two, then a count)."""
+    more = f" and {len(left) - 2} more" if len(left) > 2 else ""
+    return "; ".join(left[:2]) + more
 
 
 def judge(ev: Evidence, control: bool = False) -> Verdict:
@@ -36,13 +43,13 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
         return Verdict(INCONCLUSIVE, "too few settings: no square-loss run with WD > 0 (theory.csv row rho_eq)")
     ok_rows, left = settled_rows(ev, rows)
     if ok_rows.empty:
-        return Verdict(INCONCLUSIVE, f"too few steps: ρ is not settled after >= 5τ in any run ({len(left)} setting(s)), and Eq. 11 is an equilibrium", used=pairs(rows))
+        return Verdict(INCONCLUSIVE, f"too few steps: ρ is not settled after >= 5τ in any run ({_settings(left)}), and Eq. 11 is an equilibrium", used=pairs(rows))
     errs = rel_errors(ev, "rho_eq", ok_rows)
     v, why, nums = instrument(errs, OK, NOT, "ρ_L against κμ/(κ²M + λ′)")
     if errs.empty:
         return Verdict(INCONCLUSIVE, "no theory.csv row rho_eq for the settled runs", used=pairs(ok_rows))
     if left:
-        why += f" ({len(left)} unsettled setting(s) not judged)"
+        why += f" (not judged, unsettled: {_settings(left)})"
     return Verdict(v, why, nums, pairs(ok_rows))
 
 
@@ -55,7 +62,7 @@ CLAIM = Claim(
     rule=f"supported: every settled run within {OK}; not supported: a settled run beyond {NOT}; inconclusive: no settled run, or in between",
     control="the same rule on runs stopped at 0.5τ",
     source_scale=Scale(1000, 10000, 10, "WD 0.01"),
-    figures=("fig2",),
+    figures=("fig2", "fig14"),
     judge=judge,
     protocols={"cpu": (CPU_FIG2, as_control(CPU_FIG2_EARLY)), "paper": (PAPER_FIG2, as_control(PAPER_FIG2_EARLY))},
     legacy_configs=(FIG2, FIG6, "configs/paper/binary_bn_wd.yaml"),

@@ -15,7 +15,7 @@ Example: `from sqloss_nc.claims.c16_lemma2_gap import CLAIM; CLAIM.any_experimen
 from __future__ import annotations
 
 from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, no_noise, pairs, positive
-from .c06_rho_eq import settled_rows
+from .c06_rho_eq import _settings, settled_rows
 from .experiments import CPU_FIG2, CPU_FIG2_EARLY, CPU_NC, FIG2, PAPER_FIG2, PAPER_FIG2_EARLY, as_control
 from .rules import instrument, rel_errors
 
@@ -28,12 +28,12 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
         return Verdict(INCONCLUSIVE, "too few settings: no square-loss run with WD > 0")
     ok_rows, left = settled_rows(ev, rows)
     if ok_rows.empty:
-        return Verdict(INCONCLUSIVE, f"too few steps: ρ is not settled after >= 5τ in any run ({len(left)} setting(s)); Lemma 2 describes the equilibrium", used=pairs(rows))
+        return Verdict(INCONCLUSIVE, f"too few steps: ρ is not settled after >= 5τ in any run ({_settings(left)}); Lemma 2 describes the equilibrium", used=pairs(rows))
     errs = rel_errors(ev, "margin_gap_lemma2", ok_rows)
     if errs.empty:
         return Verdict(INCONCLUSIVE, "no theory.csv row margin_gap_lemma2 for the settled runs", used=pairs(ok_rows))
     v, why, nums = instrument(errs, OK, NOT, "1 − ρμ against λ′ρ₀²/(1+λ′ρ₀²)")
-    return Verdict(v, why + (f" ({len(left)} unsettled setting(s) not judged)" if left else ""), nums, pairs(ok_rows))
+    return Verdict(v, why + (f" (not judged, unsettled: {_settings(left)})" if left else ""), nums, pairs(ok_rows))
 
 
 CLAIM = Claim(
@@ -45,7 +45,7 @@ CLAIM = Claim(
     rule=f"supported: every settled run within {OK}; not supported: a settled run beyond {NOT}; else inconclusive",
     control="the same rule on runs stopped at 0.5τ",
     source_scale=Scale(None, None, None, "derived (Lemma 2)"),
-    figures=("fig2",),
+    figures=("fig2", "fig14"),
     judge=judge,
     protocols={"cpu": (CPU_FIG2, CPU_NC, as_control(CPU_FIG2_EARLY)), "paper": (PAPER_FIG2, as_control(PAPER_FIG2_EARLY))},
     legacy_configs=(FIG2,),
