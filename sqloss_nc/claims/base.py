@@ -162,6 +162,9 @@ class Claim:
     legacy_controls: tuple[str, ...] = ()
     any_experiment: bool = False
 
+    def __hash__(self) -> int:  # the protocols are dicts: a claim is known by its id
+        return hash(self.id)
+
     def __post_init__(self) -> None:
         if set(self.protocols) != set(SCALES):
             raise ValueError(f"claim {self.id}: protocols needs the scales {SCALES}, has {sorted(self.protocols)}")
