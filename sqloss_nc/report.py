@@ -289,10 +289,17 @@ def plural(n: int, word: str) -> str:
 
 
 def _protocol_lines(c) -> list[str]:
+    """One line per experiment and scale (an experiment read as evidence and as control, once)."""
     lines = []
     for scale in SCALES:
+        roles: dict[tuple, list[str]] = {}
+        first = {}
         for p in c.protocols[scale]:
-            lines.append(f"  - {scale}, {p.role}: `{p.experiment}` ({plural(p.n_runs, 'run')} x {p.steps:,} steps, `{p.config}`): {p.rationale}")
+            roles.setdefault(p.key(), []).append(p.role)
+            first.setdefault(p.key(), p)
+        for key, p in first.items():
+            role = " and ".join(dict.fromkeys(roles[key]))
+            lines.append(f"  - {scale}, {role}: `{p.experiment}` ({plural(p.n_runs, 'run')} x {p.steps:,} steps, `{p.config}`): {p.rationale}")
     return lines
 
 
@@ -325,8 +332,10 @@ def _md(rep: Report) -> str:
             f"| {r.claim.number} | [{r.claim.id}](#{r.claim.number}-{r.claim.id}) | **{r.verdict}** | {r.control_verdict} | {r.runs} | {r.scale.text()} | {r.claim.source_scale.text()} |"
         )
     undecided = [r for r in rep.results if r.decide]
-    if undecided:
-        lines += ["", "To decide the claims left undecided: " + "; ".join(f"`{r.decide}`" for r in undecided) + "."]
+    if len(undecided) == len(rep.results):
+        lines += ["", f"To decide them: `sqnc reproduce {out}` (every claim's cpu protocols), or `--claims <id>` for some."]
+    elif undecided:
+        lines += ["", f"To decide the claims left undecided: `sqnc reproduce {out} --claims {','.join(r.claim.id for r in undecided)}`."]
     for r in rep.results:
         c = r.claim
         lines += [

@@ -43,7 +43,7 @@ def test_report_analyzes_when_stale_and_writes_the_files(tmp_path):
     assert (csv.loc[1:, "decide"] == [f"sqnc reproduce {out} --claims {c.id}" for c in CLAIMS[1:]]).all()
     md = (out / "report" / "claims.md").read_text()
     assert "**supported**" in md and "## 1. rho_wd_init" in md and "epochs 50" in md
-    assert "- runs used: 2 runs in 2 settings" in md and "1 runs" not in md and "cpu, control: `cpu_fig2`" in md
+    assert "- runs used: 2 runs in 2 settings" in md and "1 runs" not in md and "cpu, evidence and control: `cpu_fig2`" in md
     assert "## Published setups" in md
     # A second call finds the tables current; a newer run file makes them stale again.
     assert not make_report(out, figures=False).analyzed
