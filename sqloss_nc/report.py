@@ -7,9 +7,9 @@ the published setups (`PUBLISHED`) with their runs, and writes
 
 | file | content |
 |---|---|
-| `OUT/report/claims.md` | one section per claim: sentence, source, evidence configs, statistic, rule, verdict and why, the numbers, runs used, the evidence scale against the source's, the claim's figures; then the published setups against their published numbers |
+| `OUT/report/claims.md` | a table of verdicts and control verdicts; one section per claim: sentence, source, evidence configs, statistic, rule, verdict and why, the control and its verdict, runs used, the evidence scale against the source's, the command that would decide it (when undecided), its protocols per scale with their rationale, the numbers, the claim's figures (or which command draws them); then the published setups against their published numbers |
 | `OUT/report/claims.html` | the same as HTML, with the figures inline; linked from `OUT/figures/index.html` |
-| `OUT/report/claims.csv` | one row per claim: number, id, verdict, why, runs, settings, scale, source scale, numbers (JSON) |
+| `OUT/report/claims.csv` | one row per claim: number, id, verdict, why, control_verdict, control_why, decide, runs, settings, scale, source scale, numbers (JSON) |
 
 Apart from the figures it draws through `sqloss_nc.figures`, it reads only `OUT/analysis/*.csv`.
 
@@ -36,7 +36,8 @@ from typing import Any
 import pandas as pd
 
 from .analysis import ANALYSIS_DIR, analyze, find_run_dirs
-from .claims import CLAIMS, ClaimResult, Tables, _g, evaluate_claims
+from .claims import CLAIMS, NOT_DISCRIMINATING, ClaimResult, Tables, _g, decide_command, evaluate_claims
+from .protocol import SCALES
 from .errors import UserError
 from .rundir import atomic_write_text
 
@@ -282,20 +283,59 @@ def key_numbers(result: ClaimResult, limit: int = 3) -> str:
     return "; ".join(_numbers_text(result.numbers, limit))
 
 
+def plural(n: int, word: str) -> str:
+    """`1 run`, `2 runs`. Example: `plural(1, "run")`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _protocol_lines(c) -> list[str]:
+    """One line per experiment and scale (an experiment read as evidence and as control, once)."""
+    lines = []
+    for scale in SCALES:
+        roles: dict[tuple, list[str]] = {}
+        first = {}
+        for p in c.protocols[scale]:
+            roles.setdefault(p.key(), []).append(p.role)
+            first.setdefault(p.key(), p)
+        for key, p in first.items():
+            role = " and ".join(dict.fromkeys(roles[key]))
+            lines.append(f"  - {scale}, {role}: `{p.experiment}` ({plural(p.n_runs, 'run')} x {p.steps:,} steps, `{p.config}`): {p.rationale}")
+    return lines
+
+
+def _used_experiments(r: ClaimResult) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([e for e, _ in r.settings] + list(r.claim.experiments) + list(r.claim.control_experiments)))
+
+
+def _no_figure_line(out: Path, r: ClaimResult) -> str:
+    kinds = ", ".join(r.claim.figures)
+    if not r.settings:
+        return f"(no figure: no runs of this claim; `{r.decide or decide_command(r.claim, out)}` makes them)"
+    return f"(no {kinds} figure shows these runs in {out / 'figures'}; `sqnc figures {out} --only {','.join(r.claim.figures)}` draws them or says what they need)"
+
+
 def _md(rep: Report) -> str:
     out = rep.out
     lines = [
         "# Claims judged from the runs",
         "",
-        f"`sqnc report {out}`: every claim of `sqloss_nc/claims.py`, judged from `{out / ANALYSIS_DIR}` "
-        "by the rule written under it. Verdicts: supported, not supported, inconclusive (with why), no runs. "
+        f"`sqnc report {out}`: every claim of `sqloss_nc/claims/`, judged from `{out / ANALYSIS_DIR}` "
+        "by the rule written under it, and its negative control judged by the same rule. Verdicts: supported, not supported, "
+        "inconclusive (with why), no runs, rule does not discriminate (the control passed too). "
         "The scale of the evidence (the runs used) stands next to the source's.",
         "",
-        "| # | claim | verdict | runs | evidence scale | source's scale |",
-        "|---|---|---|---|---|---|",
+        "| # | claim | verdict | control | runs | evidence scale | source's scale |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rep.results:
-        lines.append(f"| {r.claim.number} | [{r.claim.id}](#{r.claim.number}-{r.claim.id}) | **{r.verdict}** | {r.runs} | {r.scale.text()} | {r.claim.source_scale.text()} |")
+        lines.append(
+            f"| {r.claim.number} | [{r.claim.id}](#{r.claim.number}-{r.claim.id}) | **{r.verdict}** | {r.control_verdict} | {r.runs} | {r.scale.text()} | {r.claim.source_scale.text()} |"
+        )
+    undecided = [r for r in rep.results if r.decide]
+    if len(undecided) == len(rep.results):
+        lines += ["", f"To decide them: `sqnc reproduce {out}` (every claim's cpu protocols), or `--claims <id>` for some."]
+    elif undecided:
+        lines += ["", f"To decide the claims left undecided: `sqnc reproduce {out} --claims {','.join(r.claim.id for r in undecided)}`."]
     for r in rep.results:
         c = r.claim
         lines += [
@@ -305,21 +345,25 @@ def _md(rep: Report) -> str:
             f"**{c.sentence}**",
             "",
             f"- source: {c.source}",
-            f"- evidence configs: {', '.join(f'`{x}`' for x in c.configs)}",
+            f"- evidence configs: {', '.join(f'`{x}`' for x in c.configs) or '—'}",
             f"- statistic: {c.statistic}",
             f"- rule: {c.rule}",
             f"- **verdict: {r.verdict}** — {r.why}",
-            f"- runs used: {r.runs} in {len(r.settings)} setting(s){': ' + '; '.join(f'{e} / {s}' for e, s in r.settings) if r.settings else ''}",
+            f"- control: {c.control} — {r.control_verdict}{' (' + r.control_why + ')' if r.control_why else ''}",
+            f"- runs used: {plural(r.runs, 'run')} in {plural(len(r.settings), 'setting')}{': ' + '; '.join(f'{e} / {s}' for e, s in r.settings) if r.settings else ''}",
             f"- evidence scale: {r.scale.text()} (source: {c.source_scale.text()})",
         ]
+        if r.decide:
+            lines.append(f"- to decide: `{r.decide}`")
+        lines += ["- protocols:"] + _protocol_lines(c)
         if r.numbers:
             lines += ["", "| number | value |", "|---|---|"]
             lines += [f"| {k} | {_g(v, '.4g')} |" for k, v in r.numbers.items()]
-        figs = _figure_files(out, c.figures, c.experiments)
+        figs = _figure_files(out, c.figures, _used_experiments(r))
         for name, caption in figs:
             lines += ["", f"![{name}](../figures/{name}.png)", "", f"*{name}*: {caption}"]
         if not figs:
-            lines += ["", f"(no figure drawn: `sqnc figures {out}` draws {', '.join(c.figures)} from these runs)"]
+            lines += ["", _no_figure_line(out, r)]
     lines += ["", "## Published setups", ""]
     for s in PUBLISHED:
         lines += [f"### {s.experiment}", "", f"{s.setup}. Source: {s.source}. Config: `{s.config}`.", ""]
@@ -338,7 +382,7 @@ def _md(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-_VERDICT_COLOR = {"supported": "#1a7f37", "not supported": "#cf222e", "inconclusive": "#9a6700", "no runs": "#6e7781"}
+_VERDICT_COLOR = {"supported": "#1a7f37", "not supported": "#cf222e", "inconclusive": "#9a6700", "no runs": "#6e7781", NOT_DISCRIMINATING: "#8250df"}
 
 
 def _html(rep: Report) -> str:
@@ -353,13 +397,13 @@ def _html(rep: Report) -> str:
         "<h1>Claims judged from the runs</h1>",
         f"<p><code>sqnc report {e(str(out))}</code> — tables in <code>../{ANALYSIS_DIR}/</code>, figures in "
         '<a href="../figures/index.html">../figures/index.html</a>.</p>',
-        "<table><tr><th>#</th><th>claim</th><th>verdict</th><th>runs</th><th>evidence scale</th><th>source's scale</th></tr>",
+        "<table><tr><th>#</th><th>claim</th><th>verdict</th><th>control</th><th>runs</th><th>evidence scale</th><th>source's scale</th></tr>",
     ]
     for r in rep.results:
         col = _VERDICT_COLOR.get(r.verdict, "#000")
         parts.append(
             f'<tr><td>{r.claim.number}</td><td><a href="#{e(r.claim.id)}">{e(r.claim.id)}</a></td>'
-            f'<td class="v" style="color:{col}">{e(r.verdict)}</td><td>{r.runs}</td><td>{e(r.scale.text())}</td><td>{e(r.claim.source_scale.text())}</td></tr>'
+            f'<td class="v" style="color:{col}">{e(r.verdict)}</td><td>{e(r.control_verdict)}</td><td>{r.runs}</td><td>{e(r.scale.text())}</td><td>{e(r.claim.source_scale.text())}</td></tr>'
         )
     parts.append("</table>")
     for r in rep.results:
@@ -373,12 +417,19 @@ def _html(rep: Report) -> str:
             f"<li>statistic: {e(c.statistic)}</li>",
             f"<li>rule: {e(c.rule)}</li>",
             f'<li>verdict: <span class="v" style="color:{col}">{e(r.verdict)}</span> — {e(r.why)}</li>',
-            f"<li>runs used: {r.runs} in {len(r.settings)} setting(s)</li>",
-            f"<li>evidence scale: {e(r.scale.text())} (source: {e(c.source_scale.text())})</li></ul>",
+            f"<li>control: {e(c.control)} — {e(r.control_verdict)}{e(' (' + r.control_why + ')') if r.control_why else ''}</li>",
+            f"<li>runs used: {plural(r.runs, 'run')} in {plural(len(r.settings), 'setting')}</li>",
+            f"<li>evidence scale: {e(r.scale.text())} (source: {e(c.source_scale.text())})</li>",
         ]
+        if r.decide:
+            parts.append(f"<li>to decide: <code>{e(r.decide)}</code></li>")
+        parts.append("</ul>")
         if r.numbers:
             parts.append("<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(_g(v, '.4g'))}</td></tr>" for k, v in r.numbers.items()) + "</table>")
-        for name, caption in _figure_files(out, c.figures, c.experiments):
+        figs = _figure_files(out, c.figures, _used_experiments(r))
+        if not figs:
+            parts.append(f"<p>{e(_no_figure_line(out, r))}</p>")
+        for name, caption in figs:
             parts.append(f'<figure><img src="../figures/{e(name)}.png" alt="{e(name)}"><figcaption><b>{e(name)}</b>: {e(caption)}</figcaption></figure>')
     parts.append("<h2>Published setups</h2>")
     for s in PUBLISHED:
@@ -407,6 +458,9 @@ def _csv(rep: Report) -> pd.DataFrame:
                 "id": r.claim.id,
                 "verdict": r.verdict,
                 "why": r.why,
+                "control_verdict": r.control_verdict,
+                "control_why": r.control_why,
+                "decide": r.decide,
                 "runs": r.runs,
                 "settings": len(r.settings),
                 "scale": r.scale.text(),
@@ -482,23 +536,43 @@ def make_report(out: Path, figures: bool = True) -> Report:
     return rep
 
 
+def short_why(result: ClaimResult, limit: int = 90) -> str:
+    """The reason of a verdict cut to its first clause and `limit` characters (the console table;
+    claims.md has it whole)."""
+    text = result.why.split("; ")[0].split(" — ")[0]
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
 def claims_table(rep: Report):
-    """A rich table: claim, verdict, key numbers, runs used, evidence scale against the source's.
+    """The console summary: a rich table (claim, verdict, its control's verdict, runs used) that
+    reads in 80 columns without cutting words, then one line per judged claim with its reason cut
+    to its first clause, then the command that would decide the claims left undecided (claims.md
+    has everything whole).
 
     Example: `rich.print(claims_table(make_report(Path("outputs"))))`
     """
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    style = {"supported": "green", "not supported": "red", "inconclusive": "yellow", "no runs": "dim"}
+    style = {"supported": "green", "not supported": "red", "inconclusive": "yellow", "no runs": "dim", NOT_DISCRIMINATING: "magenta"}
     t = Table(title=f"claims — {rep.out}", caption=f"details: {rep.out / REPORT_DIR / 'claims.md'}")
-    for col in ("claim", "verdict", "key numbers", "runs", "evidence (source)"):
-        t.add_column(col, overflow="fold")
+    t.add_column("claim", no_wrap=True)
+    t.add_column("verdict")
+    t.add_column("control")
+    t.add_column("runs", justify="right")
     for r in rep.results:
         t.add_row(
             f"{r.claim.number}. {r.claim.id}",
-            f"[{style.get(r.verdict, '')}]{r.verdict}[/]",
-            key_numbers(r) or r.why,
+            Text(r.verdict, style=style.get(r.verdict, "")),
+            Text(r.control_verdict, style=style.get(r.control_verdict, "")),
             str(r.runs),
-            f"{r.scale.text()} ({r.claim.source_scale.text()})",
         )
-    return t
+    parts: list = [t]
+    parts += [Text(f"{r.claim.number}. {short_why(r)}") for r in rep.results if r.verdict != "no runs"]
+    undecided = [r.claim.id for r in rep.results if r.decide]
+    if len(undecided) == len(rep.results):
+        parts.append(Text(f"to decide them: sqnc reproduce {rep.out} (every claim), or --claims ID for one"))
+    elif undecided:
+        parts.append(Text(f"to decide the rest: sqnc reproduce {rep.out} --claims ID, ID being one of " + ", ".join(undecided)))
+    return Group(*parts)

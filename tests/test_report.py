@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_runs import config, write_run
-from test_claims import BN, E, flat, metrics
+from test_claims import BN, E, FAST, WD, flat, metrics
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -22,7 +22,7 @@ runner = CliRunner()
 
 def fig2_tree(out):
     for init in (0.01, 5):
-        write_run(out / "fig2_init_wd" / f"init={init}_seed=0", config("fig2_init_wd", 0, E, wd=0.01, model__init_scale=init, **BN), {"metrics.csv": metrics(rho=flat(0.6))})
+        write_run(out / "fig2_init_wd" / f"init={init}_seed=0", config("fig2_init_wd", 0, E, wd=WD, model__init_scale=init, **BN, **FAST), {"metrics.csv": metrics(rho=flat(0.6))})
 
 
 def test_report_analyzes_when_stale_and_writes_the_files(tmp_path):
@@ -33,11 +33,17 @@ def test_report_analyzes_when_stale_and_writes_the_files(tmp_path):
     assert rep.analyzed and not analysis_is_stale(out)
     assert {p.name for p in rep.files.values()} == {"claims.md", "claims.html", "claims.csv"}
     csv = pd.read_csv(out / "report" / "claims.csv")
-    assert list(csv["number"]) == list(range(1, 13))
+    from sqloss_nc.claims import CLAIMS
+
+    assert list(csv["number"]) == list(range(1, len(CLAIMS) + 1))
     assert csv.loc[0, "verdict"] == "supported" and csv.loc[1, "verdict"] == "inconclusive"  # no WD-0 runs for claim 2
+    assert csv.loc[0, "control_verdict"] == "inconclusive"  # claim 1's control (WD 0) has no runs of two inits here
     assert (csv.loc[2:, "verdict"].isin(["no runs", "inconclusive"])).all()
+    # every claim left undecided names the command that would decide it
+    assert (csv.loc[1:, "decide"] == [f"sqnc reproduce {out} --claims {c.id}" for c in CLAIMS[1:]]).all()
     md = (out / "report" / "claims.md").read_text()
     assert "**supported**" in md and "## 1. rho_wd_init" in md and "epochs 50" in md
+    assert "- runs used: 2 runs in 2 settings" in md and "1 runs" not in md and "cpu, evidence and control: `cpu_fig2`" in md
     assert "## Published setups" in md
     # A second call finds the tables current; a newer run file makes them stale again.
     assert not make_report(out, figures=False).analyzed
@@ -54,6 +60,9 @@ def test_report_embeds_figures_and_is_linked_from_the_index(tmp_path):
     assert rep.figures_drawn
     html = (out / "report" / "claims.html").read_text()
     assert '<img src="../figures/fig14_fig2_init_wd.png"' in html  # fig2 needs two WDs; fig14 is claim 1's other figure
+    md = (out / "report" / "claims.md").read_text()
+    section = md.split("## 1. rho_wd_init")[1].split("## 2.")[0]
+    assert "no figure" not in section  # the figure exists: the report does not say "no figure drawn"
     assert "fig12_fig2_init_wd" not in html  # not one of claim 1's figures
     index = (out / "figures" / "index.html").read_text()
     assert index.count("../report/claims.html") == 1
@@ -89,6 +98,24 @@ def test_report_command(tmp_path):
     res = runner.invoke(app, ["report", str(out), "--no-figures"])
     assert res.exit_code == 0, res.output
     assert "rho_wd_init" in res.output and "supported" in res.output and "claims.md" in res.output
+    assert "sqnc reproduce" in res.output
     bad = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert bad.exit_code == 2
     assert "is not a folder" in bad.output and "Traceback" not in bad.output
+
+
+def test_console_table_reads_in_80_columns(tmp_path):
+    from rich.console import Console
+
+    from sqloss_nc.report import claims_table
+
+    out = tmp_path / "out"
+    fig2_tree(out)
+    rep = make_report(out, figures=False)
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console.print(claims_table(rep))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for r in rep.results:  # every claim's label on one line, whole (rich's "fold" cut it mid-word)
+        assert f"{r.claim.number}. {r.claim.id}" in text, r.claim.id
+    assert "rho_wd_init" in text and "rho_lagrange_init" in text
