@@ -187,9 +187,11 @@ from cli.bench import register as _register_bench  # noqa: E402
 from cli.config_cmd import register as _register_config  # noqa: E402
 from cli.measure import register as _register_measure  # noqa: E402
 from cli.report import register as _register_report  # noqa: E402
+from cli.reproduce import register as _register_reproduce  # noqa: E402
 from cli.simulate import register as _register_simulate  # noqa: E402
 
 _register_report(app)
+_register_reproduce(app)
 _register_simulate(app)
 _register_bench(app)
 _register_measure(app)
