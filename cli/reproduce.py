@@ -65,7 +65,7 @@ def reproduce_command(
     console.print(plan_table(plan))
     if dry_run:
         if json_file is not None:
-            console.print(f"wrote {escape(str(write_json(plan_json(plan), json_file)))}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {escape(str(write_json(plan_json(plan, command=_command()), json_file)))}", highlight=False, soft_wrap=True)
         console.print("dry run: nothing written to OUT; run the same command without --dry-run to train", highlight=False)
         return
     from cli.main import _stop_on_signals
@@ -83,9 +83,17 @@ def reproduce_command(
     console.print(f"wall time {result.wall_s / 60:.1f} min (estimated {plan.remaining_s / 60:.1f} min); report: "
                   + ", ".join(escape(str(p)) for p in result.report_files.values()), highlight=False, soft_wrap=True)  # fmt: skip
     if json_file is not None:
-        console.print(f"wrote {escape(str(write_json(plan_json(plan, result), json_file)))}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {escape(str(write_json(plan_json(plan, result, _command()), json_file)))}", highlight=False, soft_wrap=True)
     if any(r["state"] not in ("done", "locked") for r in result.results):
         raise typer.Exit(1)
+
+
+def _command() -> str:
+    """This command line as the user would type it (for the JSON and docs/reproduction.md)."""
+    import shlex
+    import sys
+
+    return "sqnc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def verdicts_table(result):

@@ -583,6 +583,7 @@ class Reproduction:
     wall_s: float
     verdicts: dict[str, dict]
     report_files: dict = field(default_factory=dict)
+    load: dict = field(default_factory=dict)  # 1-minute load average at the start and the end
 
 
 class Eta:
@@ -637,8 +638,10 @@ def run_plan(
     from .stackplan import choose_stack
     from .sweep import plan_units, train_units
 
-    t0 = time.time()
+    t0, load0 = time.time(), _load()
     runs = plan.runs()
+    if not runs:
+        raise UserError(f"nothing to run: none of the selected claims has a protocol at scale {plan.scale}")
     items = [(r.spec, r.path) for r in runs]
     units, said = [], False
     for e in plan.included_experiments():  # stacks within one protocol, as `sqnc run` stacks a sweep
@@ -649,7 +652,14 @@ def run_plan(
     results = train_units(items, units, plan.datasets, plan.data_dir, progress, console, plan.jobs, Eta(runs, console, plan.jobs))
     rep = make_report(plan.out, figures=figures)
     verdicts = judge(plan, evaluate)
-    return Reproduction(plan, results, time.time() - t0, verdicts, dict(rep.files))
+    return Reproduction(plan, results, time.time() - t0, verdicts, dict(rep.files), {"start": load0, "end": _load()})
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def judge(plan: Plan, evaluate: Callable | None = None) -> dict[str, dict]:
@@ -686,13 +696,14 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
 
 
-def plan_json(plan: Plan, result: Reproduction | None = None) -> dict:
+def plan_json(plan: Plan, result: Reproduction | None = None, command: str | None = None) -> dict:
     """The `--json` document: budget, estimates, per claim its runs, estimate and protocols (and
-    after a run its verdicts and the wall time).
+    after a run its verdicts, the wall time and the load average at its start and end).
 
     Example: `plan_json(plan)["claims"][0]["protocol"][0]["elapsed_tau"]`
     """
     doc = {
+        "command": command,
         "scale": plan.scale,
         "budget_s": plan.budget_s,
         "estimate_s": plan.estimate_s,
@@ -721,6 +732,7 @@ def plan_json(plan: Plan, result: Reproduction | None = None) -> dict:
         doc["claims"].append(entry)
     if result is not None:
         doc["wall_s"] = result.wall_s
+        doc["load"] = result.load
         doc["runs_by_state"] = _count(r["state"] for r in result.results)
     return _plain(doc)
 
