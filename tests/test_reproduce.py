@@ -296,6 +296,13 @@ def test_reproduce_end_to_end_then_rerun_continues_without_training(tiny_config,
     assert (a["verdict"], a["control_verdict"], a["numbers"]) == ("supported", "not supported", {"runs": 2, "nan": None})
     assert doc["wall_s"] > 0 and doc["runs_by_state"] == {"done": 3}
     json.dumps(doc, allow_nan=False)
+    # docs/reproduction.md's generator renders the verdicts and the protocols from this JSON
+    import runpy
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parent.parent / "tools" / "reproduction_doc.py"))
+    text = "\n".join(tool["reproduce_lines"](doc))
+    assert "| 1 a | supported | not supported | tiny_ev: 2 × 13 (0.1 τ) | tiny_ct: 1 × 8 (no WD) |" in text
+    assert "- control `tiny_ct`" in text and ": control" in text
     metrics = sorted(out.glob("tiny_*/*/metrics.csv"))
     before = {p: (p.stat().st_mtime_ns, p.read_text()) for p in metrics}
     # the same command again: the same runs, all done, nothing left to train
