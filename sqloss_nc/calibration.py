@@ -133,7 +133,8 @@ def machine() -> dict:
     """The host, its CPU count and the versions: a cached cost is reused only on the same."""
     from . import __version__, backend
 
-    return {"host": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.machine(), "sqloss_nc": __version__, **backend.versions()}
+    host = {"host": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.machine()}
+    return {**host, "sqloss_nc": __version__, **backend.versions()}
 
 
 def cache_path() -> Path:

@@ -53,11 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .calibration import Cost, cost_key, load_cache, machine, measure_costs, nc_points, run_seconds, save_cache, calibration_config
+from .calibration import Cost, calibration_config, cost_key, load_cache, machine, measure_costs, nc_points, run_seconds, save_cache
 from .config import Config, ConfigError, RunSpec, expand_sweep, read_yaml, set_dotted, validate
 from .errors import UserError
 from .protocol import SCALES, Protocol
-from .timescale import config_tau, epochs_for_steps, steps_per_epoch
+from .timescale import config_tau, epochs_for_steps
 
 REPO = Path(__file__).resolve().parent.parent  # protocols name configs relative to the repository root
 
@@ -564,7 +564,9 @@ def plan_table(plan: Plan):
             notes.append(f"left out: {cp.claim.number} {cp.claim.id}: {cp.left_out} (its protocol is not shortened)")
     if plan.gpu_estimate_s is not None:
         notes.append(f"GPU estimate (not measured): {_minutes(plan.gpu_estimate_s)} min; {GPU_ASSUMPTION}")
-    notes.append("τ = (1−β)/(ηλ) steps (SPEC §13); elapsed τ of the runs with weight decay; without it the claim's time scale is its steps")
+    notes.append(
+        "τ = (1−β)/(ηλ) steps (SPEC §13); elapsed τ of the runs with weight decay; without it the claim's time scale is its steps"
+    )
     return FitTable(f"sqnc reproduce: scale {plan.scale}, {len(plan.included)} of {len(plan.claims)} claims", columns, rows, notes, plain=3)
 
 
@@ -660,6 +662,22 @@ def _load() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
+
+def verdicts_table(result: Reproduction):
+    """Per claim: its verdict, its control's verdict and why (a `sweep.FitTable`).
+
+    Example: `rich.console.Console().print(verdicts_table(run_plan(plan)))`.
+    """
+    from .sweep import FitTable
+
+    rows = [
+        {"claim": f"{cp.claim.number} {cp.claim.id}", **{k: str(v or "") for k, v in verdict.items() if k != "numbers"}}
+        for cp in result.plan.included
+        for verdict in [result.verdicts.get(cp.claim.id, {})]
+    ]
+    columns = [("claim", "claim", "left"), ("verdict", "verdict", "left"), ("control", "control_verdict", "left"), ("why", "why", "left")]
+    return FitTable("verdicts", columns, rows, plain=2)
 
 
 def judge(plan: Plan, evaluate: Callable | None = None) -> dict[str, dict]:

@@ -85,7 +85,9 @@ def every_cost(monkeypatch, cost=COST):
 # ----------------------------------------------------------------------------- user input
 
 
-@pytest.mark.parametrize("text,seconds", [("3h", 10800), ("20m", 1200), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("2h0m30s", 7230), (" 45M ", 2700)])
+@pytest.mark.parametrize(
+    "text,seconds", [("3h", 10800), ("20m", 1200), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("2h0m30s", 7230), (" 45M ", 2700)]
+)
 def test_budget_parses_durations(text, seconds):
     assert parse_budget(text) == seconds
 
@@ -277,7 +279,8 @@ def judge_from_tables(tables, claims):
         seeds = pd.to_numeric(ev["n_seeds"]).sum()  # the summary has one row per setting, over its seeds
         verdict = "supported" if seeds == 2 and set(pd.to_numeric(ev["epochs_max"])) == {4} else "inconclusive"
         control = "not supported" if len(ct) == 1 and float(ct["optim.weight_decay"].iloc[0]) == 0 else "inconclusive"
-        out.append(SimpleNamespace(claim=c, verdict=verdict, control_verdict=control, why="w", numbers={"runs": int(seeds), "nan": math.nan}))
+        numbers = {"runs": int(seeds), "nan": math.nan}
+        out.append(SimpleNamespace(claim=c, verdict=verdict, control_verdict=control, why="w", numbers=numbers))
     return out
 
 

@@ -55,7 +55,8 @@ def reproduce_lines(doc: dict) -> list[str]:
         f"Command: `{doc.get('command') or 'sqnc reproduce'}` (scale {doc.get('scale')}, --jobs {doc.get('jobs')}).",
         "",
         f"Budget {minutes(doc.get('budget_s'))}, estimated {minutes(doc.get('estimate_s'))}, wall time "
-        f"{minutes(doc.get('wall_s'))}; 1-minute load average {load.get('start', '—')} at the start, {load.get('end', '—')} at the end.",
+        f"{minutes(doc.get('wall_s'))}; 1-minute load average {load.get('start', '—')} at the start, "
+        f"{load.get('end', '—')} at the end.",
         "",
         "| claim | verdict | control | evidence: runs × steps (elapsed τ) | control: runs × steps | est. | why |",
         "|---|---|---|---|---|---|---|",
@@ -65,7 +66,8 @@ def reproduce_lines(doc: dict) -> list[str]:
         ct = "; ".join(f"{p['experiment']}: {p['runs']} × {p['steps']:,} ({tau(p)})" for p in c.get("control", [])) or "—"
         verdict = c.get("verdict") or ("left out: " + c["left_out"] if c.get("left_out") else "—")
         why = str(c.get("why") or "").replace("|", "\\|")
-        lines.append(f"| {c['number']} {c['claim']} | {verdict} | {c.get('control_verdict') or '—'} | {ev} | {ct} | {minutes(c.get('estimate_s'))} | {why} |")
+        control = c.get("control_verdict") or "—"
+        lines.append(f"| {c['number']} {c['claim']} | {verdict} | {control} | {ev} | {ct} | {minutes(c.get('estimate_s'))} | {why} |")
     lines += ["", "### Protocols", ""]
     for c in doc.get("claims", []):
         if not c.get("included"):
@@ -73,7 +75,8 @@ def reproduce_lines(doc: dict) -> list[str]:
         lines.append(f"**{c['number']} {c['claim']}**: {c.get('sentence', '')}")
         lines.append("")
         for p in c.get("protocol", []) + c.get("control", []):
-            lines.append(f"- {p['role']} `{p['experiment']}` (`{p['config']}`): {p['runs']} run(s) × {p['steps']:,} steps, {tau(p)}: {p['rationale']}")
+            what = f"{p['runs']} run(s) × {p['steps']:,} steps, {tau(p)}"
+            lines.append(f"- {p['role']} `{p['experiment']}` (`{p['config']}`): {what}: {p['rationale']}")
         lines.append("")
     return lines
 
