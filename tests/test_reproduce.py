@@ -212,9 +212,8 @@ def sqnc(*args):
 
 
 def fake_registry(monkeypatch, *claims):
-    import sqloss_nc.claims
-
-    monkeypatch.setattr(sqloss_nc.claims, "CLAIMS", tuple(claims))
+    """The planner's registry is `claims` (`sqnc report` keeps the real one)."""
+    monkeypatch.setattr(reproduce, "_registry", lambda given=None: tuple(given) if given is not None else tuple(claims))
 
 
 def one_line_error(res, code=2):
@@ -339,3 +338,19 @@ def test_calibration_measures_a_tiny_run_and_is_cached(tiny_config, tmp_path, mo
     first = make_plan(tmp_path / "out", claims=reg)
     second = make_plan(tmp_path / "out", claims=reg)
     assert calls == [1] and first.costs == second.costs and (tmp_path / "cache" / "calibration.json").is_file()
+
+
+def test_cli_reproduce_runs_judges_and_writes_the_json_then_continues(tiny_config, tmp_path, monkeypatch):
+    every_cost(monkeypatch)
+    fake_registry(monkeypatch, claim(1, "a", *protocols(tiny_config)))
+    real_judge = reproduce.judge  # the fake claims are judged by this file's rule, the report by the registry's
+    monkeypatch.setattr(reproduce, "judge", lambda plan, evaluate=None: real_judge(plan, judge_from_tables))
+    out, doc_path = tmp_path / "out", tmp_path / "repro.json"
+    res = sqnc("reproduce", out, "--budget", "10m", "--json", doc_path, "--no-progress", "--no-figures")
+    assert res.exit_code == 0, res.output
+    assert "[3/3]" in res.stdout and "not supported" in res.stdout and "wall time" in res.stdout
+    doc = json.loads(doc_path.read_text())
+    assert (doc["claims"][0]["verdict"], doc["claims"][0]["control_verdict"]) == ("supported", "not supported")
+    assert doc["wall_s"] > 0 and doc["command"].startswith("sqnc ")
+    res = sqnc("reproduce", out, "--budget", "10m", "--no-progress", "--no-figures")
+    assert res.exit_code == 0 and res.stdout.count("(already)") == 3, res.output
