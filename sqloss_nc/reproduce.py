@@ -651,6 +651,8 @@ def run_plan(
         k, note = choose_stack(sub, plan.datasets, None if said else console)
         said = said or bool(note)
         units += plan_units(sub, k)
+    if plan.jobs > 1 and len(units) > 1:
+        plan.datasets = {}  # the workers load their own copy: free this one while they train
     results = train_units(items, units, plan.datasets, plan.data_dir, progress, console, plan.jobs, Eta(runs, console, plan.jobs))
     rep = make_report(plan.out, figures=figures)
     verdicts = judge(plan, evaluate)

@@ -315,6 +315,13 @@ def test_reproduce_end_to_end_then_rerun_continues_without_training(tiny_config,
     assert all(r.get("skipped") for r in result2.results)
     assert {p: (p.stat().st_mtime_ns, p.read_text()) for p in metrics} == before
     assert result2.verdicts == result.verdicts
+    # a run stopped at epoch 2 of 4 has its fixed cost and half its work left: 3 + 12/2 = 9 s
+    status_path = out / "tiny_ev" / "seed=0" / "status.json"
+    status = json.loads(status_path.read_text())
+    status_path.write_text(json.dumps({**status, "state": "interrupted", "epoch": 2}))
+    stopped = make_plan(out, budget_s=600, claims=reg)
+    assert [(r.state, r.remaining_s) for r in stopped.runs()] == [("resume", 9.0), ("done", 0.0), ("done", 0.0)]
+    assert stopped.estimate_s == plan.estimate_s  # the budget's decision does not change on a rerun
 
 
 # ----------------------------------------------------------------------------- calibration
