@@ -15,7 +15,7 @@ Order of business:
    Everything is validated (configs, data, run directories) before anything is written.
 3. **Estimate** each run from this machine's calibration (`calibration`: measured once per kind
    of run, cached) and the plan's wall time (with `--jobs J`, the runs packed longest-first on J
-   workers, plus a worker's start). On a machine without a GPU, `--scale paper` also gives a GPU
+   workers, plus a worker's start and its data loads). On a machine without a GPU, `--scale paper` also gives a GPU
    estimate under a stated assumption (`GPU_SPEEDUP`; not measured).
 4. **Fit the budget**, honestly: the claims are taken in registry order, each with all of its
    protocols at the steps they ask for, and a claim whose runs would take the plan past the budget
@@ -304,9 +304,12 @@ def protocol_config(p: Protocol) -> Config:
         raise RegistryError(f"registry: protocol {p.experiment} ({p.config}): {err}") from None
 
 
-def protocol_runs(p: Protocol, out: Path, datasets: dict, data_dir: str | None = None) -> list[tuple[RunSpec, Path]]:
+def protocol_runs(
+    p: Protocol, out: Path, datasets: dict, data_dir: str | None = None, load_s: dict | None = None
+) -> list[tuple[RunSpec, Path]]:
     """The protocol's runs with `optim.epochs` = the fewest whole epochs that make `p.steps` steps
-    on each run's training set (loaded into `datasets`, by data key, when not there yet).
+    on each run's training set (loaded into `datasets`, by data key, when not there yet; the
+    seconds each load took go to `load_s`).
 
     Raises:
         UserError: the data cannot be loaded (a missing --data-dir, ...).
@@ -325,7 +328,10 @@ def protocol_runs(p: Protocol, out: Path, datasets: dict, data_dir: str | None =
     for spec in specs:
         key = data_key(spec.config)
         if key not in datasets:
+            t0 = time.perf_counter()
             datasets[key] = load_clean_dataset(spec.config, data_dir)
+            if load_s is not None:
+                load_s[key] = time.perf_counter() - t0
         n = len(datasets[key].y_train)
         o = spec.config.optim
         d = spec.config.to_dict()
@@ -402,10 +408,11 @@ def make_plan(
     out = Path(out)
     protocols = unique_protocols(claims, scale)
     datasets: dict = {}
+    load_s: dict[str, float] = {}
     experiments: dict[str, ExperimentPlan] = {}
     threads = worker_threads(jobs)
     for name, p in protocols.items():
-        items = protocol_runs(p, out, datasets, data_dir)
+        items = protocol_runs(p, out, datasets, data_dir, load_s)
         validate_plan(items, None, datasets)  # data and run directories, before anything is written
         runs = []
         for spec, path in items:
@@ -423,7 +430,9 @@ def make_plan(
             runs.append(run)
         experiments[name] = ExperimentPlan(p, runs)
     costs = _costs(experiments, datasets, dict(costs or {}), threads, jobs, calibrate, console)
-    startup = costs.get(_startup_key(threads), Cost(0, 0, 0, 0)).host_s if jobs > 1 else 0.0
+    # `--jobs` workers start (in parallel) and each loads the datasets of the runs it is handed
+    # (at worst all of them, as long as they took here); one process has loaded them already.
+    startup = costs.get(_startup_key(threads), Cost(0, 0, 0, 0)).host_s + sum(load_s.values()) if jobs > 1 else 0.0
     for e in experiments.values():
         for r in e.runs:
             cost = costs[r.cost_key]

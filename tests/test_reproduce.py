@@ -165,9 +165,10 @@ def test_plan_estimate_from_an_injected_calibration(tiny_config, tmp_path, monke
     # elapsed τ: 16 steps · η·λ/(1−β) = 16 · 0.05·0.01/0.1 = 0.08; the control has no WD
     assert plan.experiments["tiny_ev"].to_dict()["elapsed_tau"] == pytest.approx(0.08)
     assert plan.experiments["tiny_ct"].to_dict()["elapsed_tau"] is None
-    # two workers: 15 | 15 + 11 on the busier one, plus a worker's start (5 s)
+    # two workers: 15 | 15 + 11 on the busier one, plus a worker's start (5 s) and its data load
+    # (as long as the planner's: a 64-sample synthetic set, well under a second)
     plan2 = make_plan(tmp_path / "out", claims=(claim(1, "a", ev, ct),), jobs=2)
-    assert plan2.estimate_s == 26.0 + 5.0
+    assert 26.0 + 5.0 < plan2.estimate_s < 26.0 + 5.0 + 1.0
 
 
 def test_paper_scale_gives_a_labelled_gpu_estimate(tiny_config, tmp_path, monkeypatch):
