@@ -2,13 +2,14 @@
 
 A run's wall time is modelled as
 
-    run_s = host_s + epochs · spe · step_s + n_nc · nc_s · N / N_cal
+    run_s = host_s + epochs · spe · step_s + n_nc · nc_s · max(N, N_cal) / N_cal
 
 - `step_s`: one SGD step *with* the per-epoch measuring amortized over the epoch's steps (the
   per-epoch pass over the training set costs one forward per sample, so at a fixed batch it scales
   with the steps, like the training); measured on a steady epoch.
 - `nc_s`: the extra time of one neural-collapse epoch at the calibration's N (`N_cal`); an NC
-  measurement passes over every training sample, so it is scaled by N / N_cal.
+  measurement passes over every training sample, so it is scaled by N / N_cal (never below 1:
+  part of it, the eigensolves and spectra, does not shrink with N).
 - `host_s`: what a run costs whatever its length: building the model, compiling the step and the
   measurements, the epoch-0 measurement, opening and closing the run directory.
 - `spe` = ceil(N / B) steps per epoch (1 for full-batch GD); `n_nc` = the NC epochs the config's
@@ -16,10 +17,12 @@ A run's wall time is modelled as
 
 Each is measured by one tiny real training through `experiment.train_and_evaluate` on synthetic
 data of the run's input shape, batch size and number of classes (at most 10: the synthetic source
-has 10; the head's size is a small part of a step), 4 batches per epoch, 4 epochs, NC at epochs 3
-and 4 (the first NC epoch compiles its passes: that is host cost), the test set 1/5 of the
-training set as in CIFAR-10. From `elapsed_s` of metrics.csv (e_k after epoch k):
-step_s = (e_2 − e_1)/spe, nc_s = (e_4 − e_3) − (e_2 − e_1), host_s = wall − 4·(e_2 − e_1) − 2·nc_s.
+has 10; the head's size is a small part of a step), 4 batches per epoch, 6 epochs, NC at epochs 3,
+5 and 6 (epoch 1 compiles the step, epoch 3 the NC passes: that is host cost), the test set 1/5 of
+the training set as in CIFAR-10. With d_k the seconds of epoch k (`elapsed_s` of metrics.csv),
+the faster of two samples is kept, since other work on the machine only ever adds time:
+epoch_s = min(d_2, d_4), step_s = epoch_s / spe, nc_s = min(d_5, d_6) − epoch_s, and
+host_s = wall − 6·epoch_s − 3·nc_s (everything else: build, compiles, epoch 0, files).
 
 What decides the cost (`cost_key`): backend, arch and the model's shape settings, the loss and
 its double backprop, input shape, batch, classes, the `compute` settings, and the threads a run
@@ -51,9 +54,10 @@ from .config import Config, epoch_schedule
 from .timescale import steps_per_epoch
 
 CAL_STEPS_PER_EPOCH = 4  # batches per calibration epoch
-CAL_EPOCHS = 4  # epoch 1 compiles, 2 is steady, 3 compiles NC, 4 times NC
+CAL_EPOCHS = 6  # epoch 1 compiles the step, 3 the NC passes; 2, 4 time the step, 5, 6 the NC
+CAL_NC_EPOCHS = (3, 5, 6)
 CAL_MAX_CLASSES = 10  # the synthetic source's classes
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: six calibration epochs, the faster of two samples
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def run_seconds(cost: Cost, steps: int, n_train: int, n_nc: int, done_fraction: 
     """
     if done_fraction >= 1.0:
         return 0.0
-    work = steps * cost.step_s + n_nc * cost.nc_s * n_train / max(cost.n_cal, 1)
+    work = steps * cost.step_s + n_nc * cost.nc_s * max(n_train, cost.n_cal) / max(cost.n_cal, 1)
     return cost.host_s + (1.0 - done_fraction) * work
 
 
@@ -185,9 +189,9 @@ def save_cache(costs: dict[str, Cost], path: Path | None = None) -> None:
 
 def calibration_config(config: Config, input_shape: tuple[int, ...], n_train: int) -> Config:
     """The tiny run that measures `config`'s cost: synthetic data of its input shape, batch and
-    classes, `CAL_STEPS_PER_EPOCH` batches per epoch, `CAL_EPOCHS` epochs, NC at the last two.
+    classes, `CAL_STEPS_PER_EPOCH` batches per epoch, `CAL_EPOCHS` epochs, NC at `CAL_NC_EPOCHS`.
 
-    Example: `calibration_config(cfg, (32, 32, 3), 1000).optim.epochs` is 4.
+    Example: `calibration_config(cfg, (32, 32, 3), 1000).optim.epochs` is 6.
     """
     from .batches import train_batch_size
 
@@ -205,7 +209,7 @@ def calibration_config(config: Config, input_shape: tuple[int, ...], n_train: in
         "synthetic": {"shape": list(input_shape)},
     }
     d["optim"].update(epochs=CAL_EPOCHS, schedule="constant", milestones=[])
-    d["track"].update(nc_epochs=[CAL_EPOCHS - 1, CAL_EPOCHS], margin_epochs="none", step_margins_until=0)
+    d["track"].update(nc_epochs=list(CAL_NC_EPOCHS), margin_epochs="none", step_margins_until=0)
     return Config.model_validate(d)
 
 
@@ -228,9 +232,10 @@ def measure_cost(config: Config) -> Cost:
             e = {int(r["epoch"]): float(r["elapsed_s"]) for r in csv.DictReader(f)}
     n = len(config.data.classes) * int(config.data.train_per_class)
     spe = steps_per_epoch(n, config.optim.batch_size, config.optim.full_batch)
-    epoch_s = e[2] - e[1]
-    nc_s = max(0.0, (e[4] - e[3]) - epoch_s)
-    host_s = max(0.0, wall - CAL_EPOCHS * epoch_s - 2 * nc_s)
+    d = {k: e[k] - e[k - 1] for k in range(1, CAL_EPOCHS + 1)}
+    epoch_s = min(d[2], d[4])
+    nc_s = max(0.0, min(d[5], d[6]) - epoch_s)
+    host_s = max(0.0, wall - CAL_EPOCHS * epoch_s - len(CAL_NC_EPOCHS) * nc_s)
     return Cost(epoch_s / spe, nc_s, host_s, n, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 

@@ -143,6 +143,8 @@ def test_run_seconds_model():
     assert run_seconds(Cost(0.03, 0.5, 6.0, 512), 8000, 1000, 20) == pytest.approx(265.53125)
     assert run_seconds(Cost(0.03, 0.5, 6.0, 512), 8000, 1000, 20, done_fraction=0.5) == pytest.approx(6 + 259.53125 / 2)
     assert run_seconds(Cost(0.03, 0.5, 6.0, 512), 8000, 1000, 20, done_fraction=1.0) == 0.0
+    # below the calibration's N an NC measurement is not taken cheaper: 6 + 240 + 20·0.5
+    assert run_seconds(Cost(0.03, 0.5, 6.0, 512), 8000, 100, 20) == pytest.approx(256.0)
 
 
 def test_makespan_packs_longest_first():
@@ -333,7 +335,7 @@ def test_calibration_measures_a_tiny_run_and_is_cached(tiny_config, tmp_path, mo
 
     cfg = load_config(tiny_config)
     cal = calibration_config(cfg, (6,), 64)
-    assert (cal.optim.epochs, cal.data.source, cal.data.train_per_class, cal.track.nc_epochs) == (4, "synthetic", 32, [3, 4])
+    assert (cal.optim.epochs, cal.data.source, cal.data.train_per_class, cal.track.nc_epochs) == (6, "synthetic", 32, [3, 5, 6])
     cost = measure_cost(cal)
     assert cost.n_cal == 64 and cost.step_s > 0 and cost.host_s > 0 and cost.nc_s >= 0
     assert cost.host_s > 10 * cost.step_s  # building and compiling costs more than a step of an 8-wide MLP
