@@ -108,10 +108,11 @@ def plan_warnings(plan) -> list[str]:
     return list(dict.fromkeys(w for spec, _ in plan for w in config_warnings(spec.config)))
 
 
-def validate_plan(plan, data_dir=None) -> dict[str, Dataset]:
-    """Every check that can fail on user input, before anything is written."""
+def validate_plan(plan, data_dir=None, datasets: dict[str, Dataset] | None = None) -> dict[str, Dataset]:
+    """Every check that can fail on user input, before anything is written (`datasets`: the
+    clean datasets by data key when the caller already loaded them)."""
     check_data_dir(plan, data_dir)
-    datasets = load_datasets(plan, data_dir)
+    datasets = datasets if datasets is not None else load_datasets(plan, data_dir)
     for spec, path in plan:
         ds = with_label_noise(datasets[_data_key(spec.config)], spec.config.data.label_noise, spec.config.seed)
         check_compatible(spec.config, ds)
@@ -145,23 +146,41 @@ def run_config(
     if backend == "ray":
         return _run_ray(plan, data_dir, address, gpus_per_run, console)
     units = plan_units(plan, choose_stack(plan, datasets, console, step_bytes=step_bytes)[0])
+    return train_units(plan, units, datasets, data_dir, progress, console, jobs)
+
+
+def train_units(plan, units, datasets, data_dir=None, progress=False, console=None, jobs: int = 1, on_result=None) -> list[dict]:
+    """Train validated units of work (`plan_units`): one after the other in this process, or in
+    `jobs` local worker processes (which load their own data). Returns one result per run of `plan`.
+
+    Args:
+        plan: (spec, run directory) per run; `units`: its runs grouped into units (stacks).
+        datasets: the clean datasets by data key (`validate_plan`'s); unused by workers.
+        on_result: called with each run's result as it arrives (progress, ETA), or None.
+
+    Example: `train_units(plan, plan_units(plan, 1), validate_plan(plan))`.
+    """
     if jobs > 1 and len(units) > 1:
-        del datasets  # workers load their own copy
-        return _run_processes(plan, units, data_dir, jobs, console)
+        return _run_processes(plan, units, data_dir, jobs, console, on_result)
     results = []
     for unit in units:
         if len(unit) > 1:
-            results += _guarded_stack(lambda: train_stack(unit, datasets, data_dir, console), unit)
-            continue
-        spec, path = unit[0]
-        res = _guarded(
-            lambda: train_and_evaluate(
-                spec.config, path, data=datasets[_data_key(spec.config)], data_dir=data_dir, progress=progress, console=console
-            ),
-            spec,
-            path,
-        )
-        results.append(res)
+            new = _guarded_stack(lambda: train_stack(unit, datasets, data_dir, console), unit)
+        else:
+            spec, path = unit[0]
+            new = [
+                _guarded(
+                    lambda: train_and_evaluate(
+                        spec.config, path, data=datasets[_data_key(spec.config)], data_dir=data_dir, progress=progress, console=console
+                    ),
+                    spec,
+                    path,
+                )
+            ]
+        for res in new:
+            if on_result is not None:
+                on_result(res)
+        results += new
     return results
 
 
@@ -323,7 +342,7 @@ def _unit_items(unit, resolve: bool = False) -> list[tuple[dict, str, str]]:
     return [(spec.config.to_dict(), spec.run_id, str(Path(path).resolve() if resolve else path)) for spec, path in unit]
 
 
-def _run_processes(plan, units, data_dir, jobs: int, console=None) -> list[dict]:
+def _run_processes(plan, units, data_dir, jobs: int, console=None, on_result=None) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -337,6 +356,8 @@ def _run_processes(plan, units, data_dir, jobs: int, console=None) -> list[dict]
         for fut in as_completed(futures):
             for res in fut.result():
                 results[res["run_id"]] = res
+                if on_result is not None:
+                    on_result(res)
                 if console is not None:
                     console.print(f"{res['run_id']}: {res['state']}" + (" (skipped)" if res.get("skipped") else ""), highlight=False)
     except BaseException:
