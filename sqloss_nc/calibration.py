@@ -208,7 +208,9 @@ def calibration_config(config: Config, input_shape: tuple[int, ...], n_train: in
         "input_norm": config.data.input_norm,
         "synthetic": {"shape": list(input_shape)},
     }
-    d["optim"].update(epochs=CAL_EPOCHS, schedule="constant", milestones=[])
+    # A step costs the same at any learning rate; a tiny one keeps a protocol's aggressive
+    # setting (η = 0.05, a large init) from diverging in the calibration and ending it early.
+    d["optim"].update(epochs=CAL_EPOCHS, schedule="constant", milestones=[], lr=1e-4)
     d["track"].update(nc_epochs=list(CAL_NC_EPOCHS), margin_epochs="none", step_margins_until=0)
     return Config.model_validate(d)
 
