@@ -377,26 +377,57 @@ def data_key(config: Config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def load_images(cfg: Config, data_dir: str | None = None) -> tuple:
+    """The selected images of an image source as stored, before any preprocessing.
+
+    Args:
+        cfg: the run config (`cfg.data`: source `sample`, `folder` or `tfds`).
+        data_dir: overrides `cfg.data.path` (the CLI's `--data-dir`).
+
+    Returns:
+        (x_train, y_train, x_test, y_test, class_names), images uint8 (N, H, W, c), labels
+        relabelled 0..C-1 in the order of `data.classes`.
+
+    Raises:
+        DataError: the source holds no images (`synthetic`), or the data cannot be read.
+
+    Example: `x_tr, y_tr, x_te, y_te, names = load_images(load_config(None))` (the shipped sample).
+    """
+    d = cfg.data
+    path = data_dir or d.path
+    if d.source == "folder":
+        if not path:
+            raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
+        return _load_tree(_ImageTree.open(path, DATASETS[d.name].channels), cfg)
+    if d.source == "sample":
+        return _load_tree(_ImageTree.open(sample_path()), cfg)
+    if d.source == "tfds":
+        return load_tfds(cfg, path)
+    raise DataError(f"data.source: {d.source!r} holds no images (its inputs are generated already preprocessed)")
+
+
 def load_clean_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:
     """`load_dataset` without label noise: depends on `cfg.data` only, so sweeps can share it."""
     d = cfg.data
-    path = data_dir or d.path
     if d.source == "synthetic":
         x_tr, y_tr, x_te, y_te, names = load_synthetic(cfg)
     else:
-        if d.source == "folder":
-            if not path:
-                raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
-            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(path, DATASETS[d.name].channels), cfg)
-        elif d.source == "sample":
-            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(sample_path()), cfg)
-        elif d.source == "tfds":
-            x_tr, y_tr, x_te, y_te, names = load_tfds(cfg, path)
-        else:  # pragma: no cover - the schema forbids it
-            raise DataError(f"data.source: unknown source {d.source!r}")
+        x_tr, y_tr, x_te, y_te, names = load_images(cfg, data_dir)
         x_tr, x_te = standardize_images(x_tr, d.name), standardize_images(x_te, d.name)
     x_tr, x_te = normalize_inputs(x_tr, x_te, d.input_norm)
     return Dataset(x_tr, y_tr, x_te, y_te, list(names), y_train_clean=y_tr, label_noise_realised=0.0)
+
+
+def load_pixels(cfg: Config, data_dir: str | None = None, scale: float = 1.0) -> Dataset:
+    """The selected images as float32 pixel values times `scale` (0..255 with 1, 0..1 with
+    1/255), without this project's preprocessing, with the run's label noise: the inputs of a
+    network trained on raw or x/255 pixels (`sqnc measure --preprocess raw|scaled`).
+
+    Example: `load_pixels(load_config(None), scale=1 / 255).x_train.max() <= 1`.
+    """
+    x_tr, y_tr, x_te, y_te, names = load_images(cfg, data_dir)
+    clean = Dataset(x_tr.astype(np.float32) * np.float32(scale), y_tr, x_te.astype(np.float32) * np.float32(scale), y_te, list(names), y_train_clean=y_tr)
+    return with_label_noise(clean, cfg.data.label_noise, cfg.seed)
 
 
 def with_label_noise(ds: Dataset, rate: float, seed: int) -> Dataset:
