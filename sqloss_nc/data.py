@@ -406,6 +406,23 @@ def load_images(cfg: Config, data_dir: str | None = None) -> tuple:
     raise DataError(f"data.source: {d.source!r} holds no images (its inputs are generated already preprocessed)")
 
 
+def check_data_path(cfg: Config, data_dir: str | None = None) -> None:
+    """Check, without reading any image, that a `folder` source's path (`data_dir` or
+    `data.path`) is an image folder or zip with `train/` and `test/` (`sqnc run --dry-run`).
+
+    Raises:
+        DataError: the path is missing, does not exist, or is no image folder.
+
+    Example: `check_data_path(load_config(None, ["data.source=folder"]), "nope")` raises `DataError`.
+    """
+    if cfg.data.source != "folder":
+        return
+    path = data_dir or cfg.data.path
+    if not path:
+        raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
+    _ImageTree.open(path, DATASETS[cfg.data.name].channels)
+
+
 def load_clean_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:
     """`load_dataset` without label noise: depends on `cfg.data` only, so sweeps can share it."""
     d = cfg.data
