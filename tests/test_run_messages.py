@@ -136,3 +136,13 @@ def test_tool_folders_of_a_nested_out_are_not_empty_runs(tmp_path):
     (tmp_path / "other" / "empty_run").mkdir(parents=True)
     runs, empty = find_run_dirs(tmp_path)
     assert runs == [run] and empty == [tmp_path / "other" / "empty_run"]
+
+
+def test_every_commands_summary_in_the_listing_is_one_paragraph():
+    """`sqnc --help` lists each command with its help's first paragraph, hard line breaks kept:
+    the bench's broke mid-sentence ("... plain Keras fit, the" / "project's step, ...")."""
+    import typer
+
+    for name, command in typer.main.get_command(app).commands.items():
+        first = (command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in first, (name, first)
