@@ -45,7 +45,6 @@ import io
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import keras
 import numpy as np
 
 from . import backend, schema, tracking
+from .notices import runtime_notices
 from .engine import measures
 from .engine.collapse import CollapseResult, measure_collapse
 from .engine.spectra import DEFAULT_RANK_TOL
@@ -390,14 +390,9 @@ class RunLogger(keras.callbacks.Callback):
     def _measure(self, epoch: int) -> dict:
         """The tracker's rows of `epoch`; a warning the measurement raises (NaN notices of the
         engine) becomes one line, once per distinct message, and an entry of status.json."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with runtime_notices() as notes:
             rows = self.tracker.record(epoch, nc=epoch in self.nc_epochs, margins=epoch in self.margin_epochs)
-        for w in caught:
-            message = " ".join(str(w.message).split())
-            if not issubclass(w.category, RuntimeWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # not a measurement's: as it was
-                continue
+        for message in notes:
             if message in self._seen:
                 continue
             self._seen.add(message)

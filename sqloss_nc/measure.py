@@ -680,7 +680,12 @@ def measure(
     _set_shapes(plan, probe, data.x_train.shape[1:], pool)
     _check_out(out, overwrite)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
-    result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
+    from .notices import runtime_notices
+
+    with runtime_notices() as notes:  # the engine's NaN notices: one line each, kept in measure.json
+        result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
+    for note in notes if console is not None else ():
+        console.print(f"warning: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     clock["measure"] = time.perf_counter()
     nc = dict(result.nc)
     _add_theory(nc, m, cfg, objective, num_classes)
@@ -698,6 +703,7 @@ def measure(
         "data": cfg.data.model_dump(mode="json"),
         "data_dir": data_dir,
         "preprocess": {k: prep[k] for k in ("mode", "chosen", "description")},
+        "warnings": notes,
         "class_names": list(data.class_names),
         "splits": {s: int(len(data.y_train if s == "train" else data.y_test)) for s in splits},
         "batch_size": batch_size,

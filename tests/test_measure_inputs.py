@@ -169,3 +169,23 @@ def test_an_unreachable_preset_is_cut_at_a_word_and_points_at_a_local_folder(tmp
     shown = msg.split("(ConnectionError: ")[1].split(")")[0]
     assert shown.endswith(" …") and all(w in words.split() for w in shown[: -len(" …")].split()[4:]), shown
     assert "give its local folder" in msg and "\n" not in msg
+
+
+def test_the_engines_nan_notice_is_one_line_and_kept_in_measure_json(tmp_path):
+    """Features that are all zero: coinciding class means, NC1 NaN with the engine's notice."""
+    import keras
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    x_in = keras.Input((8, 8, 3))
+    z = keras.layers.Dense(2, kernel_initializer="zeros", name="hidden")(keras.layers.Flatten()(x_in))
+    keras.Model(x_in, keras.layers.Dense(3, name="head")(z)).save(tmp_path / "dead.keras")
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "data.yaml", SYNTHETIC_DATA)
+    res = CliRunner().invoke(app, ["measure", str(tmp_path / "dead.keras"), str(cfg), "--out", str(out), "--split", "train", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    notes = [ln for ln in res.stdout.splitlines() if ln.startswith("warning: nc1 is NaN")]
+    assert len(notes) == 1 and "RuntimeWarning" not in res.output, res.output
+    info = json.loads((out / "measure.json").read_text())
+    assert any(w.startswith("nc1 is NaN") for w in info["warnings"]) and np.isnan(nc_row(out)["nc1"])
