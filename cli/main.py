@@ -181,9 +181,13 @@ def run(
         elif r["state"] != "done":
             err_console.print(f"{r['run_id']}: {r['state']}: {r['reason']}", highlight=False, soft_wrap=True, markup=False)
     console.print(summary_table(results))
-    if any(r["state"] != "done" for r in results):
-        raise typer.Exit(1)  # failed, diverged, or locked by another command: this one did not finish it
-    _next_steps(out)
+    if any(r["state"] not in ("done", "locked") for r in results):
+        raise typer.Exit(1)
+    locked = any(r["state"] == "locked" for r in results)
+    if locked and all(r.get("skipped") for r in results):
+        raise typer.Exit(1)  # it trained nothing: every run it did not skip as done is another command's
+    if not locked:
+        _next_steps(out)
 
 
 def _next_steps(out: Path) -> None:
