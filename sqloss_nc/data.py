@@ -54,7 +54,7 @@ import numpy as np
 
 from .config import Config
 from .datasets import DATASETS
-from .errors import UserError
+from .errors import UserError, first_words
 
 CIFAR10_MEAN = np.array(DATASETS["cifar10"].mean, dtype=np.float32)
 CIFAR10_STD = np.array(DATASETS["cifar10"].std, dtype=np.float32)
@@ -279,8 +279,7 @@ def load_tfds(cfg: Config, data_dir: str | None = None) -> tuple:
 
 def _tfds_error(name: str, data_dir: str | None, err: Exception) -> str:
     """One line for a failed `tfds.load`: a failed download (offline) says where TFDS looked."""
-    first = (str(err).strip().splitlines() or [""])[0]
-    detail = f"{type(err).__name__}: {first[:160]}"
+    detail = f"{type(err).__name__}: {first_words(err, 160)}"
     # tfds' DownloadError, or the HTTP client's own (requests / urllib3) when its retries end.
     offline = type(err).__name__ == "DownloadError" or type(err).__module__.split(".")[0] in ("requests", "urllib3")
     if offline or isinstance(err, (ConnectionError, TimeoutError)):

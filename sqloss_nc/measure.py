@@ -55,7 +55,7 @@ import numpy as np
 
 from . import schema
 from .config import Config, load_config
-from .errors import UserError
+from .errors import UserError, first_words
 
 POOLS = ("flatten", "avg")
 SPLITS = ("train", "test")
@@ -226,16 +226,9 @@ def _load_preset(preset: str, sha256: str | None, path: str | None) -> _Model:
         network = keras_hub.models.Backbone.from_preset(preset)
     except Exception as err:  # noqa: BLE001 - missing preset, offline, not a backbone, ...
         hint = "" if path else "; offline, or a private handle? download the preset once and give its local folder (keras_hub.models.Backbone.from_preset(...).save_to_preset(DIR))"
-        raise MeasureError(f"MODEL: cannot load keras-hub preset {preset!r} ({type(err).__name__}: {_first_words(err)}){hint}") from None
+        raise MeasureError(f"MODEL: cannot load keras-hub preset {preset!r} ({type(err).__name__}: {first_words(err)}){hint}") from None
     return _Model(network, "keras-hub", preset, sha256, path)
 
-
-def _first_words(err: Exception, limit: int = 200) -> str:
-    """The first line of an error message, shortened at a word boundary (never mid-word)."""
-    first = (str(err).strip().splitlines() or [""])[0]
-    if len(first) <= limit:
-        return first
-    return first[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
 
 
 # ----------------------------------------------------------------------------- layers
@@ -451,7 +444,7 @@ def _inputs(m: _Model, cfg: Config, prep: dict, data_dir: str | None):
         converter = keras_hub.layers.ImageConverter.from_preset(m.path or m.source)
     except Exception as err:  # noqa: BLE001 - a preset without an image converter, offline, ...
         raise MeasureError(
-            f"--preprocess hub: the preset {m.source!r} has no image converter ({type(err).__name__}: {_first_words(err, 120)}); use raw or scaled"
+            f"--preprocess hub: the preset {m.source!r} has no image converter ({type(err).__name__}: {first_words(err, 120)}); use raw or scaled"
         ) from None
     return data, converter
 
