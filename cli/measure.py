@@ -73,7 +73,9 @@ def measure_command(
     info, nc = result.info, result.nc
     pooled = ", ".join(f"{d['name']} ({d['pool']}, p={d['dim']})" for d in info["layers"])
     console.print(f"measured {escape(info['model']['source'])} ({info['model']['kind']}) on {info['splits']}: {escape(pooled)}", highlight=False, soft_wrap=True)
-    keys = [k for k in ("nc1", "nc2_equinorm_means", "nc3", "nc4", "test_nc1") if k in nc]
+    # With C = 2 the class means' equinorm is 0 by construction (two opposite centred means): not news.
+    two = len(info.get("class_names") or []) == 2
+    keys = [k for k in ("nc1", "nc2_equinorm_means", "nc3", "nc4", "test_nc1") if k in nc and not (two and k == "nc2_equinorm_means")]
     console.print("  ".join(f"{k} {nc[k]:.4g}" for k in keys), highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(result.files)} to {escape(str(result.out))}", highlight=False, soft_wrap=True)
 
