@@ -117,9 +117,11 @@ def bench_command(
     seed: int = typer.Option(0, "--seed", help="Seed of data, weights and data order."),
     json_path: Path = typer.Option(Path("outputs/bench/bench.json"), "--json", help="Where to write the JSON result."),
 ) -> None:
-    """Time one epoch of the paper's convnet, every arm in its own process: plain Keras fit, the
-    project's step, the project with tracking (each Keras backend), PyTorch with and without
-    tracking, stacked runs; GFLOP/s against each framework's matmul rate; targets pass/fail."""
+    """Time one epoch of the paper's convnet, each arm in its own process, against PyTorch and plain Keras.
+
+    The arms: plain Keras fit, the project's step, the project with tracking (each Keras
+    backend), PyTorch with and without tracking, stacked runs; GFLOP/s against each framework's
+    matmul rate; targets pass/fail."""
     sizes_t, dims_t, stack_t = _int_list("--sizes", sizes), _int_list("--nc-dims", nc_dims), _int_list("--stack", stack)
     bench = _bench_package()
     from sqloss_nc.errors import UserError

@@ -107,7 +107,7 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="YAML config (default: configs/quickstart.yaml, the shipped sample)."),
     set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key: --set optim.lr=0.05 (repeatable)."),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", metavar="DIR", help="Output root; runs go to OUT/<name>/<run_id>/."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="PATH", help="Image folder (or .zip) for data.source=folder."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="PATH", help="Image folder (or .zip) for data.source=folder; TFDS' data_dir for data.source=tfds."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="J", help="Local worker processes (each gets cores/J threads)."),
@@ -129,7 +129,7 @@ def run(
         _fail(mistake, 2)
     _import_library_quietly()
     from sqloss_nc.errors import UserError
-    from sqloss_nc.sweep import plan_runs, plan_warnings, run_config, run_states, stacks_plan, states_table
+    from sqloss_nc.sweep import check_data_paths, plan_runs, plan_warnings, run_config, run_states, stacks_plan, states_table
 
     if config is None:
         config = DEFAULT_CONFIG
@@ -138,6 +138,7 @@ def run(
     try:
         if dry_run:
             plan = plan_runs(config, set_, out)
+            check_data_paths(plan, data_dir)  # the real run would fail on them: so does the dry run
             for line in plan_warnings(plan):
                 console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
             console.print(states_table(run_states(plan), stacks=stacks_plan(plan)))
@@ -168,7 +169,8 @@ def run(
 
     for r in results:
         if r["state"] == "locked":
-            continue  # the table's note says who is training it
+            # Nothing was trained here: say so on stderr (the table's note repeats who holds it).
+            err_console.print(f"{r['run_id']}: not trained by this command: {r['reason']}", highlight=False, soft_wrap=True, markup=False)
         elif r.get("skipped"):
             # A finished run is skipped whichever backend made it: say which, so that a run meant
             # for the other backend (`KERAS_BACKEND=jax sqnc run` after `sqnc run`) is not mistaken for one.
@@ -181,6 +183,17 @@ def run(
     console.print(summary_table(results))
     if any(r["state"] not in ("done", "locked") for r in results):
         raise typer.Exit(1)
+    locked = any(r["state"] == "locked" for r in results)
+    if locked and all(r.get("skipped") for r in results):
+        raise typer.Exit(1)  # it trained nothing: every run it did not skip as done is another command's
+    if not locked:
+        _next_steps(out)
+
+
+def _next_steps(out: Path) -> None:
+    """What to run next on these runs (the README's order): analyze, figures, report."""
+    root = str(out)
+    console.print(f"next: sqnc analyze {root}; sqnc figures {root}; sqnc report {root}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("reproduce")

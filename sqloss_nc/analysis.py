@@ -76,7 +76,7 @@ from .errors import UserError
 from .rundir import atomic_write_text  # plain file I/O; no TensorFlow at import
 
 ANALYSIS_DIR = "analysis"
-SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard"})
+SKIP_DIRS = frozenset({"analysis", "figures", "simulations", "tensorboard", "report"})
 MARKERS = (schema.CONFIG_YAML, schema.STATUS_JSON, schema.METRICS_CSV, schema.MEASURE_JSON, schema.MONITOR_JSON)
 DONE_STATES = frozenset({"done"})
 PARTIAL_STATES = frozenset({"running", "interrupted"})
@@ -185,6 +185,7 @@ class _Run:
     setting_key: str = ""
     aggregated: bool = False
     measured: bool = False  # a `sqnc measure` folder: one NC state of a model, no training
+    torn_metrics: bool = False  # metrics.csv ended in a torn row (dropped when read)
 
     @property
     def state(self) -> str:
@@ -208,7 +209,9 @@ def find_run_dirs(out: Path) -> tuple[list[Path], list[Path]]:
     for root, dirs, files in os.walk(out):
         here = Path(root)
         rel_parts = here.relative_to(out).parts
-        if rel_parts and rel_parts[0] in SKIP_DIRS:
+        # The tool's own output folders (also those of a nested OUT analyzed before, such as
+        # OUT/quickstart/analysis after `sqnc analyze OUT/quickstart`) hold no runs.
+        if rel_parts and rel_parts[-1] in SKIP_DIRS and (len(rel_parts) == 1 or not any(m in files for m in MARKERS)):
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -405,6 +408,7 @@ def _read_run(path: Path, out: Path, problems: list[tuple[str, str]]) -> _Run:
                 report(f"no {schema.METRICS_CSV}")
             continue
         df, msgs = read_csv_robust(p)
+        run.torn_metrics |= name == schema.METRICS_CSV and any("torn last line" in m for m in msgs)
         for m in msgs:
             # A header-only theory.csv is the run saying that no check applies to its loss
             # (cross-entropy, the exponential loss): expected, not a problem.
@@ -509,7 +513,10 @@ def _check_run(run: _Run, include_partial: bool, report) -> bool:
             report(f"unknown state {state!r}: left out of the aggregates")
         return False
     last = int(run.metrics["epoch"].max())
-    if isinstance(epoch, int) and last < epoch:
+    if isinstance(epoch, int) and last == epoch - 1 and run.torn_metrics:
+        # Only the torn row is missing: the run is whole up to the epoch before it.
+        report(f"metrics.csv: the torn row of epoch {epoch} is dropped; the run is kept, ending at epoch {last}")
+    elif isinstance(epoch, int) and last < epoch:
         report(f"metrics.csv ends at epoch {last} but status.json says epoch {epoch}: incomplete, left out of the aggregates")
         return False
     rho = run.metrics.get("rho")

@@ -43,6 +43,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ import keras
 import numpy as np
 
 from . import backend, schema, tracking
+from .notices import runtime_notices
 from .engine import measures
 from .engine.collapse import CollapseResult, measure_collapse
 from .engine.spectra import DEFAULT_RANK_TOL
@@ -339,6 +341,9 @@ class RunLogger(keras.callbacks.Callback):
         durable: callable(epoch) -> bool, whether this epoch writes its checkpoint and
             `status.json` (default: every epoch; a stack spaces them, `compute.stack_checkpoint_s`);
             `checkpointed` is the last epoch written so.
+        notify: callable(line) showing a measurement's warning (e.g. "nc1 is NaN: ...") as one
+            line when it first occurs (default: one line on stderr); each distinct warning is also
+            kept in `status.json`'s `warnings`, with the epoch it first occurred at.
     """
 
     def __init__(
@@ -353,6 +358,7 @@ class RunLogger(keras.callbacks.Callback):
         initial_grad_norm_sq=None,
         checkpoint=None,
         durable=None,
+        notify=None,
     ):
         super().__init__()
         self.rundir, self.tracker, self.lr_at_epoch = rundir, tracker, lr_at_epoch
@@ -376,12 +382,29 @@ class RunLogger(keras.callbacks.Callback):
         self.last_row: dict | None = None
         self.divergence: str | None = None
         self._t0 = time.perf_counter()
+        self.notify = notify or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
+        # status.json's warnings so far (the config's, an earlier session's) and their messages.
+        self.warnings = list((rundir.read_status() or {}).get("warnings") or [])
+        self._seen = {w.rsplit(" (from epoch ", 1)[0] for w in self.warnings}
+
+    def _measure(self, epoch: int) -> dict:
+        """The tracker's rows of `epoch`; a warning the measurement raises (NaN notices of the
+        engine) becomes one line, once per distinct message, and an entry of status.json."""
+        with runtime_notices() as notes:
+            rows = self.tracker.record(epoch, nc=epoch in self.nc_epochs, margins=epoch in self.margin_epochs)
+        for message in notes:
+            if message in self._seen:
+                continue
+            self._seen.add(message)
+            self.warnings.append(f"{message} (from epoch {epoch})")
+            self.notify(f"{self.rundir.path.name}: epoch {epoch}: {message}")
+        return rows
 
     def elapsed(self) -> float:
         return self.elapsed_offset + time.perf_counter() - self._t0
 
     def record(self, epoch: int, grad_norm_sq: float, fsc_term: float = float("nan")) -> dict:
-        rows = self.tracker.record(epoch, nc=epoch in self.nc_epochs, margins=epoch in self.margin_epochs)
+        rows = self._measure(epoch)
         row = rows[schema.METRICS_CSV][0]
         row.update(epoch=epoch, lr=self.lr_at_epoch(epoch), grad_norm_sq=grad_norm_sq, fsc_term=fsc_term, elapsed_s=self.elapsed())
         for name, file_rows in rows.items():
@@ -394,7 +417,7 @@ class RunLogger(keras.callbacks.Callback):
         if bad is not None:
             self.divergence = f"{bad} is {row.get(bad)} at epoch {epoch}"
             self.model.stop_training = True
-            self.rundir.write_status("diverged", epoch, reason=self.divergence)
+            self.rundir.write_status("diverged", epoch, reason=self.divergence, warnings=self.warnings)
         elif self.durable(epoch):
             self.save(epoch, row["elapsed_s"])
         return row
@@ -405,7 +428,7 @@ class RunLogger(keras.callbacks.Callback):
         if self.checkpoint is not None:
             self.checkpoint(epoch)
             self.checkpointed = epoch
-        self.rundir.write_status(state, epoch, wall_time_s=wall_time_s, **status)
+        self.rundir.write_status(state, epoch, wall_time_s=wall_time_s, **{"warnings": self.warnings, **status})
 
     def on_train_begin(self, logs=None):
         if self.first_epoch == 1 and self.last_row is None:

@@ -10,8 +10,8 @@ Sources (`data.source`):
 - `tfds`: TensorFlow Datasets `data.name` (`cifar10`, `cifar100`, `mnist`, `fashion_mnist`,
   `svhn_cropped`, `stl10`; `datasets.DATASETS`), at its native size and channels (28×28×1 for the
   MNISTs, 96×96×3 for STL-10), splits `train` and `test` (SVHN's `extra` and STL-10's `unlabelled`
-  are not used), class names from TFDS. Downloads on first use (needs internet), into `data.path`
-  when given. Needs `tensorflow-datasets` and `tensorflow` (a one-line error says so otherwise);
+  are not used), class names from TFDS. Downloads on first use (needs internet), into TFDS'
+  `data_dir`: `--data-dir` or `data.path` when given, else `~/tensorflow_datasets`. Needs `tensorflow-datasets` and `tensorflow` (a one-line error says so otherwise);
   both are imported only here, so the rest of the package runs without them.
 - `synthetic`: a Gaussian mixture (see `SyntheticConfig`), for tests and toy models.
 
@@ -54,7 +54,7 @@ import numpy as np
 
 from .config import Config
 from .datasets import DATASETS
-from .errors import UserError
+from .errors import UserError, first_words
 
 CIFAR10_MEAN = np.array(DATASETS["cifar10"].mean, dtype=np.float32)
 CIFAR10_STD = np.array(DATASETS["cifar10"].std, dtype=np.float32)
@@ -228,12 +228,14 @@ def select_per_class(batches, classes: list[int], limit: int | None, field_name:
     return x, y
 
 
-def load_tfds(cfg: Config) -> tuple:
+def load_tfds(cfg: Config, data_dir: str | None = None) -> tuple:
     """TFDS `data.name`, splits `train`/`test` as uint8 (N, H, W, C), `data.classes` selected.
 
     Args:
         cfg: the run config (`data.name`, `data.classes`, the per-class counts, `data.path` as
             the TFDS data_dir).
+        data_dir: TFDS' `data_dir` (downloads and prepared files), overriding `data.path` (the
+            CLI's `--data-dir`); neither: TFDS' default, `~/tensorflow_datasets`.
 
     Returns:
         (x_train, y_train, x_test, y_test, class_names), labels relabelled 0..len(classes)-1.
@@ -241,12 +243,12 @@ def load_tfds(cfg: Config) -> tuple:
     Example:
 
     ```python
-    x_tr, y_tr, x_te, y_te, names = load_tfds(load_config(None, ["data.source=tfds", "data.name=mnist"]))
+    x_tr, y_tr, x_te, y_te, names = load_tfds(load_config(None, ["data.source=tfds", "data.name=mnist"]), "/data/tfds")
     ```
 
     Raises:
-        DataError: TFDS (or TensorFlow) is not installed, the dataset cannot be loaded (not
-            downloaded and offline), or a class has too few images.
+        DataError: TFDS (or TensorFlow, or a module TFDS imports) is not installed, the dataset
+            cannot be downloaded (offline) or loaded, or a class has too few images.
     """
     try:
         import tensorflow  # noqa: F401  (TFDS' loader is a tf.data pipeline)
@@ -255,20 +257,35 @@ def load_tfds(cfg: Config) -> tuple:
         raise DataError(TFDS_MISSING) from None
 
     d = cfg.data
+    where = data_dir or d.path
     out, names = [], None
     for split, limit, fname in (("train", d.train_per_class, "data.train_per_class"), ("test", d.test_per_class, "data.test_per_class")):
         try:
-            ds, info = tfds.load(d.name, split=split, as_supervised=True, data_dir=d.path, with_info=True)
+            ds, info = tfds.load(d.name, split=split, as_supervised=True, data_dir=where, with_info=True)
             names = info.features["label"].names
             # Batched iteration rather than `batch_size=-1`, which aborts the process on some
             # TF/TFDS pairs (TF 2.21 + TFDS 4.9.10: std::length_error in the generator op).
             x, y = select_per_class(tfds.as_numpy(ds.batch(4096)), d.classes, limit, fname, split)
         except DataError:
             raise
+        except ImportError as err:
+            # TFDS imports some modules lazily, inside `load` (4.9.x: importlib_resources).
+            raise DataError(f"data.source: TFDS needs the module {err.name!r}, which is not installed (pip install {err.name})") from None
         except Exception as err:  # noqa: BLE001 - TFDS raises many types for "not downloaded / offline"
-            raise DataError(f"data.source: TFDS could not load {d.name} ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+            raise DataError(_tfds_error(d.name, where, err)) from None
         out += [x, y]
     return (*out, [names[c] for c in d.classes])
+
+
+def _tfds_error(name: str, data_dir: str | None, err: Exception) -> str:
+    """One line for a failed `tfds.load`: a failed download (offline) says where TFDS looked."""
+    detail = f"{type(err).__name__}: {first_words(err, 160)}"
+    # tfds' DownloadError, or the HTTP client's own (requests / urllib3) when its retries end.
+    offline = type(err).__name__ == "DownloadError" or type(err).__module__.split(".")[0] in ("requests", "urllib3")
+    if offline or isinstance(err, (ConnectionError, TimeoutError)):
+        folder = data_dir or "~/tensorflow_datasets"
+        return f"data.source: TFDS could not download {name} ({detail}); it needs internet once, or the prepared dataset in {folder} (--data-dir)"
+    return f"data.source: TFDS could not load {name} ({detail})"
 
 
 def load_synthetic(cfg: Config) -> tuple:
@@ -359,26 +376,74 @@ def data_key(config: Config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def load_images(cfg: Config, data_dir: str | None = None) -> tuple:
+    """The selected images of an image source as stored, before any preprocessing.
+
+    Args:
+        cfg: the run config (`cfg.data`: source `sample`, `folder` or `tfds`).
+        data_dir: overrides `cfg.data.path` (the CLI's `--data-dir`).
+
+    Returns:
+        (x_train, y_train, x_test, y_test, class_names), images uint8 (N, H, W, c), labels
+        relabelled 0..C-1 in the order of `data.classes`.
+
+    Raises:
+        DataError: the source holds no images (`synthetic`), or the data cannot be read.
+
+    Example: `x_tr, y_tr, x_te, y_te, names = load_images(load_config(None))` (the shipped sample).
+    """
+    d = cfg.data
+    path = data_dir or d.path
+    if d.source == "folder":
+        if not path:
+            raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
+        return _load_tree(_ImageTree.open(path, DATASETS[d.name].channels), cfg)
+    if d.source == "sample":
+        return _load_tree(_ImageTree.open(sample_path()), cfg)
+    if d.source == "tfds":
+        return load_tfds(cfg, path)
+    raise DataError(f"data.source: {d.source!r} holds no images (its inputs are generated already preprocessed)")
+
+
+def check_data_path(cfg: Config, data_dir: str | None = None) -> None:
+    """Check, without reading any image, that a `folder` source's path (`data_dir` or
+    `data.path`) is an image folder or zip with `train/` and `test/` (`sqnc run --dry-run`).
+
+    Raises:
+        DataError: the path is missing, does not exist, or is no image folder.
+
+    Example: `check_data_path(load_config(None, ["data.source=folder"]), "nope")` raises `DataError`.
+    """
+    if cfg.data.source != "folder":
+        return
+    path = data_dir or cfg.data.path
+    if not path:
+        raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
+    _ImageTree.open(path, DATASETS[cfg.data.name].channels)
+
+
 def load_clean_dataset(cfg: Config, data_dir: str | None = None) -> Dataset:
     """`load_dataset` without label noise: depends on `cfg.data` only, so sweeps can share it."""
     d = cfg.data
-    path = data_dir or d.path
     if d.source == "synthetic":
         x_tr, y_tr, x_te, y_te, names = load_synthetic(cfg)
     else:
-        if d.source == "folder":
-            if not path:
-                raise DataError("data.path: source 'folder' needs a path (data.path or --data-dir)")
-            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(path, DATASETS[d.name].channels), cfg)
-        elif d.source == "sample":
-            x_tr, y_tr, x_te, y_te, names = _load_tree(_ImageTree.open(sample_path()), cfg)
-        elif d.source == "tfds":
-            x_tr, y_tr, x_te, y_te, names = load_tfds(cfg)
-        else:  # pragma: no cover - the schema forbids it
-            raise DataError(f"data.source: unknown source {d.source!r}")
+        x_tr, y_tr, x_te, y_te, names = load_images(cfg, data_dir)
         x_tr, x_te = standardize_images(x_tr, d.name), standardize_images(x_te, d.name)
     x_tr, x_te = normalize_inputs(x_tr, x_te, d.input_norm)
     return Dataset(x_tr, y_tr, x_te, y_te, list(names), y_train_clean=y_tr, label_noise_realised=0.0)
+
+
+def load_pixels(cfg: Config, data_dir: str | None = None, scale: float = 1.0) -> Dataset:
+    """The selected images as float32 pixel values times `scale` (0..255 with 1, 0..1 with
+    1/255), without this project's preprocessing, with the run's label noise: the inputs of a
+    network trained on raw or x/255 pixels (`sqnc measure --preprocess raw|scaled`).
+
+    Example: `load_pixels(load_config(None), scale=1 / 255).x_train.max() <= 1`.
+    """
+    x_tr, y_tr, x_te, y_te, names = load_images(cfg, data_dir)
+    clean = Dataset(x_tr.astype(np.float32) * np.float32(scale), y_tr, x_te.astype(np.float32) * np.float32(scale), y_te, list(names), y_train_clean=y_tr)
+    return with_label_noise(clean, cfg.data.label_noise, cfg.seed)
 
 
 def with_label_noise(ds: Dataset, rate: float, seed: int) -> Dataset:

@@ -358,7 +358,8 @@ def claim_run(cfg: Config, rundir: RunDir) -> tuple[RunLock | None, str | None, 
     lock = RunLock(rundir.path)
     if not lock.acquire():
         owner = lock.owner() or {}
-        return None, None, dict(_skipped(rundir, "locked"), reason=f"being trained by pid {owner.get('pid')} on host {owner.get('host')}")
+        who = f"pid {owner['pid']} on host {owner.get('host')}" if owner.get("pid") else "another process (its .lock is being written)"
+        return None, None, dict(_skipped(rundir, "locked"), reason=f"being trained by {who}")
     state = check_rundir(cfg, rundir)
     if state in FINISHED:
         lock.release()
@@ -445,6 +446,17 @@ class OpenRun:
     elapsed: float  # wall seconds of earlier sessions
 
 
+def setting_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but surely not meant (`config.config_warnings`, the widths that
+    `model.width` clamps to 1): printed once by `sqnc run`, kept in each run's status.json.
+
+    Example: `setting_warnings(load_config(None, ["model.width=0.0001"]))[0]` starts `model.width: 0.0001 rounds`.
+    """
+    from .models import width_warnings
+
+    return [*config_warnings(cfg), *width_warnings(cfg.model)]
+
+
 def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: object) -> OpenRun:
     """Build the run's network, trainer and optimizer; resume from its checkpoint (cutting the
     rows written after it) or start clean; write its config and a `running` status (`status`
@@ -463,11 +475,15 @@ def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: obj
         for name in EPOCH_CSVS:
             (rundir.path / name).unlink(missing_ok=True)
     rundir.write_config(cfg.to_dict())
+    if first_epoch > 1:
+        # The run's record of its sessions: each resume, at which epoch and when (status.json).
+        earlier = (rundir.read_status() or {}).get("resumed") or []
+        status = {"resumed": [*earlier, {"epoch": first_epoch, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}], **status}
     rundir.write_status(
         "running",
         first_epoch - 1,
         reason=None,
-        warnings=config_warnings(cfg),
+        warnings=setting_warnings(cfg),
         data=ds.summary(),
         environment=environment(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -476,12 +492,13 @@ def open_run(cfg: Config, ds: Dataset, rundir: RunDir, state: str, **status: obj
     return OpenRun(network, trainer, optimizer, first_epoch, elapsed)
 
 
-def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe, tracker=None, state=None, durable=None):
+def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: OpenRun, probe, tracker=None, state=None, durable=None, console=None):
     """The run's `RunLogger` over its `Tracker`, checkpointing (and heart-beating the lock) after
     every epoch; `probe()` gives epoch 0's grad_norm_sq of a fresh run. A stack passes its own
     `tracker` (measuring from its batched pass), `state()` -> (network, optimizer) objects
     whose values the checkpoint saves (default: the run's own) and `durable(epoch)`, whether
-    the epoch checkpoints (default: every epoch)."""
+    the epoch checkpoints (default: every epoch). A measurement's warning is one line on
+    `console` (default: stderr) and an entry of status.json's `warnings`."""
     from .callbacks import RunLogger
     from .optimizers import lr_at_epoch
 
@@ -498,6 +515,7 @@ def run_logger(cfg: Config, ds: Dataset, rundir: RunDir, lock: RunLock, run: Ope
         initial_grad_norm_sq=probe,
         checkpoint=lambda e: (save_checkpoint(rundir, *state(), e), lock.heartbeat()),
         durable=durable,
+        notify=None if console is None else lambda line: console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True),
     )
 
 
@@ -511,6 +529,27 @@ def finish_run(rundir: RunDir, ds: Dataset, run: OpenRun, logger, seconds: float
     _write_theory_checks(rundir, ds)
     rundir.write_status(state, last, reason=reason, wall_time_s=logger.elapsed(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return {"state": state, "skipped": False, "epoch": last, "reason": reason, "final": logger.last_row, "rundir": str(rundir.path), "seconds": seconds}
+
+
+def resume_line(r: TrainingRun) -> str | None:
+    """What a resumed run says before it trains (None for a fresh run): the epoch it resumes at.
+
+    Example: `resume_line(r)` is e.g. `"seed=0: resuming at epoch 31 of 60 (epochs 1-30 from its checkpoint)"`.
+    """
+    first, epochs = r.first_epoch, r.config.optim.epochs
+    name = r.spec.run_id if r.spec is not None else r.rundir.path.name
+    if first <= 1:
+        return None
+    if first > epochs:
+        return f"{name}: resuming after its last epoch ({epochs}, all trained before): finishing it"
+    return f"{name}: resuming at epoch {first} of {epochs} (epochs 1-{first - 1} from its checkpoint)"
+
+
+def announce_resume(r: TrainingRun, console) -> None:
+    """Print `resume_line(r)` on `console` (also recorded in status.json's `resumed`)."""
+    line = resume_line(r)
+    if line is not None and console is not None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def fit_epochs(runs: list[TrainingRun], progress: bool = False, console=None) -> None:
@@ -530,7 +569,8 @@ def fit_epochs(runs: list[TrainingRun], progress: bool = False, console=None) ->
     def probe():
         return run.trainer.probe_grad_norm_sq(array_batches(ds.x_train, ds.y_train, batch_size, cfg.seed, 1, 1))
 
-    r.logger = logger = run_logger(cfg, ds, r.rundir, r.lock, run, probe)
+    announce_resume(r, console)
+    r.logger = logger = run_logger(cfg, ds, r.rundir, r.lock, run, probe, console=console)
     callbacks = [logger]
     if cfg.track.step_margins_until > 0:
         callbacks.insert(0, StepLogger(r.rundir, logger.tracker, cfg.track.step_margins_until, cfg.track.step_margins_every, spe))

@@ -51,6 +51,7 @@ import math
 import os
 import re
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -683,8 +684,11 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
                 (axes[i, 1], "equinorm", "std/mean of norms"),
                 (axes[i, 2], angle, "std of cosines" if angle == "equiangular" else "mean |cos + 1/(C−1)|"),
             ):
+                # C = 2 (max-angle): the class means' NC2 is 0 by construction; only the rows are drawn.
                 series = [
-                    (w, c, _series(nc, exp, setting, f"nc2_{kind}_{w}")) for w, c in (("means", MEANS_COLOR), ("weights", WEIGHTS_COLOR))
+                    (w, c, _series(nc, exp, setting, f"nc2_{kind}_{w}"))
+                    for w, c in (("means", MEANS_COLOR), ("weights", WEIGHTS_COLOR))
+                    if not (w == "means" and angle == "maxangle")
                 ]
                 log = _maybe_log_y(ax, [s[1] for _, _, s in series if s], ratio=100.0)
                 for w, color, s in series:
@@ -692,7 +696,7 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
                         # The caption's words: the classifier's rows are the "weights" columns.
                         _band(ax, *s[:3], label="class means" if w == "means" else "classifier rows", color=color, log_y=log)
                 ax.set_ylabel(ylabel)
-                ax.set_title(f"NC2 {kind}")
+                ax.set_title(f"NC2 {kind}" + (" (rows only: the means' is 0 for C = 2)" if angle == "maxangle" else ""))
                 ax.legend(fontsize="small")
             for ax in axes[i]:
                 _epoch_axis(ax, max_epoch)
@@ -703,7 +707,8 @@ def _fig6(t: Tables, figdir: Path, emit) -> None:
             _name("fig6", exp, {}),
             fig,
             f"Fig. 6 — {exp}: NC1 and NC2 (equinorm, {'equiangularity' if angle == 'equiangular' else 'max-angle'}) of class means "
-            f"(red) and classifier rows (blue) vs epoch, for {_listing(shown)}{more}.",
+            f"(red) and classifier rows (blue) vs epoch, for {_listing(shown)}{more}"
+            + ("; with C = 2 the class means' NC2 is 0 by construction and not drawn." if angle == "maxangle" else "."),
         )
 
 
@@ -999,18 +1004,20 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
             else "maxangle"
         )
         nc3 = "nc3_centered" if "nc3_centered_mean" in rows and rows["nc3_centered_mean"].notna().any() else "nc3"
+        # C = 2 (no equiangularity): the class-means NC2 lines are 0 by construction, not collapse.
+        means = [] if angle == "maxangle" else [("{}_means", "-"), ("test_{}_means", "--")]
         panels = (
             ("NC1: variability collapse", [("nc1", "-"), ("test_nc1", "--")], NC1_TEX + " (log)", 1.0),
             (
-                "NC2: equinorm",
-                [("nc2_equinorm_means", "-"), ("test_nc2_equinorm_means", "--"), ("nc2_equinorm_weights", WEIGHTS_STYLE)],
-                r"std/mean of $\|\mu_c - \mu_G\|$ and $\|w_c\|$",
+                "NC2: equinorm" + ("" if means else " (classifier rows)"),
+                [(f.format("nc2_equinorm"), ls) for f, ls in means] + [("nc2_equinorm_weights", WEIGHTS_STYLE)],
+                r"std/mean of $\|\mu_c - \mu_G\|$ and $\|w_c\|$" if means else r"std/mean of $\|w_c\|$",
                 20.0,
             ),
             (
-                "NC2: equiangularity" if angle == "equiangular" else "NC2: max-angle",
-                [(f"nc2_{angle}_means", "-"), (f"test_nc2_{angle}_means", "--"), (f"nc2_{angle}_weights", WEIGHTS_STYLE)],
-                "std of pairwise cosines" if angle == "equiangular" else "mean |cos + 1/(C−1)| over pairs",
+                "NC2: equiangularity" if angle == "equiangular" else "NC2: max-angle (classifier rows)",
+                [(f.format(f"nc2_{angle}"), ls) for f, ls in means] + [(f"nc2_{angle}_weights", WEIGHTS_STYLE)],
+                "std of pairwise cosines" if angle == "equiangular" else "|cos + 1/(C−1)| of the rows",
                 20.0,
             ),
             (
@@ -1036,9 +1043,11 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
             legend_ax,
             colors,
             [("-", "train (class means)"), ("--", "test (class means)"), (WEIGHTS_STYLE, "classifier rows")],
-            loc="center",
+            loc="center" if means else "upper center",
             fontsize="small",
         )
+        if not means:  # in the free sixth place, where it covers no curve
+            legend_ax.text(0.5, 0.12, TWO_CLASS_NOTE, transform=legend_ax.transAxes, ha="center", va="bottom", fontsize="small", color="0.25", wrap=True)
         n = rows["n_runs"].max()
         _finish(
             fig,
@@ -1047,8 +1056,13 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
             f"{exp}: neural collapse during training (mean ± std over seeds, up to {int(n)} per setting)",
             f"NC panel — {exp}: NC1, NC2 equinorm and {'equiangularity' if angle == 'equiangular' else 'max-angle'}, "
             f"{'NC3 (centred classifier rows)' if nc3 == 'nc3_centered' else 'NC3'} and NC4 vs epoch for {_listing(settings)}; "
-            "train solid, test dashed, classifier rows dotted.",
+            "train solid, test dashed, classifier rows dotted"
+            + ("; with C = 2 the class means' NC2 is 0 by construction (μ₁ − μ_G = −(μ₂ − μ_G)), so only the classifier rows' is drawn." if not means else "."),
         )
+
+
+# Two centred class means are opposite vectors: equal norms and cosine −1 = −1/(C−1).
+TWO_CLASS_NOTE = "NC2 of the class means is not drawn:\nwith C = 2 it is 0 by construction\n(μ₁ − μ_G = −(μ₂ − μ_G))"
 
 
 DECOMP_TERMS = (
@@ -1062,7 +1076,10 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
     nc = t.nc_epochs
     for exp, settings in _nc_experiments(t, "mse_total"):
         shown = settings[:4]
-        fig, axes = plt.subplots(2, len(shown), figsize=(4.8 * len(shown) + 0.4, 7.2), squeeze=False, sharex="col", layout="constrained")
+        # At least 7.5 in wide: the title and the legend below are as wide as that, and a
+        # narrower figure grew around them when saved (one column filled a third of the image).
+        width = max(4.8 * len(shown) + 0.4, 7.5)
+        fig, axes = plt.subplots(2, len(shown), figsize=(width, 7.2), squeeze=False, sharex="col", layout="constrained")
         for j, setting in enumerate(shown):
             top, bottom = axes[0, j], axes[1, j]
             cols = [f"{col}_mean" for col, _, _ in DECOMP_TERMS]
@@ -1090,13 +1107,13 @@ def _decomp(t: Tables, figdir: Path, emit) -> None:
             top.set_xlabel("")  # shares the x axis of the panel below
         # One legend for all columns, below the panels: inside, it covered the curves.
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small")
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4 if len(shown) > 1 else 2, len(labels)), fontsize="small")
         more = f"; {len(settings) - len(shown)} more settings in nc_epochs.csv" if len(settings) > len(shown) else ""
         _finish(
             fig,
             emit,
             _name("decomp", exp, {}),
-            f"{exp}: MSE decomposition of the classifier's objective (Han, Papyan & Donoho; train set, mean over seeds)",
+            textwrap.fill(f"{exp}: MSE decomposition of the classifier's objective (Han, Papyan & Donoho; train set, mean over seeds)", int(width * 9)),
             f"MSE decomposition — {exp}: mse_nc1 + mse_nc23 + mse_perp stacked (= J(W), dashed) and ls_distance vs epoch "
             f"for {_listing(shown)}{more}.",
         )
@@ -1572,6 +1589,22 @@ def draw_figures(out: Path, only: list[str] | None = None) -> list[FigureResult]
     entries = _update_manifest(figdir, results, wanted, known)
     _write_index(figdir, entries)
     return results
+
+
+def figures_line(out: Path, results: list[FigureResult]) -> str:
+    """The closing line of `sqnc figures`: how many figures this call drew, and how many the
+    folder holds (`--only` redraws some and keeps the others; index.html shows them all).
+
+    Example: `figures_line(out, draw_figures(out, only=["fig10"]))` is e.g.
+    `"drew 1 figure; 11 in outputs/figures (open index.html)"`.
+    """
+    figdir = Path(out) / "figures"
+    drawn = sum(1 for r in results if not r.skipped)
+    try:
+        held = sum(1 for e in json.loads((figdir / "manifest.json").read_text()) if not e.get("skipped"))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, AttributeError):
+        held = drawn
+    return f"drew {drawn} figure{'' if drawn == 1 else 's'}; {held} in {figdir} (open index.html)"
 
 
 def _remove_stale(figdir: Path, names: set[str], kinds: set[str]) -> None:

@@ -46,6 +46,7 @@ import io
 import json
 import platform
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -54,10 +55,17 @@ import numpy as np
 
 from . import schema
 from .config import Config, load_config
-from .errors import UserError
+from .errors import UserError, first_words
 
 POOLS = ("flatten", "avg")
 SPLITS = ("train", "test")
+# How the images become the network's inputs (`--preprocess`); `auto` picks one (see `_preprocessing`).
+PREPROCESS = {
+    "run": "this project's (as sqnc run trains): pixels/255 standardized with data.name's channel mean/std, then data.input_norm",
+    "raw": "pixel values 0..255, nothing else (a network that rescales its inputs itself)",
+    "scaled": "pixel values / 255, in 0..1, nothing else",
+    "hub": "the keras-hub preset's own image converter (its resizing, scale and offset) on the 0..255 pixels",
+}
 # keras-hub's remote preset handles (a local preset is a folder holding config.json).
 _PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
 
@@ -169,7 +177,7 @@ def load_network(model: str | Path) -> _Model:
         MeasureError: the file is missing or not a Keras model, or the preset cannot be loaded.
     """
     text = str(model)
-    path = Path(text).expanduser()
+    path = _run_model(Path(text).expanduser())
     if path.is_dir():
         if not (path / "config.json").exists():
             raise MeasureError(f"MODEL: {path} is a folder but not a keras-hub preset (no config.json); give a .keras file or a preset")
@@ -179,6 +187,13 @@ def load_network(model: str | Path) -> _Model:
     if _is_preset_name(text):
         return _load_preset(text, None, None)
     raise MeasureError(f"MODEL: {path} does not exist")
+
+
+def _run_model(path: Path) -> Path:
+    """A run folder of `sqnc run` (its model.keras beside its config.yaml) stands for its model."""
+    if path.is_dir() and not (path / "config.json").exists() and (path / "model.keras").is_file():
+        return path / "model.keras"
+    return path
 
 
 def _load_keras_file(path: Path) -> _Model:
@@ -193,6 +208,9 @@ def _load_keras_file(path: Path) -> _Model:
         loader = keras.saving.load_model
     if path.suffix not in (".keras", ".h5"):
         raise MeasureError(f"MODEL: {path} is not a Keras model file (.keras); a keras-hub preset is a folder")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras' own message for this case is "File not found", which sends the user looking for a path.
+        raise MeasureError(f"MODEL: {path} is not a Keras 3 .keras file (a .keras file is a zip archive; this one is not: truncated, or saved in another format?)")
     try:
         network = loader(str(path), compile=False)
     except Exception as err:  # noqa: BLE001 - Keras raises many types for an unreadable file
@@ -207,9 +225,10 @@ def _load_preset(preset: str, sha256: str | None, path: str | None) -> _Model:
     try:
         network = keras_hub.models.Backbone.from_preset(preset)
     except Exception as err:  # noqa: BLE001 - missing preset, offline, not a backbone, ...
-        first = str(err).splitlines()[0][:200] if str(err) else ""
-        raise MeasureError(f"MODEL: cannot load keras-hub preset {preset!r} ({type(err).__name__}: {first})") from None
+        hint = "" if path else "; offline, or a private handle? download the preset once and give its local folder (keras_hub.models.Backbone.from_preset(...).save_to_preset(DIR))"
+        raise MeasureError(f"MODEL: cannot load keras-hub preset {preset!r} ({type(err).__name__}: {first_words(err)}){hint}") from None
     return _Model(network, "keras-hub", preset, sha256, path)
+
 
 
 # ----------------------------------------------------------------------------- layers
@@ -320,8 +339,10 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
     hidden = list(layers) if layers is not None else (probed_layers(net) if m.kind == "sqnc" else [])
     cls_name = classifier.name if classifier is not None else None
     names, tensors = [], []
-    for name in hidden:
-        if name in (feat_name, cls_name) or name in names:
+    # The network's order, not the typed one: nc_layers.csv and the layer-wise figure read by depth.
+    order = [layer.name for layer in net.layers]
+    for name in sorted(dict.fromkeys(hidden), key=lambda n: order.index(_layer(net, n, "--layers").name)):
+        if name in (feat_name, cls_name):
             continue
         names.append(name)
         tensors.append(_output(_layer(net, name, "--layers"), "--layers"))
@@ -331,7 +352,6 @@ def _plan(m: _Model, layers: Sequence[str] | None, feature_layer: str | None, cl
         names.append(cls_name)
         tensors.append(_output(classifier, "--classifier-layer"))
     # Alignment: the first weight layer after each hidden representation (as a run's tracker).
-    order = [layer.name for layer in net.layers]
     weighted = {layer.name for layer in weight_layers(net)}
     next_kernels = {}
     for name in names:
@@ -372,14 +392,62 @@ def _resolve_config(model: str | Path, data_config, overrides: Sequence[str]) ->
     if isinstance(data_config, Config):
         return data_config, None
     if data_config is None:
-        beside = Path(str(model)).expanduser().parent / "config.yaml"
-        if not Path(str(model)).expanduser().is_file() or not beside.exists():
+        model_file = _run_model(Path(str(model)).expanduser())
+        beside = model_file.parent / "config.yaml"
+        if not model_file.is_file() or not beside.exists():
             raise MeasureError("CONFIG: give a config whose data: section names the data (no config.yaml beside the model)")
         data_config = beside
     cfg = load_config(data_config, list(overrides))
     if cfg.sweep:
         raise MeasureError(f"CONFIG: {data_config} has a sweep: block; sqnc measure takes one data section (pick one point with --set)")
     return cfg, str(data_config)
+
+
+def _preprocessing(m: _Model, cfg: Config, preprocess: str) -> dict:
+    """Which preprocessing turns the data's images into the network's inputs, and why.
+
+    `auto` (the default): `hub` for a keras-hub preset (the inputs its weights were trained on),
+    `run` otherwise: a model of `sqnc run` was trained on exactly those inputs, and for any other
+    Keras model it is the config's own data pipeline; the console line names the alternatives,
+    since only the user knows what such a model was trained on. A synthetic source has no pixels:
+    its generated inputs are used as they are (`run`)."""
+    images = cfg.data.source != "synthetic"
+    if preprocess == "auto":
+        mode = "hub" if m.kind == "keras-hub" and images else "run"
+        why = {"sqnc": "auto: the run's own", "keras-hub": "auto: the preset's own", "keras": "auto: the config's data pipeline"}[m.kind]
+        if not images:
+            why = "auto: synthetic inputs have no pixels"
+    else:
+        mode, why = preprocess, "--preprocess"
+    if mode in ("raw", "scaled", "hub") and not images:
+        raise MeasureError(f"--preprocess {mode}: data.source 'synthetic' has no pixels; use --preprocess run")
+    if mode == "hub" and m.kind != "keras-hub":
+        raise MeasureError("--preprocess hub: MODEL is not a keras-hub preset; use run, raw or scaled")
+    note = ""
+    if mode == "run" and m.kind == "keras" and images:
+        note = "if MODEL was trained on other inputs, say so with --preprocess raw (0..255) or scaled (x/255)"
+    return {"mode": mode, "chosen": why, "description": PREPROCESS[mode], "note": note}
+
+
+def _inputs(m: _Model, cfg: Config, prep: dict, data_dir: str | None):
+    """The dataset as the network's inputs, and the keras-hub converter to put in front of the
+    network (`hub`: it resizes, so it runs batch by batch inside the compiled probe)."""
+    from .data import load_dataset, load_pixels
+
+    mode = prep["mode"]
+    if mode == "run":
+        return load_dataset(cfg, data_dir), None
+    data = load_pixels(cfg, data_dir, 1 / 255 if mode == "scaled" else 1.0)
+    if mode != "hub":
+        return data, None
+    keras_hub = _import_keras_hub(m.source)
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(m.path or m.source)
+    except Exception as err:  # noqa: BLE001 - a preset without an image converter, offline, ...
+        raise MeasureError(
+            f"--preprocess hub: the preset {m.source!r} has no image converter ({type(err).__name__}: {first_words(err, 120)}); use raw or scaled"
+        ) from None
+    return data, converter
 
 
 def _check_input(network, x_shape: tuple) -> None:
@@ -522,6 +590,7 @@ def measure(
     overwrite: bool = False,
     progress: bool = False,
     console=None,
+    preprocess: str = "auto",
 ) -> MeasureResult:
     """Measure neural collapse of a trained network on a dataset, without training it.
 
@@ -548,7 +617,11 @@ def measure(
         overrides: `key=value` config overrides (the CLI's `--set`).
         overwrite: replace an earlier measurement in `out`.
         progress: show a rich progress bar over the batches.
-        console: the rich console for the bar.
+        console: the rich console for the bar and the preprocessing line.
+        preprocess: how the images become the network's inputs: `run` (this project's:
+            standardized, then `data.input_norm`), `raw` (0..255), `scaled` (x/255), `hub` (the
+            keras-hub preset's image converter) or `auto` (`hub` for a keras-hub preset, `run`
+            otherwise; see `_preprocessing`). Printed on `console`, kept in measure.json.
 
     Returns:
         a `MeasureResult`.
@@ -571,12 +644,12 @@ def measure(
         raise MeasureError("--split: must include train (the class means come from the train split)")
     if batch_size is not None and batch_size <= 0:
         raise MeasureError(f"--batch-size: must be positive, got {batch_size}")
+    if preprocess != "auto" and preprocess not in PREPROCESS:
+        raise MeasureError(f"--preprocess: {preprocess!r} is not one of auto, {', '.join(PREPROCESS)}")
     out = Path(out)
     if not _is_preset_name(str(model)) and not Path(str(model)).expanduser().exists():
         raise MeasureError(f"MODEL: {model} does not exist")
     cfg, config_source = _resolve_config(model, data_config, overrides)
-    from .data import load_dataset
-
     clock = {"start": time.perf_counter()}
     m = load_network(model)
     clock["model"] = time.perf_counter()
@@ -584,9 +657,14 @@ def measure(
     if m.kind == "sqnc" and not _built_by(cfg, m.network, num_classes):
         m.kind = "keras"  # named like a network of `sqnc run`, but not the one this config describes
     plan = _plan(m, layers, feature_layer, classifier_layer, pool, num_classes)
-    data = load_dataset(cfg, data_dir)  # labels 0..C-1 in the order of data.classes
+    prep = _preprocessing(m, cfg, preprocess)
+    data, converter = _inputs(m, cfg, prep, data_dir)  # labels 0..C-1 in the order of data.classes
     clock["data"] = time.perf_counter()
-    _check_input(m.network, data.x_train.shape[1:])
+    if console is not None:
+        note = f"; {prep['note']}" if prep["note"] else ""
+        console.print(f"preprocessing: {prep['mode']} ({prep['chosen']}): {prep['description']}{note}", highlight=False, soft_wrap=True)
+    net_shape = data.x_train.shape[1:] if converter is None else tuple(np.asarray(converter(data.x_train[:1])).shape[1:])
+    _check_input(m.network, net_shape)
     batch_size = int(batch_size or cfg.compute.inference_batch)
     objective = _objective(m, plan, cfg)
 
@@ -595,10 +673,18 @@ def measure(
     from . import backend
 
     probe = keras.Model(m.network.inputs, plan.tensors)
+    if converter is not None:
+        pixels = keras.Input(data.x_train.shape[1:], name="pixels")
+        probe = keras.Model(pixels, probe(converter(pixels)))
     _set_shapes(plan, probe, data.x_train.shape[1:], pool)
     _check_out(out, overwrite)
     run = backend.compile_inference(probe, jit_compile=cfg.compute.jit_compile)
-    result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
+    from .notices import runtime_notices
+
+    with runtime_notices() as notes:  # the engine's NaN notices: one line each, kept in measure.json
+        result = _collapse(run, plan, data, "test" in splits, batch_size, objective, num_classes, progress, console)
+    for note in notes if console is not None else ():
+        console.print(f"warning: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     clock["measure"] = time.perf_counter()
     nc = dict(result.nc)
     _add_theory(nc, m, cfg, objective, num_classes)
@@ -615,6 +701,8 @@ def measure(
         "objective": objective,
         "data": cfg.data.model_dump(mode="json"),
         "data_dir": data_dir,
+        "preprocess": {k: prep[k] for k in ("mode", "chosen", "description")},
+        "warnings": notes,
         "class_names": list(data.class_names),
         "splits": {s: int(len(data.y_train if s == "train" else data.y_test)) for s in splits},
         "batch_size": batch_size,

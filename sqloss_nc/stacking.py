@@ -67,7 +67,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .config import Config, ConfigError
-from .experiment import OpenRun, TrainingRun, build_training, train_runs
+from .experiment import OpenRun, TrainingRun, announce_resume, build_training, train_runs
 
 # Planning (which runs stack, the groups, K) lives beside the sweep planner; re-exported here.
 from .stackplan import AUTO_CAP, STACKABLE, check_stack_backend, choose_stack, requested_stack, stack_groups, stack_key  # noqa: E402,F401
@@ -773,6 +773,8 @@ def train_epochs(members: list[TrainingRun], console=None) -> None:
         stack, mode, note = _mode_stack(members)
         if console is not None:
             console.print(note, highlight=False, markup=False, soft_wrap=True)
+        for m in members:
+            announce_resume(m, console)
         with one_sync():
             for m in members:
                 m.rundir.write_status("running", m.first_epoch - 1, stack_mode=mode)

@@ -39,7 +39,7 @@ from pathlib import Path
 from .config import Config, RunSpec, expand_sweep, load_config
 from .data import Dataset, load_clean_dataset, with_label_noise
 from .errors import UserError
-from .experiment import check_compatible, check_rundir, check_writable, train_and_evaluate
+from .experiment import check_compatible, check_rundir, check_writable, setting_warnings, train_and_evaluate
 from .rundir import RunDir
 from .stacking import step_bytes, train_stack
 from .stackplan import data_key
@@ -101,11 +101,19 @@ def check_data_dir(plan, data_dir) -> None:
             )
 
 
-def plan_warnings(plan) -> list[str]:
-    """`config.config_warnings` of every run of `plan`, each distinct line once."""
-    from .config import config_warnings
+def check_data_paths(plan, data_dir=None) -> None:
+    """What `--dry-run` checks of the data without loading it: `--data-dir` fits each run's
+    source, and every folder source's path is an image folder or zip (`data.check_data_path`)."""
+    from .data import check_data_path
 
-    return list(dict.fromkeys(w for spec, _ in plan for w in config_warnings(spec.config)))
+    check_data_dir(plan, data_dir)
+    for spec in {_data_key(spec.config): spec for spec, _ in plan}.values():
+        check_data_path(spec.config, data_dir)
+
+
+def plan_warnings(plan) -> list[str]:
+    """`experiment.setting_warnings` of every run of `plan`, each distinct line once."""
+    return list(dict.fromkeys(w for spec, _ in plan for w in setting_warnings(spec.config)))
 
 
 def validate_plan(plan, data_dir=None, datasets: dict[str, Dataset] | None = None) -> dict[str, Dataset]:
@@ -687,7 +695,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
             {
                 "run": r.get("run_id", ""),
                 "state": r["state"] + ("*" if r.get("skipped") and r["state"] != "locked" else ""),
-                "epoch": str(r.get("epoch", "")),
+                "epoch": "" if r.get("epoch") is None else str(r["epoch"]),  # a run locked before its first epoch has none
                 "loss": _fmt(f.get("train_loss"), ".3g"),
                 "train_acc": _fmt(f.get("train_acc"), ".3f"),
                 "test_acc": _fmt(f.get("test_acc"), ".3f"),

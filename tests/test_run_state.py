@@ -170,7 +170,9 @@ def test_second_identical_command_says_who_is_training_the_run(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
-    assert second.returncode == 0, second.stderr[-3000:]
+    # It trained nothing (issue 28: it exited 0): not 0, and stderr says who holds the run.
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert f"not trained by this command: being trained by pid {first.pid}" in " ".join(second.stderr.split())
     text = " ".join(second.stdout.split())  # the note may wrap
     assert f"being trained by pid {first.pid} on host {socket.gethostname()}" in text, second.stdout
     assert "finished before this command" not in text

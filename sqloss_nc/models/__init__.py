@@ -75,7 +75,7 @@ import keras
 
 from ..config import ConfigError, ModelConfig
 from ..normalization import weight_layers  # noqa: F401  (the W_k layers: normalization's, re-exported)
-from ._layers import LayerFactory
+from ._layers import LayerFactory, scaled_width
 from .plain import convnet, mlp
 from .resnet import resnet18
 from .vgg import vgg11
@@ -95,6 +95,25 @@ def check_input_shape(cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
     """
     if cfg.arch != "mlp" and len(input_shape) != 3:
         raise ConfigError(f"model.arch: {cfg.arch} needs image inputs, the data has shape {tuple(input_shape)}")
+
+
+def width_warnings(cfg: ModelConfig) -> list[str]:
+    """One line when `model.width` rounds hidden widths below 1, which are then clamped to 1
+    (`LayerFactory.channels`): valid, but surely not the network meant (a 1-unit layer is a
+    bottleneck; its class means are collinear and NC1 is NaN).
+
+    Example: `width_warnings(load_config(None, ["model.width=0.0001"]).model)` names the
+    convnet's 3 widths [32, 64, 128].
+    """
+    from .resnet import STAGES
+    from .vgg import CONFIG_A
+
+    base = {"resnet18": list(STAGES), "vgg11": [c for c in CONFIG_A if c != "M"]}.get(cfg.arch, list(cfg.widths))
+    clamped = [c for c in base if scaled_width(c, cfg.width, floor=0) < 1]
+    if not clamped:
+        return []
+    n = "every hidden width" if len(clamped) == len(base) else f"{len(clamped)} of {len(base)} hidden widths"
+    return [f"model.width: {cfg.width:g} rounds {n} of {cfg.arch} ({sorted(set(clamped))} x {cfg.width:g}) below 1: clamped to 1 unit"]
 
 
 def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int = 0) -> keras.Model:

@@ -11,6 +11,14 @@ from ..initializers import FrobeniusNormal, KaimingNormalFanOut, TorchDefaultUni
 from ..normalization import hidden_normalization, linear_layer
 
 
+def scaled_width(c: int, width: float, floor: int = 1) -> int:
+    """`c` times `width`, rounded half up, at least `floor` (1 for a layer; 0 to see the clamp).
+
+    Example: `scaled_width(64, 0.25)` is 16; `scaled_width(32, 0.001, floor=0)` is 0.
+    """
+    return max(floor, math.floor(c * width + 0.5))
+
+
 class LayerFactory:
     """Makes the layers of one network, counting kernels as it goes.
 
@@ -38,7 +46,7 @@ class LayerFactory:
 
     def channels(self, c: int) -> int:
         """`c` times `model.width`, rounded half up, at least 1."""
-        return max(1, math.floor(c * self.cfg.width + 0.5))
+        return scaled_width(c, self.cfg.width)
 
     def _init(self, scale: float | None, conv: bool = False) -> keras.initializers.Initializer:
         """The next kernel's initializer under `model.init` (`scale`: its Frobenius norm, used
