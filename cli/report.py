@@ -60,7 +60,7 @@ def figures_command(
 ) -> None:
     """Draw the paper's figures from OUT/analysis/ into OUT/figures/ (PNG, PDF and index.html)."""
     from sqloss_nc.errors import UserError
-    from sqloss_nc.figures import draw_figures, figure_kinds
+    from sqloss_nc.figures import draw_figures, figure_kinds, figures_line
 
     kinds = [k.strip() for text in only for k in text.split(",") if k.strip()] or None
     bad = [k for k in kinds or [] if k not in figure_kinds()]
@@ -80,7 +80,7 @@ def figures_command(
     for r in results:
         if r.skipped:
             console.print(f"[yellow]skipped[/] {r.name}: {r.skipped}", highlight=False, soft_wrap=True)
-    console.print(f"{len(drawn)} figure(s) in {Path(out) / 'figures'} (open index.html)", highlight=False, soft_wrap=True)
+    console.print(figures_line(out, results), highlight=False, soft_wrap=True)
 
 
 def tensorboard_command(
