@@ -8,7 +8,7 @@ setting "with" passes claim 4's rule (`rules.nc_setting`) and every setting "wit
 seed spread; not supported when the "without" settings collapse too (claim 4's rule supported on
 them); else inconclusive.
 
-Control: the same rule with two positive weight decays (0.01 against 0.005): both collapse, so
+Control: the same rule with two positive weight decays (the largest against half of it): both collapse, so
 "necessary" must fail.
 
 Example: `from sqloss_nc.claims.c13_nc_needs_wd import CLAIM; CLAIM.control`
@@ -65,7 +65,7 @@ CLAIM = Claim(
     statistic="claim 4's per-setting NC rule at the largest and the smallest WD (0) of square-loss, true-label settings at matched steps; their final NC1 (summary.csv) against the seed spread",
     rule=f"supported: every WD > 0 setting collapses (claim 4's rule) and every WD-0 setting does not, or ends with NC1 >= {GAP:g}x beyond the seed spread; "
     "not supported: the WD-0 settings collapse too; else inconclusive",
-    control="the same rule with WD 0.01 against WD 0.005",
+    control="the same rule with the largest WD against half of it",
     source_scale=Scale(None, None, None, "derived (section 6), no WD-0 run in the paper"),
     figures=("fig6", "ncpanel"),
     judge=judge,

@@ -4,8 +4,11 @@ same runs name the same `Protocol` (the planner runs an experiment once; SPEC §
 `cpu` protocols are sized for a 2-hour plan on a 2-core CPU with 2 jobs (measured: the paper's BN
 convnet trains 8k steps of batch 128 on 1,000 images in about 4.5 min with tracking, ~30 steps/s).
 They count steps, not epochs, and where a claim is about an equilibrium they raise η·λ so that τ =
-(1 − β)/(ηλ) shrinks to 200 steps (η = 0.05, λ = 0.01, β = 0.9; the paper's η = λ = 0.01 gives
-1,000) and the runs live >= 10 τ. The learning-rate decay of the paper's NC runs is dropped at this
+(1 − β)/(ηλ) shrinks to 200 steps (η = 0.01, λ = 0.05, β = 0.9; the paper's η = λ = 0.01 gives
+1,000) and the runs live >= 10 τ. It is λ that is raised, not η: the BN convnet at η = 0.05 (and
+0.02) diverged within its first two epochs at every init of Fig. 2 (0.01, 1, 5), while η = 0.01,
+λ = 0.05 interpolated 1,000 images in 2,000 steps with ρ settled (0.345 at init 0.01, 0.368 at
+init 5; measured on this machine). The learning-rate decay of the paper's NC runs is dropped at this
 scale: a decay by 10 makes the later steps count a tenth of a τ each. Settings that are compared
 have 2 seeds and equal steps. NC is measured on log-spaced epochs only where a claim reads it.
 
@@ -28,7 +31,8 @@ SEEDS2 = [0, 1]
 # The binary task (CIFAR-10 automobile vs bird) shrunk to 1,000 + 1,000 images: 8 steps per epoch at
 # batch 128. N does not enter τ; it sets how fast the net interpolates and the test error's
 # binomial error (~1.3 points at 1,000 test images).
-BIN_CPU = {"data.train_per_class": 500, "data.test_per_class": 500, "optim.lr": 0.05, "optim.schedule": "constant"}
+BIN_CPU = {"data.train_per_class": 500, "data.test_per_class": 500, "optim.lr": 0.01, "optim.schedule": "constant"}
+WD_CPU = 0.05  # τ = (1 − 0.9)/(0.01 · 0.05) = 200 steps
 SMALL_CPU = {"data.train_per_class": 100, "data.test_per_class": 250}  # 200 train images: GD steps are affordable
 
 FIG2 = "configs/paper/fig2_init_wd.yaml"
@@ -56,10 +60,10 @@ CPU_FIG2 = Protocol(
     FIG2,
     2000,
     "Fig. 2's grid (BN convnet, binary CIFAR-10, square loss, batch 128, β = 0.9) at 3 inits x WD {0.01, 0} x 2 seeds, "
-    "on 1,000 images and η = 0.05 so that τ = 200 steps: 2,000 steps are 10 τ (the paper's 1,000 epochs are ~78 τ). "
+    "on 1,000 images and λ = 0.05 (η = 0.01) so that τ = 200 steps: 2,000 steps are 10 τ (the paper's 1,000 epochs are ~78 τ). "
     "The WD-0 runs have no τ; they are compared with the WD runs at the same 2,000 steps.",
     overrides={**BIN_CPU, "track.nc_epochs": "none", "track.margin_epochs": "log"},
-    sweep={"model.init_scale": [0.01, 1, 5], "optim.weight_decay": [0.01, 0], "seed": SEEDS2},
+    sweep={"model.init_scale": [0.01, 1, 5], "optim.weight_decay": [WD_CPU, 0], "seed": SEEDS2},
 )
 CPU_FIG2_EARLY = Protocol(
     "cpu_fig2_early",
@@ -68,37 +72,37 @@ CPU_FIG2_EARLY = Protocol(
     "cpu_fig2's settings stopped after 100 steps (0.5 τ): far from the equilibrium every equilibrium claim is about; "
     "an equilibrium rule must not come out supported here.",
     overrides={**BIN_CPU, "track.nc_epochs": "none", "track.margin_epochs": [0]},
-    sweep={"model.init_scale": [0.01, 5], "optim.weight_decay": [0.01, 0], "seed": [0]},
+    sweep={"model.init_scale": [0.01, 5], "optim.weight_decay": [WD_CPU, 0], "seed": [0]},
 )
 CPU_NC = Protocol(
     "cpu_nc",
     FIG6,
     3000,
-    "Fig. 6's NC run (BN convnet, binary CIFAR-10, square loss, init 3 as the paper) on 1,000 images, η = 0.05 constant "
-    "(τ = 200 steps at WD 0.01, 400 at 0.005): 3,000 steps are 15 τ and 7.5 τ, enough for the terminal phase to last >= 5 τ. "
-    "WD {0.01, 0.005, 0} x 2 seeds: the WD-0 runs are the controls of the NC claims, 0.005 the control of 'WD is necessary'. "
+    "Fig. 6's NC run (BN convnet, binary CIFAR-10, square loss, init 3 as the paper) on 1,000 images, η = 0.01 constant "
+    "(τ = 200 steps at WD 0.05, 400 at 0.025): 3,000 steps are 15 τ and 7.5 τ, enough for the terminal phase to last >= 5 τ. "
+    "WD {0.05, 0.025, 0} x 2 seeds: the WD-0 runs are the controls of the NC claims, 0.025 the control of 'WD is necessary'. "
     "NC on log-spaced epochs.",
     overrides={**BIN_CPU, "model.init_scale": 3.0, "track.nc_epochs": "log", "track.nc_test": False, "track.margin_epochs": [0]},
-    sweep={"optim.weight_decay": [0.01, 0.005, 0], "seed": SEEDS2},
+    sweep={"optim.weight_decay": [WD_CPU, WD_CPU / 2, 0], "seed": SEEDS2},
 )
 CPU_NC_BIAS = Protocol(
     "cpu_nc_bias",
     FIG6,
     3000,
-    "cpu_nc at WD 0.01 with a biased classifier: Eq. 35 (<w_c, μ_G> = 1/C) is derived for a bias-free one, so the instrument "
+    "cpu_nc at WD 0.05 with a biased classifier: Eq. 35 (<w_c, μ_G> = 1/C) is derived for a bias-free one, so the instrument "
     "check must not pass here.",
     overrides={**BIN_CPU, "model.init_scale": 3.0, "model.bias": True, "track.nc_epochs": "log", "track.nc_test": False, "track.margin_epochs": [0]},
-    sweep={"optim.weight_decay": [0.01], "seed": [0]},
+    sweep={"optim.weight_decay": [WD_CPU], "seed": [0]},
 )
 CPU_NC_GD = Protocol(
     "cpu_nc_gd",
     FIG6,
     2000,
-    "Full-batch GD on 200 images of the binary task, BN convnet, square loss, η = 0.05: τ = 200 steps, 2,000 steps = 10 τ. "
-    "WD {0.01, 0} x 2 seeds; WD 0 is the control (NC claims need WD).",
-    overrides={**SMALL_CPU, "optim.lr": 0.05, "optim.schedule": "constant", "optim.full_batch": True, "model.init_scale": 3.0,
+    "Full-batch GD on 200 images of the binary task, BN convnet, square loss, η = 0.01, λ = 0.05: τ = 200 steps, 2,000 steps = 10 τ. "
+    "WD {0.05, 0} x 2 seeds; WD 0 is the control (NC claims need WD).",
+    overrides={**SMALL_CPU, "optim.lr": 0.01, "optim.schedule": "constant", "optim.full_batch": True, "model.init_scale": 3.0,
                "track.nc_epochs": "log", "track.nc_test": False, "track.margin_epochs": [0]},
-    sweep={"optim.weight_decay": [0.01, 0], "seed": SEEDS2},
+    sweep={"optim.weight_decay": [WD_CPU, 0], "seed": SEEDS2},
 )
 CPU_EXP = Protocol(
     "cpu_exp_batch",
@@ -165,9 +169,9 @@ CPU_RANDOM = Protocol(
     "cpu_random_labels",
     FIG11,
     3000,
-    "Figs. 11, 13's BN convnet with WD 0.01 on 200 images (so it can interpolate random labels), batch 32, η = 0.05 "
+    "Figs. 11, 13's BN convnet on 200 images (so it can interpolate random labels), batch 32, η = 0.01, λ = 0.05 "
     "(τ = 200 steps, 3,000 steps = 15 τ), label noise {0, 0.25, 0.5, 0.75, 1} x 2 seeds, NC on log-spaced epochs.",
-    overrides={**SMALL_CPU, "optim.lr": 0.05, "optim.batch_size": 32, "track.nc_epochs": "log", "track.margin_epochs": [0]},
+    overrides={**SMALL_CPU, "optim.lr": 0.01, "optim.weight_decay": WD_CPU, "optim.batch_size": 32, "track.nc_epochs": "log", "track.margin_epochs": [0]},
     sweep={"data.label_noise": [0.0, 0.25, 0.5, 0.75, 1.0], "seed": SEEDS2},
 )
 CPU_RANDOM_SMALL = Protocol(
@@ -175,16 +179,16 @@ CPU_RANDOM_SMALL = Protocol(
     FIG11,
     3000,
     "cpu_random_labels on a convnet of widths [2, 2, 2], too small to interpolate random labels: the random-label claims must fail.",
-    overrides={**SMALL_CPU, "optim.lr": 0.05, "optim.batch_size": 32, "model.widths": [2, 2, 2], "track.nc_epochs": "log", "track.margin_epochs": [0]},
+    overrides={**SMALL_CPU, "optim.lr": 0.01, "optim.weight_decay": WD_CPU, "optim.batch_size": 32, "model.widths": [2, 2, 2], "track.nc_epochs": "log", "track.margin_epochs": [0]},
     sweep={"data.label_noise": [0.0, 0.25, 0.5, 0.75, 1.0], "seed": [0]},
 )
-_RESNET = {"data.train_per_class": 100, "data.test_per_class": 100, "optim.lr": 0.05, "optim.weight_decay": 0.002, "optim.schedule": "constant",
+_RESNET = {"data.train_per_class": 100, "data.test_per_class": 100, "optim.lr": 0.01, "optim.weight_decay": 0.01, "optim.schedule": "constant",
            "track.nc_epochs": "log", "track.nc_test": False, "track.margin_epochs": [0]}
 CPU_RESNET = Protocol(
     "cpu_resnet_mse",
     RESNET_CPU,
     6000,
-    "The narrow ResNet-18 (width 1/8) on all 10 CIFAR-10 classes, 1,000 images, square loss, η = 0.05, WD 0.002 "
+    "The narrow ResNet-18 (width 1/8) on all 10 CIFAR-10 classes, 1,000 images, square loss, η = 0.01, WD 0.01 "
     "(τ = 1,000 steps; 6,000 steps = 6 τ, so the terminal phase can last the 5 τ a 'not supported' needs): NC and the "
     "MSE decomposition on log-spaced epochs, judged in the terminal phase. One seed: the rule compares no settings.",
     overrides=_RESNET,
@@ -203,9 +207,9 @@ CPU_LAGRANGE = Protocol(
     FIG2,
     2000,
     "The toy model the theory is about: cpu_fig2 with Lagrange normalization (layers compute with V/||V||, ρ explicit), "
-    "inits {0.5, 1.5} (ρ(0) = init^L), WD {0.01, 0} x 2 seeds, η = 0.05 (τ = 200 steps, 10 τ).",
+    "inits {0.5, 1.5} (ρ(0) = init^L), WD {0.05, 0} x 2 seeds, η = 0.01 (τ = 200 steps, 10 τ).",
     overrides={**BIN_CPU, "model.normalization": "lagrange", "track.nc_epochs": "none", "track.margin_epochs": [0]},
-    sweep={"model.init_scale": [0.5, 1.5], "optim.weight_decay": [0.01, 0], "seed": SEEDS2},
+    sweep={"model.init_scale": [0.5, 1.5], "optim.weight_decay": [WD_CPU, 0], "seed": SEEDS2},
 )
 
 # ----------------------------------------------------------------------------- paper scale
