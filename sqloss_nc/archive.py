@@ -136,6 +136,7 @@ def measure_archive(
     overwrite: bool = False,
     progress: bool = False,
     console=None,
+    preprocess: str = "auto",
 ) -> MeasureResult:
     """Measure neural collapse of the arrays of a features archive (module docstring: layout).
 
@@ -156,16 +157,25 @@ def measure_archive(
         batch_size: how many rows the engine reads at a time (default 1000; memory only).
         overwrite: replace an earlier measurement in `out`.
         progress, console: unused (an archive is measured in memory, at once).
+        preprocess: must stay `auto`: an archive holds representations, not pixels, so there is
+            nothing to preprocess (`measure`'s `--preprocess` is refused, not ignored).
 
     Returns:
         a `measure.MeasureResult`.
 
     Example: `measure_archive("features.npz", out="measured/torch", feature_layer="avgpool").nc["nc1"]`.
     """
-    model_only = (("CONFIG", data_config), ("--data-dir", data_dir), ("--set", list(overrides)), ("--classifier-layer", classifier_layer))
+    model_only = (
+        ("CONFIG", data_config),
+        ("--data-dir", data_dir),
+        ("--set", list(overrides)),
+        ("--classifier-layer", classifier_layer),
+        ("--preprocess", preprocess if preprocess != "auto" else None),
+    )
     given = [option for option, value in model_only if value]
     if given:
-        raise MeasureError(f"{given[0]}: a features archive (.npz) holds its own labels and classifier/weight; give no {given[0]}")
+        held = "representations, not pixels" if given[0] == "--preprocess" else "its own labels and classifier/weight"
+        raise MeasureError(f"{given[0]}: a features archive (.npz) holds {held}; give no {given[0]}")
     if out is None:
         raise MeasureError("--out: give the output folder")
     for option, ok, wanted in (

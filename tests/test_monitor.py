@@ -340,6 +340,7 @@ def test_features_archive_gives_the_model_paths_numbers(tmp_path, pool):
         ({"labels": "Y", "layer/h": "H", "test/labels": "Y"}, [], "test/labels but no test/layer/h"),
         ({"labels": "Y", "layer/h": "H"}, ["--feature-layer", "g"], "--feature-layer: features.npz has no array layer/g"),
         ({"labels": "Y", "layer/h": "H"}, ["CONFIG"], "CONFIG: a features archive"),
+        ({"labels": "Y", "layer/h": "H"}, ["--preprocess", "raw"], "--preprocess: a features archive (.npz) holds representations, not pixels"),
         ("not a zip", [], "not a readable .npz archive"),
     ],
 )
