@@ -267,7 +267,7 @@ def test_near_collapse_float32_features():
 
 @pytest.mark.parametrize("p, rank, cols", [(60, 12, 1), (60, 12, 3), (33, 33, 2), (40, 0, 2), (50, 1, 1), (1, 1, 1), (2, 1, 2), (300, 250, 2)])
 def test_singular_solve_is_lstsq_minimum_norm(p, rank, cols):
-    """lambda = 0's solve (a Householder tridiagonalization and the tridiagonal eigenpairs, for speed) against np.linalg.lstsq's
+    """lambda = 0's solve (a symmetric eigensolver, for speed) against np.linalg.lstsq's
     minimum-norm solution on PSD matrices of every rank (condition <= 1e4 on the range: a worse one
     has no numerically defined solution to compare), b in the range, 1-D and 2-D b, and a
     product formed without symmetrizing (1-ulp asymmetry, as the head's A is)."""
