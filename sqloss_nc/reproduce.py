@@ -541,7 +541,10 @@ def plan_table(plan: Plan):
             rows.append(
                 {
                     **(head if i == 0 else {}),
-                    "role": e.protocol.role + (" (left out)" if cp.left_out else ""),
+                    # The claim's role for it (an experiment read as evidence by one claim can be
+                    # another's control, or both for one claim: claim 1 reads cpu_fig2's WD-0 runs
+                    # as its control), not the role of whichever protocol was planned first.
+                    "role": ("evidence" if i < len(cp.evidence) else "control") + (" (left out)" if cp.left_out else ""),
                     "exp": name,
                     "runs": str(len(e.runs)),
                     "steps": f"{e.protocol.steps:,}",
@@ -753,8 +756,8 @@ def plan_json(plan: Plan, result: Reproduction | None = None, command: str | Non
             "left_out": cp.left_out or None,
             "runs": sum(len(plan.experiments[n].runs) for n in cp.evidence + cp.control),
             "estimate_s": cp.estimate_s,
-            "protocol": [plan.experiments[n].to_dict() for n in cp.evidence],
-            "control": [plan.experiments[n].to_dict() for n in cp.control],
+            "protocol": [{**plan.experiments[n].to_dict(), "role": "evidence"} for n in cp.evidence],
+            "control": [{**plan.experiments[n].to_dict(), "role": "control"} for n in cp.control],
         }
         if result is not None and cp.claim.id in result.verdicts:
             entry.update(result.verdicts[cp.claim.id])

@@ -364,3 +364,24 @@ def test_cli_reproduce_runs_judges_and_writes_the_json_then_continues(tiny_confi
     assert doc["wall_s"] > 0 and doc["command"].startswith("sqnc ")
     res = sqnc("reproduce", out, "--budget", "10m", "--no-progress", "--no-figures")
     assert res.exit_code == 0 and res.stdout.count("(already)") == 3, res.output
+
+
+
+def test_one_experiment_as_a_claims_evidence_and_its_control_shows_both_roles(tiny_config, tmp_path, monkeypatch):
+    """Claim 1 reads cpu_fig2's WD > 0 runs as evidence and its WD-0 runs as its control: one
+    experiment, planned once, shown once per role in the table and the JSON (it was shown twice
+    as 'evidence', the role of the protocol planned first)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    every_cost(monkeypatch)
+    ev, _ = protocols(tiny_config)
+    plan = make_plan(tmp_path / "out", claims=(claim(1, "a", ev, replace(ev, role="control")),))
+    assert list(plan.experiments) == ["tiny_ev"]
+    console = Console(width=200, record=True)
+    console.print(plan_table(plan))
+    lines = [line for line in console.export_text().splitlines() if "tiny_ev" in line]
+    assert [("control" in line, "evidence" in line) for line in lines] == [(False, True), (True, False)]
+    doc = plan_json(plan)["claims"][0]
+    assert [p["role"] for p in doc["protocol"]] == ["evidence"] and [p["role"] for p in doc["control"]] == ["control"]
