@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, label, no_noise, pairs, positive, square, zero
+from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, no_noise, positive, square, zero
 from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, RANDOM_NC, as_control
-from .rules import NC1_HIGH, NC1_LEVEL, NC1_TPT_FALL, NC2_MAX, TRACE_RATIO_MAX, combine, nc_setting
+from .rules import NC1_HIGH, NC1_LEVEL, NC1_TPT_FALL, NC2_MAX, TRACE_RATIO_MAX, judge_each, nc_setting
 
 
 def nc_claim(ev: Evidence, rows: pd.DataFrame, empty_why: str, noisy: bool = False) -> Verdict:
     """`nc_setting` on every row, combined (shared by the NC claims)."""
     if rows.empty:
         return Verdict(INCONCLUSIVE, empty_why)
-    outcomes, nums = [], {}
-    for _, r in rows.iterrows():
+
+    def setting(ev: Evidence, r: pd.Series):
         v, why, n = nc_setting(ev, r, noisy)
-        outcomes.append((label(r), v, why))
-        nums.update({f"{k} [{r['setting']}]": x for k, x in n.items()})
-    verdict, why = combine(outcomes)
-    return Verdict(verdict, why, nums, pairs(rows))
+        return v, why, {f"{k} [{r['setting']}]": x for k, x in n.items()}
+
+    return judge_each(ev, rows, setting)
 
 
 NC_RULE = (

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, label, mean, pairs, square
+from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, mean, square
 from .experiments import CPU_RESNET, CPU_RESNET_CE, PAPER_RESNET, PAPER_RESNET_CE, RESNET_CE, as_control
-from .rules import NC1_HIGH, NC1_LEVEL, SETTLED_CHANGE, combine, fall_from_start, long_in_terminal_phase, tail_change, terminal_phase
+from .rules import NC1_HIGH, NC1_LEVEL, SETTLED_CHANGE, fall_from_start, judge_each, long_in_terminal_phase, tail_change, terminal_phase
 
 ORDERS = 10.0  # NC1 falls >= 10x (an order of magnitude) within the terminal phase
 PERP_NEGLIGIBLE = 0.1  # L_perp / total <= 10% at the end
@@ -61,13 +61,7 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
     rows = ev.summary if control else ev.settings(loss__kind=square)
     if rows.empty:
         return Verdict(INCONCLUSIVE, "too few settings: no square-loss run")
-    outcomes, nums = [], {}
-    for _, r in rows.iterrows():
-        v, why, n = _setting(ev, r)
-        outcomes.append((label(r), v, why))
-        nums.update(n)
-    verdict, why = combine(outcomes)
-    return Verdict(verdict, why, nums, pairs(rows))
+    return judge_each(ev, rows, _setting)
 
 
 CLAIM = Claim(

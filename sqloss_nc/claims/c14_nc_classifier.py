@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, classes, label, mean, no_noise, pairs, positive, square, zero
+from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, classes, mean, no_noise, positive, square, zero
 from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, as_control
-from .rules import NC2_MAX, combine, long_in_terminal_phase, terminal_phase
+from .rules import NC2_MAX, judge_each, long_in_terminal_phase, terminal_phase
 
 NC3_MAX = 0.2
 NC4_MAX = 0.01
@@ -52,13 +52,7 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
     rows = ev.settings(loss__kind=square, optim__weight_decay=zero if control else positive, data__label_noise=no_noise)
     if rows.empty:
         return Verdict(INCONCLUSIVE, f"too few settings: no square-loss run with WD {'0' if control else '> 0'} and true labels")
-    outcomes, nums = [], {}
-    for _, r in rows.iterrows():
-        v, why, n = _setting(ev, r)
-        outcomes.append((label(r), v, why))
-        nums.update(n)
-    verdict, why = combine(outcomes)
-    return Verdict(verdict, why, nums, pairs(rows))
+    return judge_each(ev, rows, _setting)
 
 
 CLAIM = Claim(

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..timescale import MIN_TAU, SETTLE_WINDOW_TAU, log_slope_per_tau, lr_factors, steps_per_epoch, tau_steps
-from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Evidence, _g, classes, is_true, mean, num, std
+from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Evidence, Verdict, _g, classes, is_true, label, mean, num, pairs, std
 
 SETTLED_PER_TAU = 0.05  # |d ln X / dτ| over the last 2τ below 5% per τ: settled
 SETTLED_CHANGE = 0.05  # without WD: moved < 5% over the last 10% of the epochs
@@ -120,6 +120,20 @@ def combine(outcomes: list[tuple[str, str, str]]) -> tuple[str, str]:
     if SUPPORTED in verdicts:
         return INCONCLUSIVE, f"only {verdicts.count(SUPPORTED)} of {len(verdicts)} settings decide — " + why
     return INCONCLUSIVE, why
+
+
+def judge_each(ev: Evidence, rows: pd.DataFrame, setting) -> Verdict:
+    """`setting(ev, row) -> (verdict, why, numbers)` on every summary row, combined (`combine`).
+
+    Example: `judge_each(ev, ev.settings(loss__kind=square), my_setting_rule).verdict`.
+    """
+    outcomes, nums = [], {}
+    for _, r in rows.iterrows():
+        v, why, n = setting(ev, r)
+        outcomes.append((label(r), v, why))
+        nums.update(n)
+    verdict, why = combine(outcomes)
+    return Verdict(verdict, why, nums, pairs(rows))
 
 
 def binomial_se(p: float, n: float) -> float:
