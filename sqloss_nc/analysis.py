@@ -1179,8 +1179,10 @@ def problems_table(problems: list[tuple[str, str]], max_rows: int = 50):
 
 
 def states_line(result: AnalysisResult) -> str:
-    """`8 runs: 7 done, 1 failed; 4 settings aggregated` (one line for the console)."""
+    """`8 runs: 7 done, 1 failed; 8 aggregated into 4 settings` (one line for the console;
+    `1 run`, `1 setting` in the singular)."""
     counts = result.runs["state"].value_counts() if not result.runs.empty else pd.Series(dtype=int)
     parts = ", ".join(f"{n} {state}" for state, n in counts.items())
     n_agg = int(result.runs["aggregated"].sum()) if "aggregated" in result.runs else 0
-    return f"{len(result.runs)} runs: {parts}; {n_agg} aggregated into {len(result.summary)} setting(s)"
+    n, k = len(result.runs), len(result.summary)
+    return f"{n} run{'' if n == 1 else 's'}: {parts}; {n_agg} aggregated into {k} setting{'' if k == 1 else 's'}"

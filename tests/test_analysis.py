@@ -297,3 +297,15 @@ def test_flatten():
         "seed": 0,
         "data.path": None,
     }
+
+
+def test_the_states_line_says_1_run_and_1_setting_in_the_singular():
+    """Issue 28 item 11: `sqnc analyze` on the quick start said "1 runs: 1 done; 1 aggregated into 1 setting(s)"."""
+    from types import SimpleNamespace
+
+    from sqloss_nc.analysis import states_line
+
+    one = SimpleNamespace(runs=pd.DataFrame({"state": ["done"], "aggregated": [True]}), summary=pd.DataFrame({"setting": ["a"]}))
+    assert states_line(one) == "1 run: 1 done; 1 aggregated into 1 setting"
+    three = SimpleNamespace(runs=pd.DataFrame({"state": ["done", "done", "failed"], "aggregated": [True, True, False]}), summary=pd.DataFrame({"setting": ["a", "b"]}))
+    assert states_line(three) == "3 runs: 2 done, 1 failed; 2 aggregated into 2 settings"
