@@ -328,7 +328,12 @@ def run_one(config_dict: dict, run_id: str, path: str, data_dir: str | None = No
     config = Config.model_validate(config_dict)
     spec = RunSpec(run_id, config)
     data = _worker_dataset(_data_key(config), data_dir)
-    res = _guarded(lambda: train_and_evaluate(config, path, data=data, data_dir=data_dir), spec, path)
+    # A console on stderr (shared with the driver's terminal): a worker's run says where it
+    # resumes and its warnings there too, as a run trained in the driver does (issue 28).
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    res = _guarded(lambda: train_and_evaluate(config, path, data=data, data_dir=data_dir, console=console), spec, path)
     res["final"] = {k: float(v) for k, v in (res.get("final") or {}).items()}
     return res
 

@@ -146,3 +146,27 @@ def test_every_commands_summary_in_the_listing_is_one_paragraph():
     for name, command in typer.main.get_command(app).commands.items():
         first = (command.help or "").strip().split("\n\n")[0]
         assert "\n" not in first, (name, first)
+
+
+def test_a_run_resumed_in_a_jobs_or_ray_worker_says_so_too(tmp_path, monkeypatch, capsys):
+    """`run_one` is the unit a `--jobs` worker or a Ray task trains: its resume line goes to the
+    worker's stderr (the driver's terminal), not only to status.json."""
+    from sqloss_nc import experiment, sweep
+
+    cfg = load_config(None, SYN)
+    rundir = tmp_path / "quickstart" / "seed=0"
+    save = experiment.save_checkpoint
+
+    def stop_after_epoch_2(rd, network, optimizer, epoch):
+        save(rd, network, optimizer, epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt("stopped by the test")
+
+    monkeypatch.setattr(experiment, "save_checkpoint", stop_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_and_evaluate(cfg, rundir)
+    monkeypatch.setattr(experiment, "save_checkpoint", save)
+    capsys.readouterr()
+    res = sweep.run_one(cfg.to_dict(), "seed=0", str(rundir))
+    assert res["state"] == "done"
+    assert "seed=0: resuming at epoch 3 of 4 (epochs 1-2 from its checkpoint)" in capsys.readouterr().err
