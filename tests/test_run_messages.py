@@ -41,7 +41,8 @@ def status(out):
     return json.loads((out / "quickstart" / "seed=0" / "status.json").read_text())
 
 
-def test_a_resumed_run_says_where_it_resumes_on_the_console_and_in_status_json(tmp_path, monkeypatch):
+def interrupted_after_epoch_2(tmp_path, monkeypatch):
+    """The SYN run stopped (as by Ctrl-C) after its epoch-2 checkpoint: (config, run folder)."""
     from sqloss_nc import experiment
 
     cfg = load_config(None, SYN)
@@ -57,6 +58,13 @@ def test_a_resumed_run_says_where_it_resumes_on_the_console_and_in_status_json(t
     with pytest.raises(KeyboardInterrupt):
         experiment.train_and_evaluate(cfg, rundir)
     monkeypatch.setattr(experiment, "save_checkpoint", save)
+    return cfg, rundir
+
+
+def test_a_resumed_run_says_where_it_resumes_on_the_console_and_in_status_json(tmp_path, monkeypatch):
+    from sqloss_nc import experiment
+
+    cfg, rundir = interrupted_after_epoch_2(tmp_path, monkeypatch)
     text = io.StringIO()
     res = experiment.train_and_evaluate(cfg, rundir, console=Console(file=text, width=200))
     assert res["state"] == "done"
@@ -151,21 +159,9 @@ def test_every_commands_summary_in_the_listing_is_one_paragraph():
 def test_a_run_resumed_in_a_jobs_or_ray_worker_says_so_too(tmp_path, monkeypatch, capsys):
     """`run_one` is the unit a `--jobs` worker or a Ray task trains: its resume line goes to the
     worker's stderr (the driver's terminal), not only to status.json."""
-    from sqloss_nc import experiment, sweep
+    from sqloss_nc import sweep
 
-    cfg = load_config(None, SYN)
-    rundir = tmp_path / "quickstart" / "seed=0"
-    save = experiment.save_checkpoint
-
-    def stop_after_epoch_2(rd, network, optimizer, epoch):
-        save(rd, network, optimizer, epoch)
-        if epoch == 2:
-            raise KeyboardInterrupt("stopped by the test")
-
-    monkeypatch.setattr(experiment, "save_checkpoint", stop_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.train_and_evaluate(cfg, rundir)
-    monkeypatch.setattr(experiment, "save_checkpoint", save)
+    cfg, rundir = interrupted_after_epoch_2(tmp_path, monkeypatch)
     capsys.readouterr()
     res = sweep.run_one(cfg.to_dict(), "seed=0", str(rundir))
     assert res["state"] == "done"
