@@ -829,6 +829,38 @@ def _classifier_checks(nc: Optional[pd.DataFrame], c: int, target: float) -> lis
     return rows
 
 
+def _truthy(v: Any) -> bool:
+    return v is True or str(v).lower() == "true"
+
+
+def _stationarity_identity(metrics: pd.DataFrame, nc: Optional[pd.DataFrame], c: int, lam: float) -> list[dict]:
+    """Eq. 34's exact part: the stationarity identity of a bias-free one-hot square-loss head.
+
+    With L = mean over N·C of (f − y)² and the coupled decay λ/2·||W||², ∂/∂w_c = 0 gives
+    λw_c = (2/NC)·Σ_n (y_nc − f_nc)h_n; dotted with w_c and averaged over c:
+    mean_c ||w_c||² = 2/(λC)·mean_{n,c} (y − f)f = 2/(λC²)·(ε − C·L), since mean (y − f)f =
+    ε/C − L with ε = 1 − mean f_y. Exact at a stationary head for its features, whatever they are
+    (no collapse assumed); Eq. 34 then follows from Assumption 1, under which L = ε²/(C − 1).
+    Measured: `nc`'s `w_norm_sq_mean` at its last NC epoch; L: `metrics`' `train_loss` (the
+    inference-mode train loss) at that epoch. Bias-free heads only (a decayed bias adds b_c² to
+    the left side).
+    """
+    need_nc, need_m = {"epoch", "w_norm_sq_mean", "eps_gap"}, {"epoch", "train_loss"}
+    if nc is None or not need_nc <= set(nc.columns) or not need_m <= set(metrics.columns):
+        return []
+    both = nc.dropna(subset=["w_norm_sq_mean", "eps_gap"]).merge(metrics[["epoch", "train_loss"]].dropna(), on="epoch")
+    if both.empty:
+        return []
+    r = both.sort_values("epoch").iloc[-1]
+    eps, loss = float(r["eps_gap"]), float(r["train_loss"])
+    pred = 2.0 / (lam * c * c) * (eps - c * loss)
+    note = (
+        f"Eq. 34's exact stationarity identity at epoch {int(r['epoch'])}: mean_c ||w_c||² vs 2/(λC²)(ε − C·L), "
+        f"ε = {eps:.4g}, L = train_loss = {loss:.4g} (exact for a stationary bias-free head; Assumption 1 replaces L by ε²/(C−1))"
+    )
+    return [_check_row("w_norm_sq_identity", r["w_norm_sq_mean"], pred, note)]
+
+
 def theory_checks(
     metrics: pd.DataFrame,
     config: Optional[Mapping[str, Any]] = None,
@@ -855,6 +887,10 @@ def theory_checks(
       outputs sum to 1).
     * `w_norm_sq_eq34` — Eq. 34 in project units (`nc`'s `w_norm_sq_mean` vs `w_norm_sq_eq34`).
     * `w_dot_muG_eq35` — Eq. 35: `nc`'s `w_dot_muG` vs M/C (1/C for the plain loss).
+    * `w_norm_sq_identity` — Eq. 34's exact part, the stationarity identity of a bias-free one-hot
+      head with λ > 0: `w_norm_sq_mean` vs 2/(λC²)(ε − C·train_loss) (`_stationarity_identity`);
+      `w_norm_sq_eq34` is this identity with Assumption 1's L = ε²/(C − 1), so the two rows
+      separate how stationary the head is from how symmetric its outputs are.
 
     `square_rescaled` runs get only the last two rows (the others assume targets 1, k = 1).
     * `rho_flow` / `rho_flow_late` — `compare_rho_flow` from epoch 0 / from the middle epoch:
@@ -960,6 +996,8 @@ def theory_checks(
             )
 
     rows += _classifier_checks(nc, c, 1.0)
+    if output == "onehot" and lam > 0 and not _truthy(_cfg(config, "model.bias", False)) and _cfg(config, "model.normalization", "batchnorm") != "weightnorm":
+        rows += _stationarity_identity(m, nc, c, lam)
 
     if _n_train(config, n_train) is not None and len(finite) >= 2:
         e0, e1 = float(finite["epoch"].iloc[0]), float(finite["epoch"].iloc[-1])

@@ -385,3 +385,14 @@ def test_one_experiment_as_a_claims_evidence_and_its_control_shows_both_roles(ti
     assert [("control" in line, "evidence" in line) for line in lines] == [(False, True), (True, False)]
     doc = plan_json(plan)["claims"][0]
     assert [p["role"] for p in doc["protocol"]] == ["evidence"] and [p["role"] for p in doc["control"]] == ["control"]
+
+
+def test_the_reproduction_doc_states_the_load_sampled_during_the_run(tmp_path):
+    import runpy
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parent.parent / "tools" / "reproduction_doc.py"))
+    log = tmp_path / "load.log"
+    log.write_text("18:00:00 1.00 0.5 0.4 3/100 1\n18:01:00 3.00 1.0 0.5 3/100 2\n18:02:00 2.00 1.5 0.6 3/100 3\n")
+    assert "3 samples, one a minute): 1-minute load average median 2.00, range 1.00–3.00" in tool["load_line"](log)
+    log.write_text("")
+    assert tool["load_line"](log) == "Load during the run: not sampled."

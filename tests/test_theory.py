@@ -57,3 +57,39 @@ def test_general_stationarity_identity_matches_effective_lambda():
 
 def test_no_prediction_without_weight_decay():
     assert np.isnan(predicted_w_norm_sq(0.1, 0.0, 2))
+
+
+def _identity_row(h, y, c, lam, w, epoch=7, config_extra=None):
+    """theory_checks' rows for one NC epoch whose head is `w` on features `h` (plain square loss)."""
+    import pandas as pd
+
+    from sqloss_nc.theory import theory_checks
+
+    f = h @ w.T
+    yo = np.eye(c)[y]
+    loss = np.mean((f - yo) ** 2)  # SPEC: mean over N·C
+    eps = 1 - np.mean(f[np.arange(len(y)), y])
+    metrics = pd.DataFrame({"epoch": [0, epoch], "rho": [1.0, 1.0], "margin_mean": [0.5, 0.5], "margin_sq_mean": [0.3, 0.3], "train_loss": [0.5, loss]})
+    nc = pd.DataFrame({"epoch": [epoch], "eps_gap": [eps], "w_norm_sq_mean": [np.mean(np.sum(w**2, axis=1))], "w_norm_sq_eq34": [predicted_w_norm_sq(eps, lam, c)]})
+    config = {"data": {"classes": list(range(c))}, "optim": {"weight_decay": lam}, "model": {"bias": False, **(config_extra or {})}, "loss": {"kind": "square"}}
+    out = theory_checks(metrics, config, nc)
+    return out.set_index("check")
+
+
+@pytest.mark.parametrize("c", [2, 4])
+def test_theory_csv_splits_eq34_into_the_exact_identity_and_assumption_1(c):
+    """At a ridge-stationary head on random (uncollapsed) features the identity row is exact
+    (float64 closed form) while Eq. 34, which adds Assumption 1, is off; a head moved off the
+    stationary point (scaled 1.3x) fails the identity."""
+    rng = np.random.default_rng(c)
+    lam, n = 0.05, 80
+    h = rng.normal(size=(n, 10))
+    y = rng.integers(0, c, n)
+    w = ridge_stationary_point(h, y, c, lam)
+    rows = _identity_row(h, y, c, lam, w)
+    assert rows.loc["w_norm_sq_identity", "rel_error"] < 1e-10
+    assert rows.loc["w_norm_sq_eq34", "rel_error"] > 0.05  # far from collapse: Assumption 1 fails
+    moved = _identity_row(h, y, c, lam, 1.3 * w)
+    assert moved.loc["w_norm_sq_identity", "rel_error"] > 0.2
+    # Not written where the identity does not apply: a head with a (decayed) bias.
+    assert "w_norm_sq_identity" not in _identity_row(h, y, c, lam, w, config_extra={"bias": True}).index

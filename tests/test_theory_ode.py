@@ -239,6 +239,9 @@ def test_theory_checks_at_exact_equilibrium(output):
     expected = {"rho_eq", "loss_identity", "margin_gap_lemma2", "rho_flow", "rho_flow_late"}
     if output == "onehot":
         expected |= {"eps_gap_lemma2", "w_norm_sq_eq34"}  # the toy ρ_eq and Eq. 34 agree
+    # The stationarity identity is a statement about the head's loss, which this toy row set
+    # does not model (its train_loss is the toy's); it is tested in test_theory.py.
+    checks = checks[checks["check"] != "w_norm_sq_identity"]
     assert set(checks["check"]) == expected
     assert checks["rel_error"].max() < 1e-9, checks.to_string()
 

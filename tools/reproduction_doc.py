@@ -9,7 +9,7 @@ Two inputs:
   protocols (steps, elapsed τ, rationale) lead the document.
 - repro scripts (issue 21): the `run` lines of the given shell scripts are the commands.
 
-    python tools/reproduction_doc.py OUT --reproduce repro.json --note "..." > docs/reproduction.md
+    python tools/reproduction_doc.py OUT --reproduce repro.json --load-log load.log --note "..." > docs/reproduction.md
     python tools/reproduction_doc.py OUT tools/repro_cpu.sh tools/repro_published_cpu.sh --note "..." > docs/reproduction.md
 """
 
@@ -81,12 +81,26 @@ def reproduce_lines(doc: dict) -> list[str]:
     return lines
 
 
+def load_line(path: Path) -> str:
+    """Median and range of the 1-minute load average sampled during the run (one line per sample:
+    a time, then /proc/loadavg's fields)."""
+    loads = [float(line.split()[1]) for line in path.read_text().splitlines() if len(line.split()) >= 2]
+    if not loads:
+        return "Load during the run: not sampled."
+    s = pd.Series(loads)
+    return (
+        f"Load during the run ({len(loads)} samples, one a minute): 1-minute load average median {s.median():.2f}, "
+        f"range {s.min():.2f}–{s.max():.2f} on 2 cores (the run's own workers; nothing else ran)."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("scripts", type=Path, nargs="*")
     ap.add_argument("--reproduce", type=Path, help="the --json of `sqnc reproduce OUT`")
     ap.add_argument("--note", action="append", default=[], help="a paragraph to add under the header")
+    ap.add_argument("--load-log", type=Path, help="a log of `date +%%H:%%M:%%S` + /proc/loadavg lines taken during the run")
     args = ap.parse_args()
     if not args.scripts and args.reproduce is None:
         ap.error("give repro scripts or --reproduce FILE")
@@ -117,6 +131,8 @@ def main() -> None:
         ]
         for note in args.note:
             lines += [note, ""]
+        if args.load_log is not None:
+            lines += [load_line(args.load_log), ""]
         lines += ["## Verdicts", ""] + reproduce_lines(doc)
     else:
         lines = [
