@@ -829,10 +829,6 @@ def _classifier_checks(nc: Optional[pd.DataFrame], c: int, target: float) -> lis
     return rows
 
 
-def _truthy(v: Any) -> bool:
-    return v is True or str(v).lower() == "true"
-
-
 def _stationarity_identity(metrics: pd.DataFrame, nc: Optional[pd.DataFrame], c: int, lam: float) -> list[dict]:
     """Eq. 34's exact part: the stationarity identity of a bias-free one-hot square-loss head.
 
@@ -996,7 +992,10 @@ def theory_checks(
             )
 
     rows += _classifier_checks(nc, c, 1.0)
-    if output == "onehot" and lam > 0 and not _truthy(_cfg(config, "model.bias", False)) and _cfg(config, "model.normalization", "batchnorm") != "weightnorm":
+    # The identity holds for a bias-free head whose kernel is the decayed variable itself (not
+    # weight norm's direction and gain); `model.bias` is a bool in config.yaml, a string when flat.
+    bias_free = str(_cfg(config, "model.bias", False)).strip().lower() != "true"
+    if output == "onehot" and lam > 0 and bias_free and _cfg(config, "model.normalization", "batchnorm") != "weightnorm":
         rows += _stationarity_identity(m, nc, c, lam)
 
     if _n_train(config, n_train) is not None and len(finite) >= 2:

@@ -797,3 +797,23 @@ def test_every_protocol_expands_into_valid_run_configs():
             raw["data"]["path"] = "unused"  # the data dir is given at run time
         runs = expand_sweep(validate(raw))
         assert len(runs) == p.n_runs, p.experiment  # every protocol names its sweep, so n_runs is its run count
+
+
+@pytest.mark.parametrize(
+    "identity, bias_eq35, expected, expected_control",
+    [
+        (0.01, 0.4, SUPPORTED, NOT_SUPPORTED),
+        (0.5, 0.4, NOT_SUPPORTED, NOT_SUPPORTED),  # Eq. 35 and the residual pass, the exact identity does not
+        (0.01, 0.01, NOT_DISCRIMINATING, SUPPORTED),  # a control that passes voids the evidence
+    ],
+)
+def test_claim5_judges_the_stationarity_identity_and_its_control_must_not_pass(tree, identity, bias_eq35, expected, expected_control):
+    """The identity row theory_checks writes for bias-free heads is one of claim 5's parts; the
+    biased-head control (no identity row: theory_checks leaves it out there) is judged on the rest."""
+    ev = theory(w_dot_muG_eq35=0.01, w_norm_sq_eq34=0.1, w_norm_sq_identity=identity)
+    tree.run("cpu_nc", "a", {"metrics.csv": metrics(), "nc.csv": nc(COLLAPSE), "theory.csv": ev}, wd=WD)
+    tree.run("cpu_nc_bias", "a", {"metrics.csv": metrics(), "nc.csv": nc(COLLAPSE), "theory.csv": theory(w_dot_muG_eq35=bias_eq35, w_norm_sq_eq34=0.1)}, wd=WD, model__bias=True)
+    r = tree.results()[5]
+    assert (r.verdict, r.control_verdict) == (expected, expected_control), (r.why, r.control_why)
+    if expected != NOT_DISCRIMINATING:
+        assert "identity is not in" not in r.why

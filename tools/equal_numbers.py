@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "equal_numbers"
 FILES = ("nc.csv", "nc_layers.csv", "spectra.csv", "class_gram.csv")
 
-# The quick start of 0.2.0 (BN convnet, binary, WD 0.01; kept as a fixture config since the quick
-# start itself changed) and the narrow ResNet-18 (10 classes, biases, rescaled-free square loss,
+# The quick start of 0.2.0 (BN convnet, binary, WD 0.01; a frozen copy, so that a redesigned
+# configs/quickstart.yaml leaves the fixtures valid) and the narrow ResNet-18 (10 classes, biases, rescaled-free square loss,
 # nc_test) of configs/nc, both on the shipped sample, NC every epoch.
 QUICKSTART = "tests/data/equal_numbers/quickstart_0.2.yaml"
 RUNS = {

@@ -7,8 +7,9 @@ Rule: over the interpolating (train acc >= 0.99) bias-free square-loss runs with
 (any experiment): Eq. 35
 (theory.csv `w_dot_muG_eq35`) within `EQ35_OK` in *every* run (the maximum, not the median); Eq. 34
 split in two: its exact stationarity identity λ'||w_c||² = Σ_n (y − f) f (theory.csv
-`w_norm_sq_identity`, within `IDENTITY_OK`: written for bias-free one-hot heads by runs of
-sqloss-nc after 0.2.0's issue 30 round; older runs' theory.csv lack it and are judged on the rest) and the Assumption-1 residual (`w_norm_sq_eq34`: the identity evaluated with symmetric
+`w_norm_sq_identity`, within `IDENTITY_OK`; `theory_checks` writes it for bias-free one-hot heads,
+runs made before it existed lack it and are judged on the rest) and the Assumption-1 residual
+(`w_norm_sq_eq34`: the identity evaluated with symmetric
 quasi-interpolation, within `EQ34_OK`). Supported when every measured part passes in every run;
 not supported when a part fails beyond its `_NOT` bound; else inconclusive.
 
@@ -50,7 +51,7 @@ def judge(ev: Evidence, control: bool = False) -> Verdict:
         v, why, n = instrument(errs, good, bad, name)
         nums.update(n)
         outcomes.append((v, why))
-    why = "; ".join(w for _, w in outcomes) + ("" if not parts[1][1].empty else "; the stationarity identity is not in these runs' theory.csv (written since the issue-30 round)")
+    why = "; ".join(w for _, w in outcomes) + ("" if not parts[1][1].empty else "; the stationarity identity is not in these runs' theory.csv (made before it was written)")
     verdicts = [v for v, _ in outcomes]
     if all(v == SUPPORTED for v in verdicts):
         return Verdict(SUPPORTED, why, nums, used)
