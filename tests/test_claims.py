@@ -446,7 +446,45 @@ def test_claim4_binary_means_nc2_is_no_evidence(tree):
     tree.run("cpu_nc", "nowd", {"metrics.csv": metrics(), "nc.csv": nc(PLATEAU, nc2=0.6, nc2_means=0.0, trace=0.8)}, wd=0.0, data__classes=[1, 2], **FAST)
     r = tree.results()[4]
     assert r.verdict == NOT_SUPPORTED and r.control_verdict != SUPPORTED, r.why
-    assert not any(k.startswith("nc2_equinorm_means") for k in r.numbers) and any(k.startswith("nc2_maxangle_weights") for k in r.numbers)
+    assert not any(k.startswith("nc2_equinorm_means") for k in r.numbers) and any(k.startswith("nc2_equinorm_weights") for k in r.numbers)
+
+
+def binary_collapse(maxangle: float) -> pd.DataFrame:
+    """A C = 2 collapse on every measure but the classifier's raw max-angle."""
+    df = nc(COLLAPSE)
+    df.loc[df.index[-1], "nc2_maxangle_weights"] = maxangle
+    return df
+
+
+def test_binary_bias_free_heads_max_angle_is_not_evidence_against_collapse(tree):
+    """A bias-free head at exact collapse keeps the common row w̄ that maps μ_G to 1/C (Eq. 35), so
+    |cos(w_1, w_2) + 1| tends to 2/(1 + |μ_G|²/|Δ|²), not 0 (checked against float64 below): with
+    no bias it must not block "supported"; with a bias it still counts; the WD-0 plateau control
+    must not come out supported either way."""
+    # the closed form, from the minimum-norm bias-free head on exactly collapsed features
+    rng = np.random.default_rng(0)
+    mu_g = np.abs(rng.normal(size=16)) + 0.5  # ReLU features: a large common mean
+    delta = rng.normal(size=16)
+    delta -= (delta @ mu_g) / (mu_g @ mu_g) * mu_g  # Δ ⊥ μ_G
+    delta *= np.linalg.norm(mu_g) / 2 / np.linalg.norm(delta)  # |μ_G|²/|Δ|² = 4
+    h = np.stack([mu_g + delta, mu_g - delta])  # the two class means = every feature vector
+    w = np.linalg.lstsq(h, np.eye(2), rcond=None)[0].T  # rows w_c: the min-norm head with f(h_c) = e_c
+    cos = w[0] @ w[1] / np.linalg.norm(w[0]) / np.linalg.norm(w[1])
+    assert abs((cos + 1) - 2 / (1 + 4)) < 1e-12  # 0.4, not 0
+    assert abs(w.mean(axis=0) @ mu_g - 0.5) < 1e-12  # Eq. 35: <w̄, μ_G> = 1/C needs w̄ != 0
+
+    tree.run("cpu_nc", "free", {"metrics.csv": metrics(), "nc.csv": binary_collapse(0.4)}, wd=WD, data__classes=[1, 2], **FAST)
+    tree.run("cpu_nc", "nowd", {"metrics.csv": metrics(), "nc.csv": nc(PLATEAU, nc2=0.05)}, wd=0.0, data__classes=[1, 2], **FAST)
+    r = tree.results()[4]
+    assert r.verdict == SUPPORTED and r.control_verdict == NOT_SUPPORTED, (r.why, r.control_why)
+    assert not any(k.startswith("nc2_maxangle_weights") for k in r.numbers), r.numbers
+
+
+def test_binary_biased_heads_max_angle_still_counts(tree):
+    tree.run("cpu_nc", "biased", {"metrics.csv": metrics(), "nc.csv": binary_collapse(0.4)}, wd=WD, data__classes=[1, 2], model__bias=True, **FAST)
+    verdict, why, numbers = tree.verdict(4)
+    assert verdict == INCONCLUSIVE and "NC2" in why, why
+    assert any(k.startswith("nc2_maxangle_weights") for k in numbers), numbers
 
 
 @pytest.mark.parametrize("nowd_curve, expected_control, expected", [(PLATEAU, NOT_SUPPORTED, SUPPORTED), (COLLAPSE, SUPPORTED, NOT_DISCRIMINATING)])

@@ -4,9 +4,9 @@ towards 0 (paper section 6, Fig. 6).
 Rule (`rules.nc_setting`, per square-loss setting with WD > 0 and true labels, combined with
 `rules.combine`): judged in the terminal phase (from the first NC epoch with train error 0), never
 from a peak that includes epoch 0. Supported: final NC1 <= 0.1 having fallen >= 2x since the
-terminal phase began, every classifier-side NC2 (equinorm of ||w_c||, and max-angle for C = 2 or
-equiangularity for C > 2; the class-means NC2 too for C > 2: with C = 2 it is 0 by construction)
-<= 0.2, and Tr(Σ_W)/Tr(Σ_B) <= 0.1. Not supported: in the terminal phase >= 5τ, final NC1 >= 1 and
+terminal phase began, every classifier-side NC2 (equinorm of ||w_c||; equiangularity for C > 2; for C = 2
+the max-angle only with a classifier bias: a bias-free head keeps a common row that Eq. 35 needs,
+`rules.nc2_columns`; the class-means NC2 too for C > 2: with C = 2 it is 0 by construction) <= 0.2, and Tr(Σ_W)/Tr(Σ_B) <= 0.1. Not supported: in the terminal phase >= 5τ, final NC1 >= 1 and
 no longer falling. The claim is supported only when every setting is.
 
 Control: the same rule on the WD-0 runs of the same protocol (large init 3), where the theory
@@ -20,7 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, no_noise, positive, square, zero
-from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, RANDOM_NC, as_control
+from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, QUICKSTART, RANDOM_NC, as_control
 from .rules import NC1_HIGH, NC1_LEVEL, NC1_TPT_FALL, NC2_MAX, TRACE_RATIO_MAX, judge_each, nc_setting
 
 
@@ -60,6 +60,6 @@ CLAIM = Claim(
     figures=("fig6", "ncpanel"),
     judge=judge,
     protocols={"cpu": (CPU_NC, as_control(CPU_NC)), "paper": (PAPER_FIG6, as_control(PAPER_FIG6_NOWD))},
-    legacy_configs=(FIG6, "configs/paper/binary_bn_wd.yaml", RANDOM_NC),
+    legacy_configs=(FIG6, "configs/paper/binary_bn_wd.yaml", RANDOM_NC, QUICKSTART),
     legacy_controls=(FIG6, RANDOM_NC),
 )

@@ -21,7 +21,7 @@ Example: `from sqloss_nc.claims.c05_classifier_eqs import CLAIM; CLAIM.any_exper
 from __future__ import annotations
 
 from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, is_true, no_noise, pairs, positive, square
-from .experiments import CPU_NC, CPU_NC_BIAS, FIG2, FIG6, PAPER_FIG6, PAPER_FIG6_BIAS, as_control
+from .experiments import CPU_NC, CPU_NC_BIAS, FIG2, FIG6, PAPER_FIG6, PAPER_FIG6_BIAS, QUICKSTART, as_control
 from .rules import INTERPOLATING_ACC, instrument, interpolates, rel_errors
 
 EQ35_OK, EQ35_NOT = 0.05, 0.25
@@ -73,6 +73,6 @@ CLAIM = Claim(
     figures=("ncpanel",),
     judge=judge,
     protocols={"cpu": (CPU_NC, as_control(CPU_NC_BIAS)), "paper": (PAPER_FIG6, as_control(PAPER_FIG6_BIAS))},
-    legacy_configs=(FIG6, "configs/paper/binary_bn_wd.yaml", FIG2),
+    legacy_configs=(FIG6, "configs/paper/binary_bn_wd.yaml", FIG2, QUICKSTART),
     any_experiment=True,
 )

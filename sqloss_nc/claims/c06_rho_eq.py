@@ -17,7 +17,7 @@ Example: `from sqloss_nc.claims.c06_rho_eq import CLAIM; CLAIM.rule`
 from __future__ import annotations
 
 from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, no_noise, pairs, positive
-from .experiments import CPU_FIG2, CPU_FIG2_EARLY, FIG2, FIG6, PAPER_FIG2, PAPER_FIG2_EARLY, as_control
+from .experiments import CPU_FIG2, CPU_FIG2_EARLY, FIG2, FIG6, PAPER_FIG2, PAPER_FIG2_EARLY, QUICKSTART, as_control
 from .rules import instrument, rel_errors, settledness
 
 OK, NOT = 0.1, 0.3
@@ -65,6 +65,6 @@ CLAIM = Claim(
     figures=("fig2", "fig14"),
     judge=judge,
     protocols={"cpu": (CPU_FIG2, as_control(CPU_FIG2_EARLY)), "paper": (PAPER_FIG2, as_control(PAPER_FIG2_EARLY))},
-    legacy_configs=(FIG2, FIG6, "configs/paper/binary_bn_wd.yaml"),
+    legacy_configs=(FIG2, FIG6, "configs/paper/binary_bn_wd.yaml", QUICKSTART),
     any_experiment=True,
 )

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, classes, mean, no_noise, positive, square, zero
-from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, as_control
-from .rules import NC2_MAX, judge_each, long_in_terminal_phase, terminal_phase
+from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, mean, no_noise, positive, square, zero
+from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, QUICKSTART, as_control
+from .rules import NC2_MAX, judge_each, nc2_columns, long_in_terminal_phase, terminal_phase
 
 NC3_MAX = 0.2
 NC4_MAX = 0.01
@@ -29,7 +29,7 @@ def _setting(ev: Evidence, r) -> tuple[str, str, dict]:
     nc3 = mean(r, "nc3_centered")
     nc3 = mean(r, "nc3") if math.isnan(nc3) else nc3
     nc4 = mean(r, "nc4")
-    nc2_cols = ["nc2_equinorm_weights", "nc2_maxangle_weights" if classes(r) == 2 else "nc2_equiangular_weights"]
+    nc2_cols = [k for k in nc2_columns(r) if k.endswith("_weights")]
     nc2 = max((mean(r, k) for k in nc2_cols if not math.isnan(mean(r, k))), default=float("nan"))
     tag = f"[{r['setting']}]"
     nums = {f"NC3 {tag}": nc3, f"NC4 {tag}": nc4, f"classifier NC2 {tag}": nc2}
@@ -60,13 +60,13 @@ CLAIM = Claim(
     id="nc_classifier",
     sentence="With the square loss and weight decay the classifier aligns with the class means (NC3), its rows become equinorm and equiangular (classifier-side NC2), and the net decides as the nearest class mean (NC4).",
     source="paper section 6, Eqs. 33, 36",
-    statistic="final nc3_centered (nc3 where absent), nc4, nc2_equinorm_weights and nc2_maxangle_weights (C = 2) / nc2_equiangular_weights (summary.csv), in the terminal phase",
+    statistic="final nc3_centered (nc3 where absent), nc4, the classifier-side NC2 of `rules.nc2_columns` (nc2_equinorm_weights; for C = 2 nc2_maxangle_weights only with a bias, for C > 2 nc2_equiangular_weights) (summary.csv), in the terminal phase",
     rule=f"per setting: supported if NC3 <= {NC3_MAX}, NC4 <= {NC4_MAX} and classifier NC2 <= {NC2_MAX}; not supported if >= 5τ into the terminal phase one stays >= 2x its bound; else inconclusive; combined as claim 4",
     control="the same rule on the WD-0 runs",
     source_scale=Scale(None, None, None, "derived (section 6)"),
     figures=("ncpanel",),
     judge=judge,
     protocols={"cpu": (CPU_NC, as_control(CPU_NC)), "paper": (PAPER_FIG6, as_control(PAPER_FIG6_NOWD))},
-    legacy_configs=(FIG6,),
+    legacy_configs=(FIG6, QUICKSTART),
     legacy_controls=(FIG6,),
 )

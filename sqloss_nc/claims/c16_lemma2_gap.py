@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .base import INCONCLUSIVE, Claim, Evidence, Scale, Verdict, no_noise, pairs, positive
 from .c06_rho_eq import _settings, settled_rows
-from .experiments import CPU_FIG2, CPU_FIG2_EARLY, CPU_NC, FIG2, PAPER_FIG2, PAPER_FIG2_EARLY, as_control
+from .experiments import CPU_FIG2, CPU_FIG2_EARLY, CPU_NC, FIG2, PAPER_FIG2, PAPER_FIG2_EARLY, QUICKSTART, as_control
 from .rules import instrument, rel_errors
 
 OK, NOT = 0.3, 1.0
@@ -48,6 +48,6 @@ CLAIM = Claim(
     figures=("fig2", "fig14"),
     judge=judge,
     protocols={"cpu": (CPU_FIG2, CPU_NC, as_control(CPU_FIG2_EARLY)), "paper": (PAPER_FIG2, as_control(PAPER_FIG2_EARLY))},
-    legacy_configs=(FIG2,),
+    legacy_configs=(FIG2, QUICKSTART),
     any_experiment=True,
 )

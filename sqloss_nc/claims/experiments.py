@@ -37,6 +37,9 @@ SMALL_CPU = {"data.train_per_class": 100, "data.test_per_class": 250}  # 200 tra
 
 FIG2 = "configs/paper/fig2_init_wd.yaml"
 FIG6 = "configs/paper/fig6_nc_step.yaml"
+# `sqnc run` with no config: one run, 10.9 τ, interpolating and collapsing (issue 30), so the claims
+# that one weight-decay run can judge read it too.
+QUICKSTART = "configs/quickstart.yaml"
 FIG11 = "configs/paper/fig11_random_labels.yaml"
 EXP = "configs/claims/exp_loss_nc1_batch.yaml"
 RANK = "configs/claims/rank_batch_wd.yaml"

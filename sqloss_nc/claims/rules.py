@@ -299,11 +299,21 @@ def long_in_terminal_phase(ev: Evidence, row: pd.Series, start: float) -> tuple[
 def nc2_columns(row: pd.Series) -> list[str]:
     """The NC2 columns that can measure collapse here: the classifier side always (`_weights`);
     the class-means side only for C > 2 (with C = 2 the two centred means are ±v: equinorm and
-    antipodal by construction, so their NC2 is 0 whatever the features do)."""
+    antipodal by construction, so their NC2 is 0 whatever the features do).
+
+    With C = 2 the classifier's max-angle |cos(w_1, w_2) + 1| counts only for a head with a bias.
+    A bias-free head on one-hot targets carries a common row w̄ that maps μ_G to 1/C (Eq. 35, SPEC
+    §7's note on `nc3`): at exact collapse w_c = w̄ ± d with |w̄| = 1/(2|μ_G|), |d| = 1/(2|Δ|),
+    Δ = μ_1 − μ_G, so the max-angle tends to 2/(1 + |μ_G|²/|Δ|²), not 0 (0.4 for the quick start's
+    ReLU features), while the centred rows ±d are antipodal by construction. Its equinorm
+    ||w̄ + d|| = ||w̄ − d|| (w̄ ⊥ d) still measures collapse. For C > 2 the spread of the pair cosines
+    is the same with or without w̄ once the d_c form a simplex."""
     c = classes(row)
-    cols = ["nc2_equinorm_weights", "nc2_maxangle_weights" if c == 2 else "nc2_equiangular_weights"]
+    cols = ["nc2_equinorm_weights"]
     if c > 2:
-        cols += ["nc2_equinorm_means", "nc2_equiangular_means"]
+        cols += ["nc2_equiangular_weights", "nc2_equinorm_means", "nc2_equiangular_means"]
+    elif is_true(row.get("model.bias")):
+        cols.append("nc2_maxangle_weights")
     return cols
 
 
