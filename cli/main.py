@@ -74,6 +74,7 @@ def _stop_on_signals() -> None:
     `KeyboardInterrupt` of Ctrl-C, so the run writes `interrupted` and how to resume instead of
     dying `running`. After SIGHUP the terminal is gone: output that still went to it is sent to
     /dev/null (writes to a hung-up terminal fail), output redirected to a file keeps going there."""
+    from sqloss_nc.errors import request_stop
 
     def stop(signum, _frame):
         name = signal.Signals(signum).name
@@ -87,6 +88,7 @@ def _stop_on_signals() -> None:
         # (`sweep._run_processes`), whichever signal it was.
         err = _Stopped(f"stopped by {name}" + (" (the terminal was closed)" if name == "SIGHUP" else ""))
         err.exit_code = 128 + signum
+        request_stop(err)  # raised again at the next epoch end if this raise is swallowed
         raise err
 
     for name in ("SIGTERM", "SIGHUP"):

@@ -56,6 +56,7 @@ from .notices import runtime_notices
 from .engine import measures
 from .engine.collapse import CollapseResult, measure_collapse
 from .engine.spectra import DEFAULT_RANK_TOL
+from .errors import raise_if_stopped
 from .losses import np_accuracy, np_loss
 from .models import next_weight_layer, probed_layers, weight_layers
 from .normalization import effective_kernel, rho_mode
@@ -439,6 +440,7 @@ class RunLogger(keras.callbacks.Callback):
             self.tracker.update_norms.prime(self.tracker.kernels())
 
     def on_epoch_end(self, epoch, logs=None):
+        raise_if_stopped()  # a signal's interrupt that was swallowed where it was raised
         if self.divergence:  # epoch 0 already diverged
             return
         # fit() runs with initial_epoch = first_epoch - 1, so `epoch` is the absolute 0-based index.

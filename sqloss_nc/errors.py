@@ -16,3 +16,23 @@ def first_words(err: BaseException, limit: int = 200) -> str:
     if len(first) <= limit:
         return first
     return first[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
+
+
+# A stop asked for by a signal (the CLI turns SIGTERM / SIGHUP into a KeyboardInterrupt raised from
+# its handler). Python runs that handler between bytecodes wherever the main thread is; where the
+# exception is swallowed there (a finalizer, a callback from native code, which print "Exception
+# ignored" and go on) an endless run would train on, `running`, and never exit. Training re-raises
+# the remembered stop at its next epoch end, so the run still ends `interrupted`.
+_pending_stop: BaseException | None = None
+
+
+def request_stop(err: BaseException) -> None:
+    """Remember `err` (the interrupt a signal handler is about to raise) for `raise_if_stopped`."""
+    global _pending_stop
+    _pending_stop = err
+
+
+def raise_if_stopped() -> None:
+    """Raise the remembered stop, if a signal asked for one (called at every epoch end)."""
+    if _pending_stop is not None:
+        raise _pending_stop

@@ -85,7 +85,8 @@ class EpochStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch = int(steps_per_epoch)
 
     def __call__(self, step):
-        epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
+        # int32: JAX without x64 truncates int64 with a warning on every call; 2^31 steps is plenty
+        epoch = ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch)
         passed = sum(ops.cast(ops.greater_equal(epoch, m), "float32") for m in self.milestones)
         return ops.multiply(self.lr, ops.power(self.gamma, passed))
 

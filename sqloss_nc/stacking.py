@@ -237,11 +237,7 @@ class _Stack:
     def rate(m: TrainingRun) -> np.ndarray:
         """Run m's learning rate for its next step, read from its own optimizer (a schedule is
         evaluated at its iteration count, as inside the unstacked step)."""
-        import warnings
-
-        with warnings.catch_warnings():  # EpochStepSchedule casts to int64, which JAX truncates (harmless)
-            warnings.simplefilter("ignore", UserWarning)
-            return np.asarray(m.optimizer.learning_rate, np.float32)
+        return np.asarray(m.optimizer.learning_rate, np.float32)
 
     def _optimizer_values(self, m: TrainingRun) -> list:
         """Run m's optimizer state in the template's variable order (its rate goes in the lr slot)."""

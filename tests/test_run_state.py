@@ -65,7 +65,12 @@ def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, sig):
     proc = start(out)
     wait_training(proc, out)
     proc.send_signal(getattr(signal, sig))
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        raise AssertionError(f"still alive 120 s after {sig}: status {status(out)}\n{stderr[-3000:]}") from None
     s = status(out)
     assert s["state"] == "interrupted", (s, stderr[-3000:])
     assert sig in s["reason"] and "rerun the same command to resume" in s["reason"], s["reason"]
@@ -73,6 +78,42 @@ def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, sig):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and sig in lines[0] and "rerun the same command" in lines[0], stderr[-3000:]
     assert not (out / "quickstart" / "seed=0" / ".lock").exists()  # released: the rerun may resume
+
+
+# The CLI's SIGTERM handler raises where the main thread happens to be; where that interrupt is
+# swallowed (a finalizer or a callback from native code prints "Exception ignored" and goes on),
+# the run must still stop at its next epoch end instead of training on, `running`, forever.
+SWALLOWED = """
+import os, signal, sys, time
+from sqloss_nc import callbacks
+real = callbacks.RunLogger.record
+def record(self, epoch, *a, **k):
+    row = real(self, epoch, *a, **k)
+    if epoch == 3:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises here ...
+        except KeyboardInterrupt:
+            pass  # ... and this swallows it
+    return row
+callbacks.RunLogger.record = record
+from cli.main import main
+sys.argv = ["sqnc", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_swallowed_sigterm_still_stops_the_run_at_the_next_epoch(tmp_path):
+    out = tmp_path / "o"
+    proc = start(out, python_args=("-c", SWALLOWED))
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    s = status(out)
+    assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, stderr[-3000:])
+    assert s["state"] == "interrupted" and s["epoch"] <= 4, s
+    assert "SIGTERM" in s["reason"] and "rerun the same command to resume" in s["reason"], s
 
 
 def test_stopping_a_jobs_sweep_stops_its_workers_and_starts_no_queued_run(tmp_path):
