@@ -25,7 +25,7 @@ model = sqloss_nc.load_model("outputs/quickstart/<run>/model.keras")
 ```
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 import importlib.abc as _abc
 import importlib.util as _util

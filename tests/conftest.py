@@ -24,6 +24,11 @@ SIXTEEN_STEP_CONVNET = [
     "optim.batch_size=32",
     "optim.epochs=4",
     "optim.lr=0.05",
+    # the schema's defaults, which the CLI's configs/quickstart.yaml (0.3.0) overrides: so that
+    # `sqnc run --set ...` and `load_config(None, ...)` build the same run
+    "optim.weight_decay=0.01",
+    "optim.schedule=constant",
+    "optim.milestones=[]",
     "track.nc_epochs=all",
     "track.margin_epochs=[0,4]",
 ]

@@ -18,6 +18,8 @@ SYN = [
     "model.widths=[4]",
     "optim.epochs=1",
     "optim.batch_size=8",
+    "optim.schedule=constant",  # configs/quickstart.yaml decays its rate at epoch 270
+    "optim.milestones=[]",
 ]
 
 
@@ -83,7 +85,7 @@ CASES = [
     ("scalar-output-3-classes", lambda t: (None, ["model.output=scalar", "data.classes=[0,1,2]"], []), "model.output"),
     ("convnet-on-vectors", lambda t: (None, [*SYN, "data.synthetic.shape=[12]", "model.arch=convnet"], []), "model.arch"),
     ("resnet-on-vectors", lambda t: (None, [*SYN, "data.synthetic.shape=[12]", "model.arch=resnet18"], []), "model.arch"),
-    ("step-without-milestones", lambda t: (None, ["optim.schedule=step"], []), "milestones"),
+    ("step-without-milestones", lambda t: (None, ["optim.schedule=step", "optim.milestones=[]"], []), "milestones"),
     ("milestones-not-increasing", lambda t: (None, ["optim.schedule=step", "optim.milestones=[50,10]"], []), "milestones"),
     ("missing-data-folder", lambda t: (None, ["data.source=folder"], ["--data-dir", str(t / "nope")]), "does not exist"),
     ("folder-without-path", lambda t: (None, ["data.source=folder"], []), "data.path"),

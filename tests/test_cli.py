@@ -83,9 +83,10 @@ def test_run_on_shipped_sample_writes_the_contract(tmp_path):
     np.testing.assert_allclose(m["rho_product"], m[norm_cols].prod(axis=1), rtol=1e-9)
     np.testing.assert_allclose(m["margin_std"] ** 2, m["margin_sq_mean"] - m["margin_mean"] ** 2, rtol=1e-6, atol=1e-12)
     assert m["grad_norm_sq"].notna().all() and (m["grad_norm_sq"] > 0).all()
-    # Objective = loss + lambda/2 sum ||W||^2 over all four kernels.
-    np.testing.assert_allclose(m["train_objective"], m["train_loss"] + 0.005 * (m[norm_cols] ** 2).sum(axis=1), rtol=1e-9)
+    # Objective = loss + lambda/2 sum ||W||^2 over all four kernels (lambda = 0.5 in the quickstart).
     cfg = validate(yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.optim.weight_decay == 0.5
+    np.testing.assert_allclose(m["train_objective"], m["train_loss"] + 0.25 * (m[norm_cols] ** 2).sum(axis=1), rtol=1e-9)
     assert cfg.optim.epochs == 3 and cfg.model.init_scale == 0.1
 
     # The margins in margins.csv are those of the saved model on the same data.

@@ -29,6 +29,8 @@ SYN = [
     "model.widths=[4]",
     "optim.epochs=4",
     "optim.batch_size=8",
+    "optim.schedule=constant",  # configs/quickstart.yaml decays its rate at epoch 270
+    "optim.milestones=[]",
     "track.nc_epochs=all",
 ]
 
