@@ -1062,7 +1062,10 @@ def _ncpanel(t: Tables, figdir: Path, emit) -> None:
 
 
 # Two centred class means are opposite vectors: equal norms and cosine −1 = −1/(C−1).
-TWO_CLASS_NOTE = "NC2 of the class means is not drawn:\nwith C = 2 it is 0 by construction\n(μ₁ − μ_G = −(μ₂ − μ_G))"
+TWO_CLASS_NOTE = (
+    "NC2 of the class means is not drawn:\nwith C = 2 it is 0 by construction\n(μ₁ − μ_G = −(μ₂ − μ_G)).\n"
+    "A bias-free head's max-angle tends to\n2/(1 + |μ_G|²/|μ₁ − μ_G|²), not 0:\nits common row maps μ_G to 1/C (Eq. 35)"
+)
 
 
 DECOMP_TERMS = (
