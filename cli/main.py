@@ -76,6 +76,8 @@ def _stop_on_signals() -> None:
     /dev/null (writes to a hung-up terminal fail), output redirected to a file keeps going there."""
     from sqloss_nc.errors import request_stop
 
+    request_stop(None)  # a stop from an earlier command in this process (tests, notebooks) is done
+
     def stop(signum, _frame):
         name = signal.Signals(signum).name
         if signum == getattr(signal, "SIGHUP", None):

@@ -1,5 +1,5 @@
-"""The one error type the CLI turns into a one-line message and exit code 2, and how a library's
-error becomes part of such a line."""
+"""The one error type the CLI turns into a one-line message and exit code 2, how a library's
+error becomes part of such a line, and the stop a signal asked for (`request_stop`)."""
 
 
 class UserError(ValueError):
@@ -26,8 +26,9 @@ def first_words(err: BaseException, limit: int = 200) -> str:
 _pending_stop: BaseException | None = None
 
 
-def request_stop(err: BaseException) -> None:
-    """Remember `err` (the interrupt a signal handler is about to raise) for `raise_if_stopped`."""
+def request_stop(err: BaseException | None) -> None:
+    """Remember `err` (the interrupt a signal handler is about to raise) for `raise_if_stopped`;
+    None forgets it (a command installing its handlers starts with no stop pending)."""
     global _pending_stop
     _pending_stop = err
 

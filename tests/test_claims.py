@@ -480,6 +480,16 @@ def test_binary_bias_free_heads_max_angle_is_not_evidence_against_collapse(tree)
     assert not any(k.startswith("nc2_maxangle_weights") for k in r.numbers), r.numbers
 
 
+def test_claim14_binary_bias_free_head_is_judged_without_its_max_angle(tree):
+    """Claim 14 takes its classifier NC2 from `rules.nc2_columns` too: a bias-free binary head at
+    collapse (max-angle 0.4, everything else collapsed) is supported; the WD-0 control, whose
+    equinorm stays at 0.6, must not be."""
+    tree.run("cpu_nc", "free", {"metrics.csv": metrics(), "nc.csv": binary_collapse(0.4)}, wd=WD, data__classes=[1, 2], **FAST)
+    tree.run("cpu_nc", "nowd", {"metrics.csv": metrics(), "nc.csv": nc(PLATEAU, nc2=0.6, nc3=0.7)}, wd=0.0, data__classes=[1, 2], **FAST)
+    r = tree.results()[14]
+    assert r.verdict == SUPPORTED and r.control_verdict == NOT_SUPPORTED, (r.why, r.control_why)
+
+
 def test_binary_biased_heads_max_angle_still_counts(tree):
     tree.run("cpu_nc", "biased", {"metrics.csv": metrics(), "nc.csv": binary_collapse(0.4)}, wd=WD, data__classes=[1, 2], model__bias=True, **FAST)
     verdict, why, numbers = tree.verdict(4)

@@ -4,10 +4,11 @@ towards 0 (paper section 6, Fig. 6).
 Rule (`rules.nc_setting`, per square-loss setting with WD > 0 and true labels, combined with
 `rules.combine`): judged in the terminal phase (from the first NC epoch with train error 0), never
 from a peak that includes epoch 0. Supported: final NC1 <= 0.1 having fallen >= 2x since the
-terminal phase began, every classifier-side NC2 (equinorm of ||w_c||; equiangularity for C > 2; for C = 2
-the max-angle only with a classifier bias: a bias-free head keeps a common row that Eq. 35 needs,
-`rules.nc2_columns`; the class-means NC2 too for C > 2: with C = 2 it is 0 by construction) <= 0.2, and Tr(Σ_W)/Tr(Σ_B) <= 0.1. Not supported: in the terminal phase >= 5τ, final NC1 >= 1 and
-no longer falling. The claim is supported only when every setting is.
+terminal phase began, every classifier-side NC2 <= 0.2 (equinorm of ||w_c||; equiangularity for
+C > 2; for C = 2 the max-angle only with a classifier bias: a bias-free head keeps the common row
+that Eq. 35 needs, `rules.nc2_columns`; the class-means NC2 too for C > 2: with C = 2 it is 0 by
+construction), and Tr(Σ_W)/Tr(Σ_B) <= 0.1. Not supported: in the terminal phase >= 5τ, final
+NC1 >= 1 and no longer falling. The claim is supported only when every setting is.
 
 Control: the same rule on the WD-0 runs of the same protocol (large init 3), where the theory
 derives no collapse.

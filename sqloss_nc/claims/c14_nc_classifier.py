@@ -19,7 +19,7 @@ import math
 
 from .base import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Evidence, Scale, Verdict, mean, no_noise, positive, square, zero
 from .experiments import CPU_NC, FIG6, PAPER_FIG6, PAPER_FIG6_NOWD, QUICKSTART, as_control
-from .rules import NC2_MAX, judge_each, nc2_columns, long_in_terminal_phase, terminal_phase
+from .rules import NC2_MAX, judge_each, long_in_terminal_phase, nc2_columns, terminal_phase
 
 NC3_MAX = 0.2
 NC4_MAX = 0.01
