@@ -74,7 +74,7 @@ def _stop_on_signals() -> None:
     `KeyboardInterrupt` of Ctrl-C, so the run writes `interrupted` and how to resume instead of
     dying `running`. After SIGHUP the terminal is gone: output that still went to it is sent to
     /dev/null (writes to a hung-up terminal fail), output redirected to a file keeps going there."""
-    from sqloss_nc.errors import request_stop
+    from sqloss_nc.errors import STOP_GRACE_S, request_stop
 
     request_stop(None)  # a stop from an earlier command in this process (tests, notebooks) is done
 
@@ -90,7 +90,10 @@ def _stop_on_signals() -> None:
         # (`sweep._run_processes`), whichever signal it was.
         err = _Stopped(f"stopped by {name}" + (" (the terminal was closed)" if name == "SIGHUP" else ""))
         err.exit_code = 128 + signum
-        request_stop(err)  # raised again at the next epoch end if this raise is swallowed
+        # Raised again at the next epoch end if this raise is swallowed; a process stuck after it
+        # prints its stacks and exits. A `--jobs` driver outlives its workers' watchdogs (they
+        # start as it forwards the stop): their stacks come first, then its one-line message.
+        request_stop(err, grace_s=STOP_GRACE_S + 30)
         raise err
 
     for name in ("SIGTERM", "SIGHUP"):

@@ -19,18 +19,44 @@ def first_words(err: BaseException, limit: int = 200) -> str:
 
 
 # A stop asked for by a signal (the CLI turns SIGTERM / SIGHUP into a KeyboardInterrupt raised from
-# its handler). Python runs that handler between bytecodes wherever the main thread is; where the
-# exception is swallowed there (a finalizer, a callback from native code, which print "Exception
-# ignored" and go on) an endless run would train on, `running`, and never exit. Training re-raises
-# the remembered stop at its next epoch end, so the run still ends `interrupted`.
+# its handler; a `--jobs` worker gets SIGINT from its driver). Python runs that handler between
+# bytecodes wherever the main thread is; where the exception is swallowed there (a finalizer, a
+# callback from native code, which print "Exception ignored" and go on) an endless run would train
+# on, `running`, and never exit. Training re-raises the remembered stop at its next epoch end, so
+# the run still ends `interrupted`.
 _pending_stop: BaseException | None = None
 
+# How long a stopping process may take before it gives up on itself. Stopping writes one status
+# file once the main thread is back in Python, which takes a step (or, at a run's start, one
+# compilation): seconds. A process still alive this long after the signal is stuck (CI saw two
+# such hangs on JAX that no rerun reproduced); it then prints every thread's stack on stderr (where
+# it hung: the bug report) and exits, code 1. The run keeps its last checkpoint and resumes from
+# it; its status still says `running`, as after a kill. faulthandler's watchdog is a C thread: it
+# fires even while the main thread holds the interpreter in native code.
+STOP_GRACE_S = 120.0
 
-def request_stop(err: BaseException | None) -> None:
-    """Remember `err` (the interrupt a signal handler is about to raise) for `raise_if_stopped`;
-    None forgets it (a command installing its handlers starts with no stop pending)."""
+
+def request_stop(err: BaseException | None, grace_s: float | None = STOP_GRACE_S) -> None:
+    """Remember `err` (the interrupt a signal handler is about to raise) for `raise_if_stopped`
+    and arm the stop's watchdog (`STOP_GRACE_S`; `grace_s=None`: none). `None` forgets a pending
+    stop and disarms its watchdog (a command installing its handlers starts with none pending).
+
+    Example: a signal handler does `err = KeyboardInterrupt("stopped by SIGTERM");
+    request_stop(err); raise err`.
+    """
+    import faulthandler
+
     global _pending_stop
     _pending_stop = err
+    if err is None:
+        faulthandler.cancel_dump_traceback_later()
+    elif grace_s is not None:
+        import sys
+
+        try:
+            faulthandler.dump_traceback_later(grace_s, exit=True, file=sys.__stderr__)
+        except (AttributeError, ValueError, OSError, RuntimeError):  # no usable stderr (closed, pythonw)
+            pass
 
 
 def raise_if_stopped() -> None:

@@ -251,11 +251,18 @@ _WORKER = {"training": False, "stopping": False}
 
 
 def _interrupt_worker(signum, frame) -> None:
+    from .errors import request_stop
+
     if _WORKER["stopping"]:
         return
     _WORKER["stopping"] = True
+    # The stop is remembered (raised again at the next epoch end if this raise is swallowed) and
+    # watched (a worker stuck after it prints its stacks and exits: `errors.STOP_GRACE_S`), so the
+    # driver, which waits for its workers, always ends.
+    err = KeyboardInterrupt()  # no message: the run's status says "interrupted by the user"
+    request_stop(err)
     if _WORKER["training"]:
-        raise KeyboardInterrupt
+        raise err
     # Idle: raising here would kill the worker, and a dead worker makes the pool kill the others
     # (possibly while they save); the next unit refuses to start instead (`_worker_unit`).
 

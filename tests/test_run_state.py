@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ENDLESS = [*(o for o in SYN if not o.startswith("optim.epochs")), "optim.epochs=100000", "track.margin_epochs=none", "track.nc_epochs=none"]
 
 
+# How long a test waits for a stopped process: past the stop's watchdogs (`errors.STOP_GRACE_S`,
+# the CLI's 30 s more), so a process stuck after a signal shows its threads' stacks in the failure.
+STUCK_S = 200
+
+
 def env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="100")
 
@@ -66,11 +71,11 @@ def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, sig):
     wait_training(proc, out)
     proc.send_signal(getattr(signal, sig))
     try:
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=STUCK_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, stderr = proc.communicate()
-        raise AssertionError(f"still alive 120 s after {sig}: status {status(out)}\n{stderr[-3000:]}") from None
+        raise AssertionError(f"still alive {STUCK_S} s after {sig}: status {status(out)}\n{stderr[-3000:]}") from None
     s = status(out)
     assert s["state"] == "interrupted", (s, stderr[-3000:])
     assert sig in s["reason"] and "rerun the same command to resume" in s["reason"], s["reason"]
@@ -116,6 +121,52 @@ def test_a_swallowed_sigterm_still_stops_the_run_at_the_next_epoch(tmp_path):
     assert "SIGTERM" in s["reason"] and "rerun the same command to resume" in s["reason"], s
 
 
+def test_a_jobs_worker_remembers_its_interrupt_and_watches_its_stop():
+    """A `--jobs` worker's SIGINT handler: it raises while a unit trains, remembers the stop (the
+    run's next epoch end raises it again if that raise was swallowed), and ignores a second SIGINT
+    (which could cut the save short)."""
+    from sqloss_nc import errors, sweep
+
+    saved = dict(sweep._WORKER)
+    try:
+        sweep._WORKER.update(training=True, stopping=False)
+        with pytest.raises(KeyboardInterrupt):
+            sweep._interrupt_worker(signal.SIGINT, None)
+        with pytest.raises(KeyboardInterrupt):
+            errors.raise_if_stopped()  # swallowed above: the epoch end raises it again
+        sweep._interrupt_worker(signal.SIGINT, None)  # the second one: ignored
+    finally:
+        errors.request_stop(None)  # forget it and disarm the watchdog (this is pytest's process)
+        sweep._WORKER.update(saved)
+    errors.raise_if_stopped()  # nothing pending any more
+
+
+STUCK_AFTER_STOP = """
+import sys, time
+from sqloss_nc.errors import request_stop
+request_stop(KeyboardInterrupt(), grace_s=float(sys.argv[1]))
+if sys.argv[2] == "disarm":
+    request_stop(None)
+def saving_the_last_epoch():
+    time.sleep(6)  # stands for a stop stuck after its signal
+saving_the_last_epoch()
+"""
+
+
+@pytest.mark.parametrize("disarm", [False, True])
+def test_a_process_stuck_after_its_stop_prints_its_stacks_and_exits(disarm):
+    """The stop's watchdog: still alive `grace_s` after the signal, the process writes where every
+    thread is and exits 1; a disarmed one (`request_stop(None)`) runs on."""
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-c", STUCK_AFTER_STOP, "1", "disarm" if disarm else "keep"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    took = time.time() - t0
+    if disarm:
+        assert res.returncode == 0 and took >= 6, (res.returncode, took, res.stderr[-2000:])
+    else:
+        assert res.returncode == 1 and took < 5, (res.returncode, took)
+        assert "most recent call first" in res.stderr and "saving_the_last_epoch" in res.stderr, res.stderr[-2000:]
+
+
 def test_stopping_a_jobs_sweep_stops_its_workers_and_starts_no_queued_run(tmp_path):
     """SIGTERM to the driver of a `--jobs 2` sweep of 4 endless runs: the two training runs stop
     `interrupted` and resumable, the two queued ones never start (the pool used to train every
@@ -135,7 +186,13 @@ def test_stopping_a_jobs_sweep_stops_its_workers_and_starts_no_queued_run(tmp_pa
             time.sleep(0.2)
         t0 = time.time()
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        try:
+            _, stderr = proc.communicate(timeout=STUCK_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, stderr = proc.communicate()
+            statuses = {i: (run / f"seed={i}" / "status.json").read_text() for i in range(4) if (run / f"seed={i}" / "status.json").exists()}
+            raise AssertionError(f"still alive {STUCK_S} s after SIGTERM: {statuses}\n{stderr[-6000:]}") from None
         took = time.time() - t0
     finally:
         try:
