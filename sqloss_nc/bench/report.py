@@ -55,14 +55,16 @@ def _faults(n) -> str:
     return "" if n is None else f"{n / 1000:.0f}k"
 
 
-def _table(title: str, columns: list[str], left: int = 1):
+def _table(title: str, columns: list[str], left: int = 1, caption: str | None = None):
     """A rich table whose first `left` columns are text (left-aligned, may wrap) and the rest
-    numbers (right-aligned). Print it only after :func:`_fit`."""
+    numbers (right-aligned); `caption` under it says what a column means or where a dropped one
+    went. Print it only after :func:`_fit`."""
     from rich import box
     from rich.table import Table
 
-    # No vertical rules: two characters per column back, so six columns of numbers fit 80.
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    # No vertical rules: two characters per column back. Even so 80 columns hold only a few
+    # number columns with short headers (units go in the title); a wider view is split in two.
+    t = Table(title=title, title_justify="left", caption=caption and caption + "\n", caption_justify="left", box=box.SIMPLE_HEAD)
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i < left else "right")
     return t
@@ -79,72 +81,81 @@ def _fit(table):
         col.overflow = "fold"
         if col.justify == "right":
             col.min_width = max((Text.from_markup(c).cell_len for c in col._cells if isinstance(c, str)), default=0)
+            # Out of rich's shrinking: it narrows every wrappable column, then widens a number
+            # column back to its min_width, and the table overran its width and was cropped.
+            col.no_wrap = True
     return table
 
 
 def results_tables(result: dict) -> list:
-    """Rich tables: the arms' times (epoch time, spread, per-run time, throughput), their rates
-    (GFLOP/s against the arm's own framework's matmul rate, minor page faults per epoch) and
-    labels, the paired ratios and the targets, the stacked sweep, the
-    arms timed alone, the (b) arms against plain PyTorch, the tracking breakdown, and (when measured) the profile and the scaling.
+    """Rich tables, each readable at 80 columns and in a file: what each arm is, the arms' times
+    (epoch time, spread, CPU time), their rates (GFLOP/s against the arm's own framework's matmul
+    rate, minor page faults per epoch), the paired ratios and the targets, the stacked sweep
+    (per-run time, throughput, speed-up), the arms timed alone, the (b) arms against plain
+    PyTorch, the tracking breakdown, and (when measured) the profile and the scaling.
 
     Args:
         result: a `run_bench` result (or its JSON read back).
     """
     out = []
     d, o = result["data"], result["options"]
+    # One view per table, few columns each: the arms' labels alone are 30 characters, so
+    # "what" gets a table of its own rather than folding every row of the numbers into three.
+    what = _table("the arms: what each one times, and its framework's intra-op threads", ["arm", "what", "threads"], left=2)
+    stacked = any(a.get("runs", 1) > 1 for a in result["arms"].values())
     arms = _table(
-        f"one epoch per arm, each arm in its own process; N = {d['n_train']} ({d['source']}), batch {o['batch_size']}, "
-        f"{o['reps']} timed rounds after {o['epochs_warmup']} untimed",
-        ["arm", "epoch s", "min–max", "CPU s", "per run s", "run epochs /s"],
+        f"seconds per epoch, each arm in its own process: wall median and min–max, process CPU median, of "
+        f"{o['reps']} timed rounds after {o['epochs_warmup']} untimed; N = {d['n_train']} ({d['source']}), batch {o['batch_size']}",
+        ["arm", "epoch", "min–max", "CPU"],
+        # Per run-epoch time and run-epochs/s differ from the epoch time only for K > 1.
+        caption="a stacked arm's time per run-epoch and its run-epochs/s: the stacked sweep table and the JSON" if stacked else None,
     )
-    # One view per table, few columns each: readable at 80 columns and in a file.
     rates = _table(
-        "the arms' rates (GFLOP/s against the arm's own framework's matmul rate) and what each arm is",
-        ["arm", "what", "GFLOP/s", "% of matmul", "threads", "page faults"],
-        left=2,
+        "rates: GFLOP/s of the training step (counted FLOPs / epoch time), against the arm's own "
+        "framework's matmul rate; faults: minor page faults per epoch (median)",
+        ["arm", "GFLOP/s", "% of matmul", "faults"],
     )
     for key, a in result["arms"].items():
         e = a["epoch_s"]
         frac = a.get("fraction_of_matmul")
-        arms.add_row(
-            key,
-            _s(e["median"]),
-            f"{_s(e['min'])}–{_s(e['max'])}",
-            _s(a["cpu_s"]["median"]),
-            _s(a["per_run_epoch_s"]),
-            f"{a['run_epochs_per_s']:.3f}",
-        )
+        what.add_row(key, a["label"], str((a.get("environment") or {}).get("threads", "")))
+        arms.add_row(key, _s(e["median"]), f"{_s(e['min'])}–{_s(e['max'])}", _s(a["cpu_s"]["median"]))
         rates.add_row(
             key,
-            a["label"],
             f"{a['gflops']:.1f}",
             "" if frac is None else f"{100 * frac:.0f}%",
-            str((a.get("environment") or {}).get("threads", "")),
             _faults(a.get("page_faults_per_epoch")),
         )
-    out += [arms, rates]
+    out += [what, arms, rates]
 
+    floors = result.get("floors") or {}
     ratios = _table(
         "ratios of per-run epoch times (wall: median over rounds of each round's ratio, with its min–max; CPU: ratio of medians)",
         ["ratio", "wall", "min–max", "CPU"],
+        # The floors' definitions here, not in every row: spelled out they folded over two lines.
+        caption="floors of c/b: by FLOPs = inference FLOPs (train + test) / training FLOPs; "
+        "measured = the (c) arm's measured inference passes / (b)"
+        if floors
+        else None,
     )
     for name, v in result["ratios"].items():
         ratios.add_row(name, f"{v['median']:.3f}", f"{v['min']:.2f}–{v['max']:.2f}", f"{v['cpu']:.3f}")
-    for key, fl in (result.get("floors") or {}).items():
-        ratios.add_row(f"{key} / b floor: inference FLOPs (train + test) / training FLOPs", f"{fl['flops']:.3f}", "", "")
+    for key, fl in floors.items():
+        ratios.add_row(f"{key} / b floor by FLOPs", f"{fl['flops']:.3f}", "", "")
         if fl["measured"] is not None:
-            ratios.add_row(f"{key} / b floor: measured inference passes / (b)", f"{fl['measured']:.3f}", "", "")
+            ratios.add_row(f"{key} / b floor measured", f"{fl['measured']:.3f}", "", "")
     out.append(ratios)
 
-    tg = _table("targets", ["target", "what", "value", "goal", "result"], left=2)
+    # What a target means goes under its name: as a column of its own, it and the name folded
+    # over three lines each.
+    tg = _table("targets", ["target", "value", "goal", "result"])
     for t in result["targets"]:
+        name = f"{t['name']}\n[dim]{t['what']}[/]"
         if t["value"] is None:
-            tg.add_row(t["name"], t["what"], "—", f"{t['op']} {t['threshold']:.2f}", "[dim]not measured[/]")
+            tg.add_row(name, "—", f"{t['op']} {t['threshold']:.2f}", "[dim]not measured[/]")
         else:
             tg.add_row(
-                t["name"],
-                t["what"],
+                name,
                 f"{t['value']:.3f}",
                 f"{t['op']} {t['threshold']:.2f}",
                 "[green]pass[/]" if t["pass"] else "[red]fail[/]",
@@ -153,14 +164,15 @@ def results_tables(result: dict) -> list:
 
     for backend, rows in (result.get("stacking") or {}).items():
         st = _table(
-            f"stacked sweep on {backend}: K runs as one step",
-            ["K", "arm", "epoch s", "per-run epoch s", "run-epochs/s", "per-run speed-up"],
+            f"stacked sweep on {backend}: K runs as one step; seconds per epoch and per run-epoch, "
+            "run-epochs per second, speed-up of a run-epoch over K = 1",
+            ["arm", "K", "epoch", "per run", "run-epochs/s", "speed-up"],
         )
         for row in rows:
             sp = row.get("speedup_per_run")
             st.add_row(
-                str(row["k"]),
                 row["arm"],
+                str(row["k"]),
                 _s(row["epoch_s"]),
                 _s(row["per_run_epoch_s"]),
                 f"{row['run_epochs_per_s']:.3f}",
@@ -170,8 +182,9 @@ def results_tables(result: dict) -> list:
 
     if result.get("alone"):
         al = _table(
-            "the same arm alone in a fresh process (plain loop, nothing else running) against the bench",
-            ["arm", "alone s (median)", "min–max", "in bench s", "bench / alone", "page faults"],
+            "the same arm alone in a fresh process (plain loop, nothing else running) against the bench: "
+            "seconds per epoch alone (median, min–max) and in the bench (median); faults: minor page faults per epoch alone",
+            ["arm", "alone", "min–max", "bench", "bench/alone", "faults"],
         )
         for key, a in result["alone"].items():
             e = a["epoch_s"]
@@ -227,7 +240,7 @@ def _profile_tables(result: dict) -> list:
         mm = result["arms"][b]["matmul"]["median"]
         kt = _table(
             f"kernels of one training step, alone (median ms; matmul {mm:.0f} GFLOP/s)",
-            ["layer", "kernel", "ms", "GFLOP/s", "% of matmul"],
+            ["layer", "kernel", "ms", "GFLOP/s", "% matmul"],
             left=2,
         )
         for row in p["kernels"]:
