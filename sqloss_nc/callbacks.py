@@ -53,7 +53,7 @@ import numpy as np
 
 from . import backend, schema, tracking
 from .notices import runtime_notices
-from .engine import measures
+from .engine import measures, threads
 from .engine.collapse import CollapseResult, measure_collapse
 from .engine.spectra import DEFAULT_RANK_TOL
 from .errors import raise_if_stopped
@@ -276,7 +276,8 @@ class Tracker:
 
     def record(self, epoch: int, nc: bool = False, margins: bool = False) -> dict[str, list]:
         """Rows per run file (`schema` names) of every probe active at this epoch."""
-        return tracking.collect(tracking.active(self.probes, nc, margins), self.view(epoch, nc))
+        with threads.measuring():  # numpy's algebra on one BLAS thread beside the backend's pool
+            return tracking.collect(tracking.active(self.probes, nc, margins), self.view(epoch, nc))
 
     def measure(self, nc: bool = False) -> Measurement:
         """Measure at the current weights; `nc=True` adds the neural-collapse measures (no

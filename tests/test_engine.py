@@ -254,3 +254,85 @@ def test_the_library_import_and_load_model_are_quiet(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell: the package decides
     out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("budget", [0, 10**9, 5_000])
+def test_the_second_pass_replays_the_first_when_it_fits(monkeypatch, budget):
+    """`Replay`: within its budget the source (a network's inference pass) is called once for
+    both train passes and once for the test split; past it (5,000 bytes: a few batches), or with
+    none, every pass calls it again. The measures are the same either way, bit for bit."""
+    from sqloss_nc.engine import collapse
+
+    rng = np.random.default_rng(0)
+    C = 4
+    y, conv, feat, w = make_layers(rng, C)
+    calls = {"train": 0, "test": 0}
+
+    def source(split, bs=37):
+        def batches():
+            calls[split] += 1
+            # Fresh arrays per call, as a network's outputs are.
+            for i in range(0, len(y), bs):
+                yield [conv[i : i + bs].copy(), feat[i : i + bs].copy()], y[i : i + bs], (feat[i : i + bs] @ w.T)
+
+        return batches
+
+    def measure():
+        return measure_collapse(source("train"), C, ["conv", "features"], test=source("test"), features="features", classifier_weights=w, nc_test=True)
+
+    monkeypatch.setattr(collapse, "REPLAY_BUDGET_BYTES", 0)
+    streamed = measure()
+    assert calls == {"train": 2, "test": 2}
+    calls.update(train=0, test=0)
+    monkeypatch.setattr(collapse, "REPLAY_BUDGET_BYTES", budget)
+    r = measure()
+    assert calls == ({"train": 1, "test": 1} if budget == 10**9 else {"train": 2, "test": 2})
+    assert r.nc == streamed.nc and r.layers == streamed.layers and r.gram == streamed.gram
+    np.testing.assert_array_equal(r.scores["train"], streamed.scores["train"])
+
+
+def test_a_replay_left_half_way_streams_again():
+    """A first pass that was not read to its end is not kept (its batches would be missing)."""
+    from sqloss_nc.engine.collapse import Replay
+
+    calls = []
+
+    def source():
+        calls.append(1)
+        for i in range(3):
+            yield [np.full((2, 2), float(i))], np.array([0, 1]), None
+
+    r = Replay(source)
+    next(r())  # abandoned after one batch
+    assert [float(b[0][0][0, 0]) for b in r()] == [0.0, 1.0, 2.0] and len(calls) == 2
+    assert [float(b[0][0][0, 0]) for b in r()] == [0.0, 1.0, 2.0] and len(calls) == 2  # kept now
+
+
+def test_a_measurement_runs_on_one_blas_thread_and_wide_algebra_on_all():
+    """`threads.measuring` sets numpy's BLAS to one thread and gives the process's count back
+    after; `threads.large` lifts it for a p x p problem from LARGE_P on, not below."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from sqloss_nc.engine import threads
+
+    ctl = threadpoolctl.ThreadpoolController()
+    if not ctl.select(user_api="blas").lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl controls")
+
+    def blas():
+        return max(lib["num_threads"] for lib in ctl.select(user_api="blas").info())
+
+    with ctl.limit(limits=2, user_api="blas"):
+        if blas() != 2:
+            pytest.skip("this BLAS cannot run two threads here")
+        with threads.measuring():
+            assert blas() == 1
+            with threads.large(threads.LARGE_P):
+                assert blas() == 2
+            with threads.large(threads.LARGE_P - 1):
+                assert blas() == 1
+            with threads.measuring():  # nested: joins the outer block
+                assert blas() == 1
+            assert blas() == 1
+        assert blas() == 2
+        with threads.large(10 * threads.LARGE_P):  # outside a measurement: unchanged
+            assert blas() == 2

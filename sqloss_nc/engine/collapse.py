@@ -14,7 +14,10 @@ One call measures every probed representation of a network on a split, streaming
   means and one for NC1/NC4).
 
 Memory is O(C·p) per layer plus O(p²) for the feature layer (``sigma_w_fro``, the decomposition),
-never N × p. A batch source is a callable returning a fresh iterator of ``(reps, labels, scores)``:
+plus the replay: a split's pass-1 batches are kept while they fit in ``REPLAY_BUDGET_BYTES``
+(256 MiB: the quick start's 3 MB, a width-1 convnet's 130 MB at 2,000 images), so its second pass
+reads them instead of calling the source (the network) again; a larger split streams twice and
+never holds N × p. A batch source is a callable returning a fresh iterator of ``(reps, labels, scores)``:
 ``reps`` one array per layer in ``layers`` order (anything with ``__array__``; conv maps are
 flattened per sample unless pooled first with :func:`pool_representation`), ``labels`` (b,) ints,
 ``scores`` (b, C) class scores (the network's outputs; None: ``nc4`` and ``eps_gap`` are NaN).
@@ -47,6 +50,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from . import threads
 from .decomposition import DECOMPOSITION_KEYS, decomposition_accumulator, mse_decomposition
 from .nc import FEATURE_COLLAPSE_KEYS, NC_KEYS, NCAccumulator, WithinClassCovariance, class_mean_gram
 from .spectra import alignment, alignment_uncentred
@@ -59,6 +63,52 @@ SIGMA_W_KEYS = ("sigma_w_fro", "sigma_w_fro_test")
 ALIGNMENT_KEYS = ("alignment", "alignment_uncentred")
 
 POOLINGS = ("flatten", "avg")
+
+#: Bytes of one split's pass-1 batches kept for its second pass (`Replay`).
+REPLAY_BUDGET_BYTES = 256 * 2**20
+
+
+class Replay:
+    """A batch source whose first pass is kept, while it fits in ``budget`` bytes, and replayed
+    by later calls instead of calling ``source`` again (a network's inference pass: the largest
+    cost of a measurement epoch on small splits). Past the budget the kept batches are dropped
+    and every call streams from ``source``: memory stays bounded, and the values are the same
+    either way (the same arrays, or the same deterministic inference pass).
+
+    Args:
+        source: a batch source (a callable returning a fresh iterator of ``(reps, labels, scores)``).
+        budget: bytes of numpy arrays to keep (0: never keep; None: ``REPLAY_BUDGET_BYTES``).
+
+    Example:
+        >>> calls = []
+        >>> def source():
+        ...     calls.append(1)
+        ...     yield [np.ones((2, 3))], np.array([0, 1]), None
+        >>> r = Replay(source)
+        >>> [len(list(r())) for _ in range(3)], len(calls)
+        ([1, 1, 1], 1)
+    """
+
+    def __init__(self, source: "BatchSource", budget: Optional[int] = None):
+        self.source, self.budget = source, int(REPLAY_BUDGET_BYTES if budget is None else budget)
+        self.kept: Optional[list] = None  # the complete first pass, once one was kept
+
+    def __call__(self):
+        return iter(self.kept) if self.kept is not None else self._first()
+
+    def _first(self):
+        kept, size = [], 0
+        for reps, labels, scores in self.source():
+            item = ([np.asarray(r) for r in reps], np.asarray(labels), None if scores is None else np.asarray(scores))
+            if kept is not None:
+                size += sum(a.nbytes for a in item[0]) + item[1].nbytes + (0 if item[2] is None else item[2].nbytes)
+                if size <= self.budget:
+                    kept.append(item)
+                else:
+                    kept = None
+            yield item
+        if kept is not None:
+            self.kept = kept
 
 
 def pool_representation(x, pool: str = "flatten") -> np.ndarray:
@@ -320,71 +370,76 @@ def measure_collapse(
     Returns:
         :class:`CollapseResult`.
     """
-    layers = list(layers)
-    decompose = bool(decomposition) and classifier_weights is not None and features is not None
-    passes = CollapsePasses(num_classes, layers, features, decompose, loss_k, nc_test)
-    feat = passes.feat
-    finish = dict(
-        has_test=test is not None,
-        classifier_weights=classifier_weights,
-        classifier_bias=classifier_bias,
-        weight_decay=weight_decay,
-        decay_bias=decay_bias,
-        loss_M=loss_M,
-        next_kernels=next_kernels,
-    )
+    # One BLAS thread for the many small products, the wide p x p algebra excepted (`threads`).
+    with threads.measuring():
+        layers = list(layers)
+        # Each split's second pass replays its first when it fits (`Replay`).
+        train = Replay(train)
+        test = None if test is None else Replay(test)
+        decompose = bool(decomposition) and classifier_weights is not None and features is not None
+        passes = CollapsePasses(num_classes, layers, features, decompose, loss_k, nc_test)
+        feat = passes.feat
+        finish = dict(
+            has_test=test is not None,
+            classifier_weights=classifier_weights,
+            classifier_bias=classifier_bias,
+            weight_decay=weight_decay,
+            decay_bias=decay_bias,
+            loss_M=loss_M,
+            next_kernels=next_kernels,
+        )
 
-    tr = passes.train
-    tr.pass1(train)
-    if not tr.finite:
+        tr = passes.train
+        tr.pass1(train)
+        if not tr.finite:
+            result = passes.result(**finish)
+            result.scores["train"] = _concat(tr.scores)
+            if test is not None:
+                result.scores["test"] = _concat([None if s is None else np.asarray(s) for _, _, s in test()])
+            return result
+
+        # Pass 2: NCC of every layer against the final train means; NC4, NC1's projections and
+        # (without the decomposition's scatter) Σ_W of the feature layer.
+        counters, cov = passes.begin_second()
+
+        def second():
+            for reps, labels, scores in train():
+                y = np.asarray(labels)
+                for counter, rep in zip(counters, reps):
+                    counter.update(rep, y)
+                if feat is not None:
+                    if cov is not None:
+                        cov.update(reps[feat], y)
+                    yield reps[feat], y, scores
+
+        if feat is not None:
+            tr.accs[feat].nc4_pass(second())
+        else:
+            for _ in second():
+                pass
+
+        te = None
+        if test is not None:
+            te = passes.begin_test()
+            test_counters, test_cov = passes.test_counters, passes.test_cov
+
+            def against_train(reps, y):
+                for counter, rep in zip(test_counters, reps):
+                    counter.update(rep, y)
+                if test_cov is not None:
+                    test_cov.update(reps[feat], y)
+
+            if nc_test:
+                te.pass1(test, also=against_train)
+            else:
+                # Only the train means are needed: one pass, no per-layer test statistics.
+                for reps, labels, scores in test():
+                    te.scores.append(None if scores is None else np.asarray(scores))
+                    against_train([np.asarray(r) for r in reps], np.asarray(labels))
+            if nc_test and feat is not None and te.finite:
+                te.accs[feat].nc4_pass((reps[feat], labels, scores) for reps, labels, scores in test())
         result = passes.result(**finish)
         result.scores["train"] = _concat(tr.scores)
-        if test is not None:
-            result.scores["test"] = _concat([None if s is None else np.asarray(s) for _, _, s in test()])
+        if te is not None:
+            result.scores["test"] = _concat(te.scores)
         return result
-
-    # Pass 2: NCC of every layer against the final train means; NC4, NC1's projections and
-    # (without the decomposition's scatter) Σ_W of the feature layer.
-    counters, cov = passes.begin_second()
-
-    def second():
-        for reps, labels, scores in train():
-            y = np.asarray(labels)
-            for counter, rep in zip(counters, reps):
-                counter.update(rep, y)
-            if feat is not None:
-                if cov is not None:
-                    cov.update(reps[feat], y)
-                yield reps[feat], y, scores
-
-    if feat is not None:
-        tr.accs[feat].nc4_pass(second())
-    else:
-        for _ in second():
-            pass
-
-    te = None
-    if test is not None:
-        te = passes.begin_test()
-        test_counters, test_cov = passes.test_counters, passes.test_cov
-
-        def against_train(reps, y):
-            for counter, rep in zip(test_counters, reps):
-                counter.update(rep, y)
-            if test_cov is not None:
-                test_cov.update(reps[feat], y)
-
-        if nc_test:
-            te.pass1(test, also=against_train)
-        else:
-            # Only the train means are needed: one pass, no per-layer test statistics.
-            for reps, labels, scores in test():
-                te.scores.append(None if scores is None else np.asarray(scores))
-                against_train([np.asarray(r) for r in reps], np.asarray(labels))
-        if nc_test and feat is not None and te.finite:
-            te.accs[feat].nc4_pass((reps[feat], labels, scores) for reps, labels, scores in test())
-    result = passes.result(**finish)
-    result.scores["train"] = _concat(tr.scores)
-    if te is not None:
-        result.scores["test"] = _concat(te.scores)
-    return result

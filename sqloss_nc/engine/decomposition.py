@@ -104,6 +104,7 @@ from typing import Optional
 import numpy as np
 import scipy.linalg
 
+from . import threads
 from .nc import NCAccumulator
 
 __all__ = [
@@ -232,6 +233,12 @@ def _solve(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
     mse_perp is ill-conditioned: the least-squares fit of the data themselves interpolates
     (mse_nc1, mse_nc23 ~ 1e-11), while the cut-off solution leaves them ~1e-2.
     """
+    with threads.large(a.shape[0]):
+        return _solve_threaded(a, b, definite)
+
+
+def _solve_threaded(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
+    # `_solve`'s algorithm, run with the BLAS threads `threads.large` gives a p x p problem.
     if definite:
         try:
             return scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, lower=True, check_finite=False), b, check_finite=False)

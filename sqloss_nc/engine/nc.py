@@ -72,6 +72,8 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
+from . import threads
+
 __all__ = [
     "NC_KEYS",
     "FEATURE_COLLAPSE_KEYS",
@@ -533,11 +535,12 @@ class NCAccumulator:
             hs[s:e] -= mu
         ss_b = np.add.reduceat(np.einsum("ij,ij->i", hs, hs), starts)
         class_scatter_b = None
-        if self.keep_class_scatter:
-            class_scatter_b = np.stack([hs[s:e].T @ hs[s:e] for s, e in zip(starts, ends)])
-            scatter_b = class_scatter_b.sum(axis=0)
-        else:
-            scatter_b = hs.T @ hs if self.full else None
+        with threads.large(self.feature_dim if self.full else 0):  # the O(b p^2) products
+            if self.keep_class_scatter:
+                class_scatter_b = np.stack([hs[s:e].T @ hs[s:e] for s, e in zip(starts, ends)])
+                scatter_b = class_scatter_b.sum(axis=0)
+            else:
+                scatter_b = hs.T @ hs if self.full else None
         del hs
         self._combine(cnt, means_b, ss_b, scatter_b, cls, class_scatter_b)
 
