@@ -11,7 +11,9 @@ Definitions are SPEC §5, §9, §10, §12; each module says which convention it 
 * :mod:`.spectra` — weight spectra, update norms, class-mean/weight alignment (both definitions);
 * :mod:`.measures` — margins and their statistics, ρ;
 * :mod:`.collapse` — the fused two-pass protocol over many layers at once
-  (:func:`measure_collapse`), the driver both clients use.
+  (:func:`measure_collapse`), the driver both clients use;
+* :mod:`.threads` — how many BLAS threads the measurement's algebra runs on (threadpoolctl,
+  imported when a measurement starts).
 
 Example (features exported from another framework):
 
