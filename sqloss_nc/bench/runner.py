@@ -49,7 +49,10 @@ PLAIN_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "plain_torch_epoc
 # matter to PyTorch: by default glibc hands its per-step activations (MBs each) back to the
 # system and faults them in again, unless an earlier free of a larger block (up to 32 MiB)
 # raised the threshold; measured (issue 19): plain PyTorch 300k page faults and +20% CPU per
-# epoch, gone with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864.
+# epoch, gone with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864. And to
+# TensorFlow's step alone (issue 27, an AMD EPYC 2-core machine): its threads' per-thread arenas
+# faulted 730k pages per epoch, which those thresholds leave and MALLOC_ARENA_MAX=1 with them
+# (or the same as GLIBC_TUNABLES) removes (2.3 -> 1.2 s per epoch; README Benchmark).
 TIMING_ENV = (
     "OMP_WAIT_POLICY",
     "OMP_NUM_THREADS",
@@ -59,6 +62,8 @@ TIMING_ENV = (
     "CUDA_VISIBLE_DEVICES",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
+    "GLIBC_TUNABLES",
 )
 
 
