@@ -82,7 +82,8 @@ class Tracker:
     training pass also returns the hidden activations and feeds the streaming accumulators of
     `nc.py` (NC2, NC3, the theory links, the trace ratio and CDNV of every hidden layer, and the
     MSE decomposition's second moment of the features), and a second pass over the activations
-    (the first pass's batches replayed when they fit, `engine.collapse.Replay`) gives the exact NC4 and NC1 (both need the final class means: NC1 from the projections of
+    (the first pass's batches replayed when they fit, `engine.collapse.Replay`) gives the exact
+    NC4 and NC1 (both need the final class means: NC1 from the projections of
     h − μ_y on Σ_B's top C−1 directions) and every layer's NCC accuracy; the test pass classifies
     the test samples by the train class means. Memory stays O(C·p) per measured layer whatever
     N, plus the features' p x p second moment when the decomposition is on. What each column

@@ -373,9 +373,10 @@ def measure_collapse(
     # One BLAS thread for the many small products, the wide p x p algebra excepted (`threads`).
     with threads.measuring():
         layers = list(layers)
-        # Each split's second pass replays its first when it fits (`Replay`).
+        # A split read twice replays its first pass when it fits (`Replay`): the train split
+        # always, the test split with nc_test (otherwise it is read once).
         train = Replay(train)
-        test = None if test is None else Replay(test)
+        test = Replay(test) if test is not None and nc_test else test
         decompose = bool(decomposition) and classifier_weights is not None and features is not None
         passes = CollapsePasses(num_classes, layers, features, decompose, loss_k, nc_test)
         feat = passes.feat

@@ -233,22 +233,17 @@ def _solve(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
     mse_perp is ill-conditioned: the least-squares fit of the data themselves interpolates
     (mse_nc1, mse_nc23 ~ 1e-11), while the cut-off solution leaves them ~1e-2.
     """
-    with threads.large(a.shape[0]):
-        return _solve_threaded(a, b, definite)
-
-
-def _solve_threaded(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
-    # `_solve`'s algorithm, run with the BLAS threads `threads.large` gives a p x p problem.
-    if definite:
-        try:
-            return scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, lower=True, check_finite=False), b, check_finite=False)
-        except np.linalg.LinAlgError:
-            return np.linalg.solve(a, b)
-    values, vectors = np.linalg.eigh(a)
-    s = np.abs(values)
-    keep = s > np.finfo(np.float64).eps * max(a.shape) * (s.max() if s.size else 0.0)
-    v = vectors[:, keep]
-    return v @ ((v.T @ b) / (values[keep] if b.ndim == 1 else values[keep, None]))
+    with threads.large(a.shape[0]):  # a wide p x p problem takes all of the process's BLAS threads
+        if definite:
+            try:
+                return scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, lower=True, check_finite=False), b, check_finite=False)
+            except np.linalg.LinAlgError:
+                return np.linalg.solve(a, b)
+        values, vectors = np.linalg.eigh(a)
+        s = np.abs(values)
+        keep = s > np.finfo(np.float64).eps * max(a.shape) * (s.max() if s.size else 0.0)
+        v = vectors[:, keep]
+        return v @ ((v.T @ b) / (values[keep] if b.ndim == 1 else values[keep, None]))
 
 
 def _augmented(classifier_weights, bias, C: int, p: int) -> np.ndarray:
